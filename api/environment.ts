@@ -1,0 +1,63 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Closed, Quantity, Seconds, StringEnum, commonStatus } from './schema-kit.js';
+
+export const BUILTIN_RUNTIMES = ['node', 'python'] as const;
+export type BuiltinRuntime = (typeof BUILTIN_RUNTIMES)[number];
+
+/** Defaults a Function inherits from its Environment when it does not set its own (Fission's values). */
+export const EXECUTOR_DEFAULTS = {
+  concurrency: 500,
+  requestsPerInstance: 1,
+  idleTimeoutSeconds: 120,
+  functionTimeoutSeconds: 60,
+  specializationTimeoutSeconds: 120,
+  minScale: 0,
+  maxScale: 1,
+} as const;
+
+const ResourceList = Closed({
+  cpu: Type.Optional(Quantity('CPU, e.g. 250m')),
+  memory: Type.Optional(Quantity('memory, e.g. 128Mi')),
+});
+
+export const EnvironmentSpec = Closed(
+  {
+    runtime: Closed(
+      {
+        name: Type.Optional(StringEnum(BUILTIN_RUNTIMES, { description: 'built-in runtime; Spore knows its image and local command' })),
+        image: Type.Optional(Type.String({ minLength: 1, description: 'container image of the runtime server (Kubernetes target)' })),
+        command: Type.Optional(
+          Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'command starting the runtime server locally; gets PORT in its environment' }),
+        ),
+      },
+      { description: 'the runtime server: a built-in name, or an image and a local command' },
+    ),
+    builder: Type.Optional(
+      Closed(
+        {
+          image: Type.Optional(Type.String({ minLength: 1 })),
+          command: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+        },
+        { description: 'builds source packages (e.g. installs requirements.txt) before they are served' },
+      ),
+    ),
+    poolSize: Type.Integer({ minimum: 0, maximum: 100, default: 3, description: 'warm generic instances kept ready' }),
+    resources: Type.Optional(
+      Closed({ requests: Type.Optional(ResourceList), limits: Type.Optional(ResourceList) }, { description: 'per-instance resources' }),
+    ),
+    defaults: Type.Optional(
+      Closed(
+        {
+          idleTimeoutSeconds: Type.Optional(Seconds('default idle time before an instance is released', 1, 86_400)),
+          functionTimeoutSeconds: Type.Optional(Seconds('default time bound of one call', 1, 3_600)),
+          concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'default cap of instances per function' })),
+        },
+        { description: "defaults for the environment's functions; each Function may override them" },
+      ),
+    ),
+  },
+  { description: 'a language runtime and its pool of warm instances' },
+);
+export type EnvironmentSpec = Static<typeof EnvironmentSpec>;
+
+export const EnvironmentStatus = Closed({ ...commonStatus });

@@ -1,0 +1,13 @@
+// The resource model: types, schemas, defaults and validation of the spore.dev kinds.
+export * from './schema-kit.js';
+export * from './kinds.js';
+export * from './errors.js';
+export * from './environment.js';
+export * from './package.js';
+export * from './function.js';
+export * from './triggers.js';
+export * from './workflow.js';
+export * from './schedule.js';
+export * from './validate.js';
+export * from './crd.js';
+export * from './executor.js';

@@ -1,0 +1,149 @@
+// The registry of spore.dev kinds: one entry per kind holds its schemas and how
+// it is presented (plural, short names, printer columns) and ordered (sync wave).
+import type { TSchema, Static } from '@sinclair/typebox';
+import { EnvironmentSpec, EnvironmentStatus } from './environment.js';
+import { PackageSpec, PackageStatus } from './package.js';
+import { FunctionSpec, FunctionStatus } from './function.js';
+import { HttpTriggerSpec, QueueTriggerSpec, TimerTriggerSpec, TriggerStatus, WatchTriggerSpec } from './triggers.js';
+import { WorkflowSpec, WorkflowStatus } from './workflow.js';
+
+export const GROUP = 'spore.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+export interface PrinterColumn {
+  name: string;
+  type: 'string' | 'integer' | 'number' | 'boolean' | 'date';
+  jsonPath: string;
+  description?: string;
+  priority?: number;
+}
+
+export interface KindInfo {
+  kind: string;
+  plural: string;
+  shortNames: string[];
+  spec: TSchema;
+  status: TSchema;
+  printerColumns: PrinterColumn[];
+  /** Argo CD sync wave: Environments and Packages before Functions before what calls them. */
+  wave: number;
+  description: string;
+}
+
+const ready: PrinterColumn = { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
+const fn: PrinterColumn = { name: 'Function', type: 'string', jsonPath: '.spec.function.name' };
+const age: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+
+/** Waves of what is not a spore.dev kind but comes before it. */
+export const WAVE_FOUNDATION = -1; // CustomResourceDefinitions, Namespaces
+export const WAVE_PLATFORM = 0; // the platform's own RBAC, Deployments, Services
+
+export const KINDS = {
+  Environment: {
+    kind: 'Environment', plural: 'environments', shortNames: ['env', 'envs'], spec: EnvironmentSpec, status: EnvironmentStatus, wave: 0,
+    description: 'A language runtime and its pool of warm generic instances.',
+    printerColumns: [
+      { name: 'Runtime', type: 'string', jsonPath: '.spec.runtime.name' },
+      { name: 'Image', type: 'string', jsonPath: '.spec.runtime.image', priority: 1 },
+      { name: 'Pool', type: 'integer', jsonPath: '.spec.poolSize' },
+      age,
+    ],
+  },
+  Package: {
+    kind: 'Package', plural: 'packages', shortNames: ['pkg', 'pkgs'], spec: PackageSpec, status: PackageStatus, wave: 0,
+    description: 'A code archive, inline or by URL, with its checksum.',
+    printerColumns: [
+      { name: 'Size', type: 'integer', jsonPath: '.spec.archive.size' },
+      { name: 'Sha256', type: 'string', jsonPath: '.spec.archive.sha256', priority: 1 },
+      { name: 'Build', type: 'string', jsonPath: '.status.buildStatus' },
+      age,
+    ],
+  },
+  Function: {
+    kind: 'Function', plural: 'functions', shortNames: ['fn', 'fns'], spec: FunctionSpec, status: FunctionStatus, wave: 1,
+    description: 'Code from a Package run in an Environment.',
+    printerColumns: [
+      { name: 'Environment', type: 'string', jsonPath: '.spec.environment.name' },
+      { name: 'Executor', type: 'string', jsonPath: '.spec.executor.type' },
+      ready,
+      age,
+    ],
+  },
+  HttpTrigger: {
+    kind: 'HttpTrigger', plural: 'httptriggers', shortNames: ['ht', 'route', 'routes'], spec: HttpTriggerSpec, status: TriggerStatus, wave: 2,
+    description: 'Routes HTTP requests to a function or a weighted set of functions.',
+    printerColumns: [
+      { name: 'Methods', type: 'string', jsonPath: '.spec.methods' },
+      { name: 'Path', type: 'string', jsonPath: '.spec.path' },
+      { name: 'Prefix', type: 'string', jsonPath: '.spec.prefix', priority: 1 },
+      { name: 'Host', type: 'string', jsonPath: '.spec.host', priority: 1 },
+      fn,
+      age,
+    ],
+  },
+  TimerTrigger: {
+    kind: 'TimerTrigger', plural: 'timertriggers', shortNames: ['tt', 'timer', 'timers'], spec: TimerTriggerSpec, status: TriggerStatus, wave: 2,
+    description: 'Invokes a function on a cron schedule.',
+    printerColumns: [{ name: 'Cron', type: 'string', jsonPath: '.spec.cron' }, fn, age],
+  },
+  QueueTrigger: {
+    kind: 'QueueTrigger', plural: 'queuetriggers', shortNames: ['qt', 'mqt'], spec: QueueTriggerSpec, status: TriggerStatus, wave: 2,
+    description: 'Invokes a function for each message on a topic.',
+    printerColumns: [
+      { name: 'Broker', type: 'string', jsonPath: '.spec.broker.kind' },
+      { name: 'Topic', type: 'string', jsonPath: '.spec.topic' },
+      fn,
+      age,
+    ],
+  },
+  WatchTrigger: {
+    kind: 'WatchTrigger', plural: 'watchtriggers', shortNames: ['wt', 'watch', 'watches'], spec: WatchTriggerSpec, status: TriggerStatus, wave: 2,
+    description: 'Invokes a function when watched Kubernetes objects change.',
+    printerColumns: [{ name: 'Kind', type: 'string', jsonPath: '.spec.resource.kind' }, fn, age],
+  },
+  Workflow: {
+    kind: 'Workflow', plural: 'workflows', shortNames: ['wf', 'wfs'], spec: WorkflowSpec, status: WorkflowStatus, wave: 2,
+    description: 'Functions composed into a graph of tasks.',
+    printerColumns: [{ name: 'Output', type: 'string', jsonPath: '.spec.output' }, { name: 'Phase', type: 'string', jsonPath: '.status.phase' }, age],
+  },
+} satisfies Record<string, KindInfo>;
+
+export type KindName = keyof typeof KINDS;
+export const KIND_NAMES = Object.keys(KINDS) as KindName[];
+
+export function isKindName(kind: unknown): kind is KindName {
+  return typeof kind === 'string' && Object.hasOwn(KINDS, kind);
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  [extra: string]: unknown;
+}
+
+/** A spore.dev object of kind K as it appears in a manifest. */
+export interface SporeObject<K extends KindName = KindName> {
+  apiVersion: typeof API_VERSION;
+  kind: K;
+  metadata: ObjectMeta;
+  spec: Static<(typeof KINDS)[K]['spec']>;
+  status?: Static<(typeof KINDS)[K]['status']>;
+}
+
+/** Any Kubernetes object (a manifest document). */
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta;
+  [field: string]: unknown;
+}
+
+/** The sync wave of any object Spore writes: foundation, platform, then the spore.dev kinds by their order. */
+export function waveOf(obj: { apiVersion: string; kind: string }): number {
+  if (obj.kind === 'CustomResourceDefinition' || obj.kind === 'Namespace') return WAVE_FOUNDATION;
+  if (obj.apiVersion === API_VERSION && isKindName(obj.kind)) return KINDS[obj.kind].wave;
+  return WAVE_PLATFORM;
+}

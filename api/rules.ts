@@ -1,0 +1,125 @@
+// Rules a schema cannot express (one-of fields, sums, graphs, cron syntax),
+// per kind. Each takes an object whose defaults are already applied.
+import { createHash } from 'node:crypto';
+import type { FieldError } from './errors.js';
+import type { KindName, SporeObject } from './kinds.js';
+import { parseSchedule } from './schedule.js';
+import { CONTROL_FLOW, TASK_ID } from './workflow.js';
+
+type Rule<K extends KindName> = (obj: SporeObject<K>) => FieldError[];
+
+function exactlyOne(where: string, spec: object, a: string, b: string): FieldError[] {
+  const has = (k: string) => (spec as Record<string, unknown>)[k] !== undefined;
+  if (has(a) === has(b)) return [{ path: where, message: `set exactly one of ${a} or ${b}` }];
+  return [];
+}
+
+export const RULES: { [K in KindName]: Rule<K> } = {
+  Environment: ({ spec }) =>
+    spec.runtime.name || spec.runtime.image || spec.runtime.command
+      ? []
+      : [{ path: 'spec.runtime', message: 'set name (node or python), or an image and/or a command' }],
+
+  Package: ({ spec }) => {
+    const errors = exactlyOne('spec.archive', spec.archive, 'inline', 'url');
+    if (spec.archive.inline !== undefined) {
+      const bytes = Buffer.from(spec.archive.inline, 'base64');
+      if (bytes.length !== spec.archive.size) {
+        errors.push({ path: 'spec.archive.size', message: `is ${spec.archive.size} but the inline archive has ${bytes.length} bytes` });
+      } else if (createHash('sha256').update(bytes).digest('hex') !== spec.archive.sha256) {
+        errors.push({ path: 'spec.archive.sha256', message: 'does not match the inline archive' });
+      }
+    }
+    return errors;
+  },
+
+  Function: ({ spec }) => {
+    const { minScale, maxScale } = spec.executor ?? {};
+    return minScale !== undefined && maxScale !== undefined && minScale > maxScale
+      ? [{ path: 'spec.executor.minScale', message: `is ${minScale}, more than maxScale (${maxScale})` }]
+      : [];
+  },
+
+  HttpTrigger: ({ spec }) => {
+    const errors = [...exactlyOne('spec', spec, 'path', 'prefix'), ...exactlyOne('spec', spec, 'function', 'functions')];
+    if (spec.keepPrefix && spec.prefix === undefined) errors.push({ path: 'spec.keepPrefix', message: 'only applies with prefix' });
+    if (spec.functions) {
+      const sum = spec.functions.reduce((s, f) => s + f.weight, 0);
+      if (sum !== 100) errors.push({ path: 'spec.functions', message: `weights sum to ${sum}; they must sum to 100` });
+      const names = spec.functions.map((f) => f.name);
+      const dup = names.find((n, i) => names.indexOf(n) !== i);
+      if (dup) errors.push({ path: 'spec.functions', message: `function "${dup}" is listed twice` });
+    }
+    const params = (spec.path ?? spec.prefix ?? '').split('/').filter((s) => s.startsWith(':'));
+    const dupParam = params.find((p, i) => params.indexOf(p) !== i);
+    if (dupParam) errors.push({ path: spec.path ? 'spec.path' : 'spec.prefix', message: `parameter ${dupParam} appears twice` });
+    return errors;
+  },
+
+  TimerTrigger: ({ spec }) => {
+    try {
+      parseSchedule(spec.cron, spec.timeZone);
+      return [];
+    } catch (err) {
+      const msg = (err as Error).message;
+      return [{ path: msg.includes('time zone') ? 'spec.timeZone' : 'spec.cron', message: msg }];
+    }
+  },
+
+  QueueTrigger: ({ spec }) => {
+    const errors = exactlyOne('spec.broker.connection', spec.broker.connection, 'url', 'secretRef');
+    for (const key of ['responseTopic', 'errorTopic'] as const) {
+      if (spec[key] === spec.topic) errors.push({ path: `spec.${key}`, message: `is the consumed topic "${spec.topic}": every reply would be consumed again` });
+    }
+    return errors;
+  },
+
+  WatchTrigger: () => [],
+
+  Workflow: ({ spec }) => {
+    const errors: FieldError[] = [];
+    const ids = Object.keys(spec.tasks);
+    for (const id of ids) {
+      const task = spec.tasks[id];
+      const at = `spec.tasks.${id}`;
+      if (!new RegExp(TASK_ID).test(id)) errors.push({ path: at, message: 'task id must start with a letter or _ and hold only letters, digits, _ and -' });
+      for (const dep of task.requires ?? []) {
+        if (!Object.hasOwn(spec.tasks, dep)) errors.push({ path: `${at}.requires`, message: `unknown task "${dep}"` });
+      }
+      const flow = CONTROL_FLOW[task.run];
+      for (const input of flow?.required ?? []) {
+        if (task.inputs?.[input] === undefined) errors.push({ path: `${at}.inputs`, message: `"${task.run}" needs input "${input}"` });
+      }
+    }
+    if (spec.output !== undefined && !Object.hasOwn(spec.tasks, spec.output)) {
+      errors.push({ path: 'spec.output', message: `unknown task "${spec.output}"` });
+    }
+    const cycle = findCycle(spec.tasks);
+    if (cycle) errors.push({ path: 'spec.tasks', message: `tasks depend on each other in a cycle: ${cycle.join(' → ')}` });
+    return errors;
+  },
+};
+
+/** A dependency cycle among tasks, as the list of ids around it, or undefined. */
+function findCycle(tasks: Record<string, { requires?: string[] }>): string[] | undefined {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (id: string): string[] | undefined => {
+    if (state.get(id) === 'done' || !Object.hasOwn(tasks, id)) return undefined;
+    if (state.get(id) === 'open') return [...stack.slice(stack.indexOf(id)), id];
+    state.set(id, 'open');
+    stack.push(id);
+    for (const dep of tasks[id].requires ?? []) {
+      const found = visit(dep);
+      if (found) return found;
+    }
+    stack.pop();
+    state.set(id, 'done');
+    return undefined;
+  };
+  for (const id of Object.keys(tasks).sort()) {
+    const found = visit(id);
+    if (found) return found;
+  }
+  return undefined;
+}

@@ -1,0 +1,178 @@
+// The validator: schema (ajv over the same TypeBox schemas the CRDs come from),
+// then each kind's rules, then rules across a set of objects (references,
+// duplicates, route conflicts). Every error carries its field path.
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Type, type TSchema } from '@sinclair/typebox';
+import { joinPath, ValidationError, type FieldError, type ObjectError } from './errors.js';
+import { API_VERSION, KINDS, KIND_NAMES, isKindName, type KindName, type KubeObject, type SporeObject } from './kinds.js';
+import { RULES } from './rules.js';
+import { DNS_LABEL, MapOf, Name, StringEnum } from './schema-kit.js';
+import { ROUTE_PATH } from './triggers.js';
+import { CONTROL_FLOW } from './workflow.js';
+
+const Metadata = Type.Object(
+  {
+    name: Name('object name'),
+    namespace: Type.Optional(Name('namespace')),
+    labels: Type.Optional(MapOf(Type.String())),
+    annotations: Type.Optional(MapOf(Type.String())),
+  },
+  { additionalProperties: true },
+);
+
+/** The JSON Schema of a whole object of a kind (what a manifest document must be). */
+export function objectSchema(kind: KindName): TSchema {
+  const info = KINDS[kind];
+  return Type.Object({
+    apiVersion: StringEnum([API_VERSION] as const),
+    kind: StringEnum([kind] as const),
+    metadata: Metadata,
+    spec: info.spec,
+    status: Type.Optional(info.status),
+  });
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
+ajv.addKeyword({ keyword: 'x-kubernetes-preserve-unknown-fields' });
+const validators = new Map<KindName, ValidateFunction>(KIND_NAMES.map((k) => [k, ajv.compile(objectSchema(k))]));
+
+const PATTERN_HINTS: Record<string, string> = {
+  [DNS_LABEL]: "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+  [ROUTE_PATH]: 'must be a URL path such as /hello or /users/:id',
+};
+
+function describe(e: ErrorObject): FieldError {
+  const parts = e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const got = e.data === undefined ? '' : ` (got ${JSON.stringify(e.data)})`;
+  switch (e.keyword) {
+    case 'required':
+      return { path: joinPath([...parts, e.params.missingProperty]), message: 'is required' };
+    case 'additionalProperties': {
+      const known = Object.keys((e.parentSchema as { properties?: object })?.properties ?? {});
+      return { path: joinPath([...parts, e.params.additionalProperty]), message: `is not a known field${known.length ? ` (known: ${known.join(', ')})` : ''}` };
+    }
+    case 'enum':
+      return { path: joinPath(parts), message: `must be one of: ${e.params.allowedValues.join(', ')}${got}` };
+    case 'pattern':
+      return { path: joinPath(parts), message: `${PATTERN_HINTS[e.params.pattern] ?? `must match ${e.params.pattern}`}${got}` };
+    case 'maxLength':
+      return { path: joinPath(parts), message: `must be at most ${e.params.limit} characters long` };
+    default:
+      return { path: joinPath(parts), message: `${e.message}${typeof e.data === 'object' ? '' : got}` };
+  }
+}
+
+function dedupe<T extends FieldError>(errors: T[]): T[] {
+  const seen = new Set<string>();
+  return errors.filter((e) => {
+    const key = `${(e as Partial<ObjectError>).object ?? ''}|${e.path}|${e.message}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
+}
+
+/** Validates one spore.dev object; returns every error, or [] (never throws). Objects of other kinds need only a kind and a name. */
+export function validateObject(input: unknown): FieldError[] {
+  return check(input).errors;
+}
+
+/** Returns a copy of a valid spore.dev object with every default applied, or throws a ValidationError listing all errors. */
+export function normalize<K extends KindName>(input: unknown): SporeObject<K> {
+  const { errors, value } = check(input);
+  if (errors.length) throw new ValidationError(errors, `invalid ${describeObject(input)}`);
+  return value as SporeObject<K>;
+}
+
+function check(input: unknown): { errors: FieldError[]; value?: unknown } {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return { errors: [{ path: '', message: 'must be an object' }] };
+  const obj = input as Partial<KubeObject>;
+  if (typeof obj.apiVersion !== 'string' || !obj.apiVersion) return { errors: [{ path: 'apiVersion', message: 'is required' }] };
+  if (typeof obj.kind !== 'string' || !obj.kind) return { errors: [{ path: 'kind', message: 'is required' }] };
+  if (typeof obj.metadata?.name !== 'string' || !obj.metadata.name) return { errors: [{ path: 'metadata.name', message: 'is required' }] };
+  if (!obj.apiVersion.startsWith('spore.dev/')) return { errors: [], value: input };
+  if (obj.apiVersion !== API_VERSION) return { errors: [{ path: 'apiVersion', message: `must be ${API_VERSION} (got "${obj.apiVersion}")` }] };
+  if (!isKindName(obj.kind)) return { errors: [{ path: 'kind', message: `must be one of: ${KIND_NAMES.join(', ')} (got "${obj.kind}")` }] };
+  const value = structuredClone(input);
+  const validate = validators.get(obj.kind)!;
+  if (!validate(value)) return { errors: dedupe((validate.errors ?? []).map(describe)) };
+  const rule = RULES[obj.kind] as (o: unknown) => FieldError[];
+  const errors = rule(value);
+  return errors.length ? { errors } : { errors: [], value };
+}
+
+/** `Kind/namespace/name`, the way errors and plans name an object. */
+export function describeObject(input: unknown): string {
+  const o = (input ?? {}) as Partial<KubeObject>;
+  return `${o.kind ?? '?'}/${o.metadata?.namespace ?? 'default'}/${o.metadata?.name ?? '?'}`;
+}
+
+/** The part of a route two triggers must not share: host, method and path shape (`:params` are wildcards). */
+function routeKeys(spec: SporeObject<'HttpTrigger'>['spec']): string[] {
+  const shape = spec.path !== undefined ? spec.path.replace(/:[^/]+/g, ':').replace(/(.)\/$/, '$1') : `${spec.prefix}/**`;
+  return (spec.methods ?? ['GET']).map((m) => `${spec.host ?? '*'} ${m} ${shape}`);
+}
+
+/**
+ * Validates a set of objects that are applied together: each object, then
+ * names unique per kind and namespace, references resolving inside the set,
+ * and no two HttpTriggers claiming the same host + method + path.
+ */
+export function validateSet(objects: readonly unknown[]): ObjectError[] {
+  const errors: ObjectError[] = [];
+  const checked: KubeObject[] = [];
+  for (const obj of objects) {
+    const { errors: own, value } = check(obj);
+    errors.push(...own.map((e) => ({ object: describeObject(obj), ...e })));
+    if (value) checked.push(value as KubeObject);
+  }
+  return dedupe([...errors, ...crossCheck(checked)]);
+}
+
+/**
+ * Checks across objects that are each valid on their own: names unique per
+ * kind and namespace, references resolving inside the set, and no two
+ * HttpTriggers claiming the same host + method + path.
+ */
+export function crossCheck(objects: readonly KubeObject[]): ObjectError[] {
+  const errors: ObjectError[] = [];
+  const seen = new Set<string>();
+  for (const o of objects) {
+    const key = `${o.apiVersion}|${describeObject(o)}`;
+    if (seen.has(key)) errors.push({ object: describeObject(o), path: 'metadata.name', message: 'is defined twice' });
+    seen.add(key);
+  }
+  const valid = objects.filter((o) => o.apiVersion === API_VERSION && isKindName(o.kind)) as unknown as SporeObject[];
+  const ns = (o: SporeObject) => o.metadata.namespace ?? 'default';
+  const names = new Set(valid.map((o) => `${o.kind}/${ns(o)}/${o.metadata.name}`));
+  const known = (kind: KindName, o: SporeObject) => valid.filter((x) => x.kind === kind && ns(x) === ns(o)).map((x) => x.metadata.name);
+  const ref = (o: SporeObject, kind: KindName, name: string, path: string) => {
+    if (names.has(`${kind}/${ns(o)}/${name}`)) return;
+    const list = known(kind, o);
+    errors.push({ object: describeObject(o), path, message: `unknown ${kind} "${name}"${list.length ? ` (known: ${list.join(', ')})` : ` (no ${kind} in namespace ${ns(o)})`}` });
+  };
+  const routes = new Map<string, string>();
+  for (const o of valid) {
+    const spec = o.spec as Record<string, any>;
+    if (o.kind === 'Function') {
+      ref(o, 'Environment', spec.environment.name, 'spec.environment.name');
+      ref(o, 'Package', spec.package.name, 'spec.package.name');
+    }
+    if (spec.function) ref(o, 'Function', spec.function.name, 'spec.function.name');
+    if (o.kind === 'HttpTrigger') {
+      (spec.functions ?? []).forEach((f: { name: string }, i: number) => ref(o, 'Function', f.name, `spec.functions[${i}].name`));
+      for (const key of routeKeys(spec as SporeObject<'HttpTrigger'>['spec'])) {
+        const other = routes.get(key);
+        if (other) {
+          const [host, method, shape] = key.split(' ');
+          const what = `${method} ${spec.path ?? `${spec.prefix} (prefix)`}${host === '*' ? '' : ` on host ${host}`}`;
+          errors.push({ object: describeObject(o), path: spec.path ? 'spec.path' : 'spec.prefix', message: `${what} is already routed by ${other}${shape.includes(':') ? ' (parameter names do not tell routes apart)' : ''}` });
+        } else routes.set(key, describeObject(o));
+      }
+    }
+    if (o.kind === 'Workflow') {
+      for (const [id, task] of Object.entries(spec.tasks as Record<string, { run: string }>)) {
+        if (!Object.hasOwn(CONTROL_FLOW, task.run)) ref(o, 'Function', task.run, `spec.tasks.${id}.run`);
+      }
+    }
+  }
+  return dedupe(errors);
+}

@@ -1,0 +1,15 @@
+import { existsSync } from 'node:fs';
+import { formatErrors, validateSet } from '../api/index.js';
+import { loadManifests } from './manifests.js';
+
+export function validateCommand(paths: string[]): void {
+  const missing = paths.filter((p) => !existsSync(p));
+  if (missing.length) throw new Error(`not found: ${missing.join(', ')}`);
+  const docs = loadManifests(paths);
+  const errors = validateSet(docs.map((d) => d.object));
+  if (errors.length) {
+    console.error(formatErrors(errors));
+    throw new Error(`${errors.length} error(s) in ${docs.length} object(s)`);
+  }
+  console.log(`${docs.length} object(s) valid`);
+}

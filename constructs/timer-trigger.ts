@@ -1,0 +1,47 @@
+import type { Construct } from 'constructs';
+import type { HttpMethod, TimerTriggerSpec } from '../api/index.js';
+import { functionName, type FunctionRef } from './function-ref.js';
+import { SporeObject, type SporeObjectOptions } from './spore-object.js';
+
+export interface ScheduleOptions extends SporeObjectOptions {
+  /** IANA time zone the cron is read in. @default UTC */
+  readonly timeZone?: string;
+  /** Method of the call. @default POST */
+  readonly method?: HttpMethod;
+  /** Path of the call (what the function sees). @default / */
+  readonly path?: string;
+  /** Headers of the call. */
+  readonly headers?: Record<string, string>;
+  /** Body of the call. @default empty */
+  readonly body?: string;
+}
+
+export interface TimerTriggerProps extends ScheduleOptions {
+  /** `*\/5 * * * *`, with an optional seconds field first; `@hourly`; or `@every 5m`. */
+  readonly cron: string;
+  readonly function: FunctionRef;
+}
+
+/** Invokes a function on a schedule. `fn.addSchedule('@every 1m')` is the short form. */
+export class TimerTrigger extends SporeObject {
+  constructor(
+    scope: Construct,
+    id: string,
+    private readonly config: TimerTriggerProps,
+  ) {
+    super(scope, id, 'TimerTrigger', config);
+  }
+
+  protected renderSpec(): TimerTriggerSpec {
+    const c = this.config;
+    return {
+      cron: c.cron,
+      timeZone: c.timeZone,
+      function: { name: functionName(c.function) },
+      method: c.method ?? 'POST',
+      path: c.path ?? '/',
+      headers: c.headers,
+      body: c.body,
+    };
+  }
+}

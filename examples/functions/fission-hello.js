@@ -1,0 +1,9 @@
+// Written for Fission's Node.js environment: it runs unchanged on Spore.
+module.exports = async function (context) {
+  const who = (context.request.query && context.request.query.who) || 'Fission';
+  return {
+    status: 200,
+    headers: { 'content-type': 'text/plain' },
+    body: `Hello from a ${who}-style function\n`,
+  };
+};

@@ -1,0 +1,1 @@
+export default () => new Response('Hello from v2 (canary)\n');

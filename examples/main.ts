@@ -1,0 +1,47 @@
+// An example Spore app. `npx cdk8s synth` writes its manifests and archives to
+// dist/; `spore up` (or `npm start` at the repository root) serves it locally.
+import { App, Chart } from 'cdk8s';
+import { Environment, NodeFunction, PythonFunction, HttpTrigger } from 'spore';
+
+const app = new App();
+const chart = new Chart(app, 'shop');
+
+const node = Environment.node(chart, 'node');
+const python = Environment.python(chart, 'python', { poolSize: 2 });
+
+// A Web handler (Request → Response) with a path parameter.
+const hello = new NodeFunction(chart, 'hello', { environment: node, entry: 'functions/hello.ts' });
+hello.addRoute('GET', '/hello/:name');
+
+// A function that imports an npm package: it is bundled into the archive.
+const slug = new NodeFunction(chart, 'slug', { environment: node, entry: 'functions/slug.ts' });
+slug.addRoute(['GET', 'POST'], '/slug');
+
+// A function written for Fission runs unchanged.
+const legacy = new NodeFunction(chart, 'fission-hello', { environment: node, entry: 'functions/fission-hello.js' });
+legacy.addRoute('GET', '/fission');
+
+// Python: a folder with main.py (and a requirements.txt, if it has one).
+const pyHello = new PythonFunction(chart, 'py-hello', { environment: python, path: 'functions/python-hello' });
+pyHello.addRoute('GET', '/py/hello');
+
+// A timer: runs every minute.
+const tick = new NodeFunction(chart, 'tick', { environment: node, entry: 'functions/tick.ts' });
+tick.addSchedule('@every 1m');
+
+// A queue consumer: one call per message on the NATS subject "orders".
+const orders = new NodeFunction(chart, 'process-order', { environment: node, entry: 'functions/process-order.ts' });
+orders.addQueue('orders', { url: 'nats://127.0.0.1:4222', responseTopic: 'orders.done', errorTopic: 'orders.failed', maxRetries: 3 });
+
+// A canary: 90% of /greeting goes to v1, 10% to v2.
+const v1 = new NodeFunction(chart, 'greeting-v1', { environment: node, entry: 'functions/greeting-v1.ts' });
+const v2 = new NodeFunction(chart, 'greeting-v2', { environment: node, entry: 'functions/greeting-v2.ts' });
+new HttpTrigger(chart, 'greeting', {
+  path: '/greeting',
+  functions: [
+    { function: v1, weight: 90 },
+    { function: v2, weight: 10 },
+  ],
+});
+
+app.synth();

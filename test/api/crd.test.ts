@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { allCrds, crdFor, KIND_NAMES } from '../../api/index.js';
+
+/** Walks a schema and lists what a structural schema (apiextensions.k8s.io/v1) must not have. */
+function structuralProblems(schema: any, path = ''): string[] {
+  const problems: string[] = [];
+  if (schema.type === undefined && !schema['x-kubernetes-preserve-unknown-fields'] && !schema['x-kubernetes-int-or-string']) problems.push(`${path || '/'}: no type`);
+  for (const bad of ['anyOf', 'oneOf', 'allOf', 'not', 'const', 'patternProperties', '$ref', '$id', 'definitions']) {
+    if (bad in schema) problems.push(`${path}: uses ${bad}`);
+  }
+  if (schema.additionalProperties === false) problems.push(`${path}: additionalProperties: false`);
+  if (schema.properties && schema.additionalProperties) problems.push(`${path}: both properties and additionalProperties`);
+  for (const [k, v] of Object.entries(schema.properties ?? {})) problems.push(...structuralProblems(v, `${path}/${k}`));
+  if (typeof schema.additionalProperties === 'object') problems.push(...structuralProblems(schema.additionalProperties, `${path}/*`));
+  if (schema.items) problems.push(...structuralProblems(schema.items, `${path}[]`));
+  return problems;
+}
+
+describe('CRDs', () => {
+  it('has one CRD per kind, namespaced, with the status subresource and short names', () => {
+    const crds = allCrds();
+    expect(crds.map((c: any) => c.metadata.name)).toEqual([
+      'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev',
+    ]);
+    for (const crd of crds as any[]) {
+      expect(crd.apiVersion).toBe('apiextensions.k8s.io/v1');
+      expect(crd.spec.scope).toBe('Namespaced');
+      expect(crd.spec.names.shortNames.length).toBeGreaterThan(0);
+      expect(crd.spec.names.categories).toEqual(['spore']);
+      expect(crd.spec.versions).toHaveLength(1);
+      expect(crd.spec.versions[0]).toMatchObject({ name: 'v1alpha1', served: true, storage: true, subresources: { status: {} } });
+    }
+  });
+
+  it.each(KIND_NAMES)('%s has a structural schema', (kind) => {
+    const schema = (crdFor(kind) as any).spec.versions[0].schema.openAPIV3Schema;
+    expect(structuralProblems(schema)).toEqual([]);
+    expect(schema.required).toEqual(['spec']);
+  });
+
+  it('keeps defaults, bounds and enums in the CRD so the API server applies them too', () => {
+    const fnSchema = (crdFor('Function') as any).spec.versions[0].schema.openAPIV3Schema;
+    const executor = fnSchema.properties.spec.properties.executor;
+    expect(executor.properties.type).toMatchObject({ type: 'string', enum: ['pool', 'dedicated'], default: 'pool' });
+    expect(executor.properties.functionTimeoutSeconds).toMatchObject({ type: 'integer', minimum: 1, maximum: 3600 });
+    const env = (crdFor('Environment') as any).spec.versions[0].schema.openAPIV3Schema;
+    expect(env.properties.spec.properties.poolSize).toMatchObject({ type: 'integer', default: 3 });
+  });
+
+  it('shows environment, executor and readiness for Functions and path/function for HttpTriggers', () => {
+    const cols = (kind: (typeof KIND_NAMES)[number]) => (crdFor(kind) as any).spec.versions[0].additionalPrinterColumns.map((c: any) => `${c.name}=${c.jsonPath}`);
+    expect(cols('Function')).toEqual(expect.arrayContaining(['Environment=.spec.environment.name', 'Executor=.spec.executor.type', 'Ready=.status.conditions[?(@.type=="Ready")].status']));
+    expect(cols('HttpTrigger')).toEqual(expect.arrayContaining(['Path=.spec.path', 'Function=.spec.function.name']));
+  });
+});
