@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { formatErrors, validateSet } from '../api/index.js';
-import { loadManifests } from './manifests.js';
+import { loadManifests } from '../reconciler/manifests.js';
 
 export function validateCommand(paths: string[]): void {
   const missing = paths.filter((p) => !existsSync(p));

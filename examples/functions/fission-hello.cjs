@@ -1,4 +1,5 @@
 // Written for Fission's Node.js environment: it runs unchanged on Spore.
+// (.cjs: this example app is an ES module package, and this file is CommonJS.)
 module.exports = async function (context) {
   const who = (context.request.query && context.request.query.who) || 'Fission';
   return {

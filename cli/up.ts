@@ -1,0 +1,127 @@
+// `spore up`: synthesize an app, apply it to the local store, and serve it
+// with the dataplane, in one process.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { formatErrors, validateSet, type KubeObject } from '../api/index.js';
+import { startDataplane, type Dataplane } from '../dataplane/index.js';
+import { renderApp } from '../reconciler/render.js';
+import { SqliteStore, type ApplyResult } from '../store/index.js';
+import { UP_FILE } from './target.js';
+
+export interface UpOptions {
+  port: string;
+  host: string;
+  watch?: boolean;
+  stateDir?: string;
+}
+
+export const APP_LABEL = 'spore.dev/app';
+export const STAGE_LABEL = 'spore.dev/stage';
+
+const dnsLabel = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
+
+export interface LocalApp {
+  dir: string;
+  stateDir: string;
+  store: SqliteStore;
+  /** Synthesizes, validates and applies; throws with a message that says what is wrong. */
+  deploy(): Promise<ApplyResult>;
+}
+
+export function localApp(dir: string, stateDir: string): LocalApp {
+  const store = new SqliteStore(join(stateDir, 'spore.db'));
+  const inventory = { [APP_LABEL]: dnsLabel(basename(dir)), [STAGE_LABEL]: 'local' };
+  return {
+    dir,
+    stateDir,
+    store,
+    async deploy() {
+      const outdir = join(stateDir, 'render');
+      const docs = await renderApp(dir, outdir);
+      const objects = docs.map((d) => d.object as KubeObject);
+      const errors = validateSet(objects);
+      if (errors.length) throw new Error(`the rendered manifests are invalid:\n${formatErrors(errors)}`);
+      // archives too big to inline live beside the manifests; keep them where the pool manager looks
+      const archives = join(outdir, 'archives');
+      if (existsSync(archives)) {
+        mkdirSync(join(stateDir, 'archives'), { recursive: true });
+        for (const f of readdirSync(archives)) copyFileSync(join(archives, f), join(stateDir, 'archives', f));
+      }
+      const labelled = objects.map((o) => ({ ...o, metadata: { ...o.metadata, labels: { ...o.metadata.labels, ...inventory } } }));
+      return store.apply(labelled, { prune: { labels: inventory } });
+    },
+  };
+}
+
+function summary(r: ApplyResult): string {
+  return `${r.created.length} created, ${r.updated.length} updated, ${r.unchanged.length} unchanged, ${r.pruned.length} pruned`;
+}
+
+export async function upCommand(dirArg: string | undefined, options: UpOptions): Promise<void> {
+  const dir = resolve(dirArg ?? '.');
+  const port = Number(options.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number (got "${options.port}")`);
+  const stateDir = resolve(options.stateDir ?? join(dir, '.spore'));
+  const app = localApp(dir, stateDir);
+  const say = (m: string) => process.stdout.write(`${m}\n`);
+  say(`spore: synthesizing ${dir}`);
+  try {
+    say(`spore: applied (${summary(await app.deploy())})`);
+  } catch (err) {
+    await app.store.close();
+    throw err;
+  }
+  let dataplane: Dataplane;
+  try {
+    dataplane = await startDataplane({ store: app.store, stateDir, port, host: options.host });
+  } catch (err) {
+    await app.store.close();
+    throw new Error(`cannot start the dataplane on ${options.host}:${port}: ${(err as Error).message}`);
+  }
+  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane.url, pid: process.pid, appDir: dir }));
+  const printRoutes = () => {
+    for (const r of dataplane.router.routeList) {
+      const target = r.functions.length === 1 ? r.functions[0].name : r.functions.map((f) => `${f.name} ${f.weight}%`).join(', ');
+      say(`  ${r.methods.join(',').padEnd(8)} ${dataplane.url}${r.path}${r.host ? ` (host ${r.host})` : ''} → ${target}`);
+    }
+  };
+  say(`spore: serving on ${dataplane.url}`);
+  printRoutes();
+
+  let watcher: ReturnType<typeof watch> | undefined;
+  if (options.watch) {
+    let timer: NodeJS.Timeout | undefined;
+    let running = Promise.resolve();
+    const ignored = /(^|\/)(node_modules|dist|\.spore|\.git|cdk8s\.out)(\/|$)/;
+    watcher = watch(dir, { recursive: true }, (_event, file) => {
+      if (!file || ignored.test(String(file)) || String(file).startsWith(basename(stateDir))) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        running = running.then(async () => {
+          say(`spore: ${file} changed, synthesizing`);
+          try {
+            say(`spore: applied (${summary(await app.deploy())})`);
+            await dataplane.router.reload();
+            printRoutes();
+          } catch (err) {
+            say(`spore: ${(err as Error).message}\nspore: still serving the last good version`);
+          }
+        });
+      }, 200);
+    });
+    say(`spore: watching ${dir} for changes`);
+  }
+
+  await new Promise<void>((done) => {
+    const stop = async (signal: string) => {
+      say(`spore: ${signal}, shutting down`);
+      watcher?.close();
+      await dataplane.close();
+      await app.store.close();
+      rmSync(join(stateDir, UP_FILE), { force: true });
+      done();
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+}

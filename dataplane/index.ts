@@ -1,0 +1,73 @@
+// The dataplane, assembled: a router and a pool manager over a store and an
+// instance provider (child processes here; pods on Kubernetes).
+import { join } from 'node:path';
+import type { LogStore, ResourceStore } from '../store/index.js';
+import { LogSink } from './logs.js';
+import { Metrics } from './metrics.js';
+import { PackageFetcher } from './poolmgr/package-fetcher.js';
+import { PoolManager } from './poolmgr/poolmgr.js';
+import { ProcessProvider } from './poolmgr/process-provider.js';
+import type { InstanceProvider } from './poolmgr/provider.js';
+import { Router } from './router/router.js';
+
+export { DataplaneError } from './errors.js';
+export { Metrics } from './metrics.js';
+export { PoolManager, type Lease, type FunctionSnapshot } from './poolmgr/poolmgr.js';
+export { ProcessProvider, builtinCommand } from './poolmgr/process-provider.js';
+export { PackageFetcher, PackageError } from './poolmgr/package-fetcher.js';
+export type { Instance, InstanceProvider } from './poolmgr/provider.js';
+export { Router, REQUEST_ID } from './router/router.js';
+export { RouteTable } from './router/route-table.js';
+
+export interface DataplaneOptions {
+  store: ResourceStore & LogStore;
+  /** Holds instances' folders (instances/) and fetched archives (archives/). */
+  stateDir: string;
+  port?: number;
+  host?: string;
+  provider?: InstanceProvider;
+  /** Calls that may wait per function before 429. @default 100 */
+  queueSize?: number;
+  bodyLimit?: number;
+  /** Serve /_spore/* for the CLI. @default true */
+  admin?: boolean;
+  report?: (message: string) => void;
+}
+
+export interface Dataplane {
+  url: string;
+  router: Router;
+  poolmgr: PoolManager;
+  metrics: Metrics;
+  close(): Promise<void>;
+}
+
+export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
+  const metrics = new Metrics({ defaultMetrics: true });
+  const logs = new LogSink(o.store);
+  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances') });
+  const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives') });
+  const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, report: o.report });
+  await poolmgr.start();
+  const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : { logs: o.store }, bodyLimit: o.bodyLimit, report: o.report });
+  let url: string;
+  try {
+    url = await router.listen(o.port ?? 8080, o.host ?? '127.0.0.1');
+  } catch (err) {
+    await poolmgr.shutdown();
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    router,
+    poolmgr,
+    metrics,
+    close: () =>
+      (closing ??= (async () => {
+        await router.close(); // in-flight calls finish (bounded), then instances go
+        await poolmgr.shutdown();
+        logs.flush();
+      })()),
+  };
+}

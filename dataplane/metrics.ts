@@ -1,0 +1,38 @@
+// Prometheus metrics of the dataplane (Fission's set). Labels are bounded:
+// namespace, function, method and status code — never a raw path.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly calls: Counter<'namespace' | 'function' | 'method' | 'code'>;
+  readonly errors: Counter<'namespace' | 'function' | 'method' | 'code'>;
+  readonly duration: Histogram<'namespace' | 'function' | 'method' | 'code'>;
+  readonly overhead: Histogram<'namespace' | 'function'>;
+  readonly responseSize: Histogram<'namespace' | 'function'>;
+  readonly coldStarts: Counter<'namespace' | 'function'>;
+  readonly coldStartSeconds: Histogram<'namespace' | 'function'>;
+  readonly instanceAlive: Histogram<'namespace' | 'function'>;
+  readonly warm: Gauge<'namespace' | 'environment'>;
+  readonly specialized: Gauge<'namespace' | 'function'>;
+  readonly busy: Gauge<'namespace' | 'function'>;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const r = [this.registry];
+    const fnLabels = ['namespace', 'function'] as const;
+    const callLabels = ['namespace', 'function', 'method', 'code'] as const;
+    this.calls = new Counter({ name: 'spore_function_calls_total', help: 'Calls of functions', labelNames: callLabels, registers: r });
+    this.errors = new Counter({ name: 'spore_function_errors_total', help: 'Calls answered with a 5xx status', labelNames: callLabels, registers: r });
+    this.duration = new Histogram({ name: 'spore_function_duration_seconds', help: 'Time from request to end of response, through the router', labelNames: callLabels, buckets: LATENCY_BUCKETS, registers: r });
+    this.overhead = new Histogram({ name: 'spore_function_overhead_seconds', help: "Time the router adds to a call, not counting the function's own time", labelNames: fnLabels, buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25], registers: r });
+    this.responseSize = new Histogram({ name: 'spore_function_response_size_bytes', help: 'Response body size', labelNames: fnLabels, buckets: [0, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000], registers: r });
+    this.coldStarts = new Counter({ name: 'spore_function_cold_starts_total', help: 'Instances specialized for a function', labelNames: fnLabels, registers: r });
+    this.coldStartSeconds = new Histogram({ name: 'spore_function_cold_start_seconds', help: 'Time to specialize an instance (fetch, verify, extract, load)', labelNames: fnLabels, buckets: LATENCY_BUCKETS, registers: r });
+    this.instanceAlive = new Histogram({ name: 'spore_function_instance_alive_seconds', help: 'Lifetime of specialized instances', labelNames: fnLabels, buckets: [1, 10, 60, 300, 900, 3600, 86400], registers: r });
+    this.warm = new Gauge({ name: 'spore_pool_warm_instances', help: 'Generic instances ready to be specialized', labelNames: ['namespace', 'environment'], registers: r });
+    this.specialized = new Gauge({ name: 'spore_function_specialized_instances', help: 'Instances specialized for a function', labelNames: fnLabels, registers: r });
+    this.busy = new Gauge({ name: 'spore_function_busy_instances', help: 'Specialized instances serving at least one call', labelNames: fnLabels, registers: r });
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}

@@ -1,0 +1,528 @@
+// The pool manager: warm generic instances per Environment, specialized on a
+// function's first call; per function, calls share instances up to
+// requestsPerInstance, instances grow up to concurrency, then calls wait in a
+// bounded queue, then get 429. Idle instances are reaped; an instance that
+// crashes or overruns is removed; a changed function drains its old instances.
+import { join } from 'node:path';
+import { request } from 'undici';
+import { API_VERSION, resolveExecutor, type ResolvedExecutor } from '../../api/index.js';
+import type { ResourceStore, StoredObject, WatchEvent } from '../../store/index.js';
+import { DataplaneError } from '../errors.js';
+import type { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
+import { PackageError, type PackageFetcher } from './package-fetcher.js';
+import type { Instance, InstanceProvider, LogLine } from './provider.js';
+
+export interface PoolManagerOptions {
+  store: ResourceStore;
+  provider: InstanceProvider;
+  fetcher: PackageFetcher;
+  metrics: Metrics;
+  logs?: LogSink;
+  /** Calls that may wait for an instance, per function; past it, 429. @default 100 */
+  queueSize?: number;
+  /** How often idle instances are looked for. @default 250 ms */
+  reapIntervalMs?: number;
+  /** Where instances' own messages go before they serve a function. @default stderr */
+  report?: (message: string) => void;
+}
+
+interface Slot {
+  instance: Instance;
+  inFlight: number;
+  lastUsed: number;
+  draining: boolean;
+  revision: string;
+  specializedAt: number;
+}
+
+interface Waiter {
+  resolve: (lease: Lease) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface FunctionPool {
+  key: string;
+  namespace: string;
+  name: string;
+  slots: Slot[];
+  specializing: number;
+  waiters: Waiter[];
+}
+
+interface EnvPool {
+  key: string;
+  revision: string;
+  warm: Instance[];
+  starting: number;
+  backoffMs: number;
+  retryTimer?: NodeJS.Timeout;
+}
+
+/** An instance lent to one call: release it when the call is done, or kill it if it misbehaved. */
+export interface Lease {
+  readonly url: string;
+  readonly instance: Instance;
+  /** True when this call paid for specializing the instance. */
+  readonly coldStart: boolean;
+  readonly executor: ResolvedExecutor;
+  release(): void;
+  kill(): void;
+}
+
+export interface FunctionSnapshot {
+  namespace: string;
+  name: string;
+  environment: string;
+  executor: string;
+  waiting: number;
+  specializing: number;
+  instances: { id: string; pid?: number; state: 'idle' | 'busy' | 'draining'; inFlight: number; ageSeconds: number }[];
+}
+
+const key = (namespace: string, name: string) => `${namespace}/${name}`;
+
+export class PoolManager {
+  private readonly functions = new Map<string, StoredObject>();
+  private readonly packages = new Map<string, StoredObject>();
+  private readonly environments = new Map<string, StoredObject>();
+  private readonly pools = new Map<string, FunctionPool>();
+  private readonly envPools = new Map<string, EnvPool>();
+  private readonly owners = new WeakMap<Instance, { namespace: string; function: string }>();
+  private unwatch?: () => void;
+  private reaper?: NodeJS.Timeout;
+  private closed = false;
+  private readonly queueSize: number;
+
+  constructor(private readonly o: PoolManagerOptions) {
+    this.queueSize = o.queueSize ?? 100;
+  }
+
+  async start(): Promise<void> {
+    this.unwatch = this.o.store.watch((e) => this.onChange(e));
+    for (const obj of await this.o.store.list({ apiVersion: API_VERSION })) this.remember(obj);
+    for (const env of this.environments.values()) this.syncEnvPool(env);
+    this.reaper = setInterval(() => this.reap(), this.o.reapIntervalMs ?? 250);
+    this.reaper.unref();
+  }
+
+  // ---- the store's view --------------------------------------------------
+
+  private table(kind: string): Map<string, StoredObject> | undefined {
+    return kind === 'Function' ? this.functions : kind === 'Package' ? this.packages : kind === 'Environment' ? this.environments : undefined;
+  }
+
+  private remember(obj: StoredObject): void {
+    this.table(obj.kind)?.set(key(obj.metadata.namespace, obj.metadata.name), obj);
+  }
+
+  private onChange(e: WatchEvent): void {
+    if (this.closed || e.object.apiVersion !== API_VERSION) return;
+    const table = this.table(e.object.kind);
+    if (!table) return;
+    const k = key(e.object.metadata.namespace, e.object.metadata.name);
+    if (e.type === 'DELETED') table.delete(k);
+    else table.set(k, e.object);
+    if (e.object.kind === 'Environment') {
+      if (e.type === 'DELETED') this.dropEnvPool(k);
+      else this.syncEnvPool(e.object);
+    }
+    // a changed function, package or environment: instances of the old revision drain
+    for (const pool of this.pools.values()) {
+      const fn = this.functions.get(pool.key);
+      if (!fn) this.retire(pool, new DataplaneError(404, 'NotFound', `function ${pool.key} was removed`));
+      else {
+        const revision = this.revisionOf(fn);
+        for (const slot of pool.slots) if (slot.revision !== revision) this.drain(pool, slot);
+      }
+    }
+  }
+
+  private revisionOf(fn: StoredObject): string {
+    const spec = fn.spec as { environment: { name: string }; package: { name: string } };
+    const pkg = this.packages.get(key(fn.metadata.namespace, spec.package.name));
+    const env = this.environments.get(key(fn.metadata.namespace, spec.environment.name));
+    return `${fn.metadata.generation}|${(pkg?.spec as any)?.archive?.sha256}|${env?.metadata.generation}`;
+  }
+
+  private executorOf(fn: StoredObject): ResolvedExecutor {
+    const spec = fn.spec as { executor?: object; environment: { name: string } };
+    const env = this.environments.get(key(fn.metadata.namespace, spec.environment.name));
+    return resolveExecutor(spec.executor, env?.spec as any);
+  }
+
+  // ---- environments: pools of warm generic instances ---------------------
+
+  private syncEnvPool(env: StoredObject): void {
+    const k = key(env.metadata.namespace, env.metadata.name);
+    const revision = String(env.metadata.generation);
+    let pool = this.envPools.get(k);
+    if (pool && pool.revision !== revision) {
+      this.dropEnvPool(k);
+      pool = undefined;
+    }
+    if (!pool) {
+      pool = { key: k, revision, warm: [], starting: 0, backoffMs: 500 };
+      this.envPools.set(k, pool);
+    }
+    this.refill(pool);
+  }
+
+  private dropEnvPool(k: string): void {
+    const pool = this.envPools.get(k);
+    if (!pool) return;
+    this.envPools.delete(k);
+    clearTimeout(pool.retryTimer);
+    for (const i of pool.warm.splice(0)) void i.kill();
+  }
+
+  private refill(pool: EnvPool): void {
+    const env = this.environments.get(pool.key);
+    if (!env || this.closed || pool.retryTimer) return;
+    const size = (env.spec as { poolSize?: number }).poolSize ?? 3;
+    while (pool.warm.length + pool.starting < size) {
+      pool.starting++;
+      this.startInstance(env)
+        .then((instance) => {
+          pool.starting--;
+          pool.backoffMs = 500;
+          if (this.closed || this.envPools.get(pool.key) !== pool) return void instance.kill();
+          pool.warm.push(instance);
+          void instance.exited.then(() => {
+            const i = pool.warm.indexOf(instance);
+            if (i >= 0) {
+              pool.warm.splice(i, 1);
+              this.refill(pool);
+            }
+          });
+        })
+        .catch((err) => {
+          pool.starting--;
+          this.report(`environment ${pool.key}: could not start an instance: ${(err as Error).message}; retrying in ${pool.backoffMs} ms`);
+          pool.retryTimer = setTimeout(() => {
+            pool.retryTimer = undefined;
+            this.refill(pool);
+          }, pool.backoffMs);
+          pool.retryTimer.unref();
+          pool.backoffMs = Math.min(pool.backoffMs * 2, 30_000);
+        });
+    }
+  }
+
+  private startInstance(env: StoredObject): Promise<Instance> {
+    let instance: Instance | undefined;
+    return this.o.provider
+      .start(env, {
+        onLog: (line) => {
+          if (instance) this.log(instance, line);
+          else if (line.stream === 'stderr') this.report(`environment ${env.metadata.name}: ${line.line}`);
+        },
+      })
+      .then((i) => (instance = i));
+  }
+
+  private log(instance: Instance, line: LogLine): void {
+    const owner = this.owners.get(instance);
+    if (!owner) {
+      if (line.stream === 'stderr') this.report(`instance ${instance.id}: ${line.line}`);
+      return;
+    }
+    this.o.logs?.write({ time: Date.now(), namespace: owner.namespace, function: owner.function, instance: instance.id, requestId: line.requestId, stream: line.stream, line: line.line });
+  }
+
+  private report(message: string): void {
+    (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
+  }
+
+  /** A warm generic instance of the environment, or a new one if the pool is empty. */
+  private async takeGeneric(envKey: string): Promise<Instance> {
+    const env = this.environments.get(envKey);
+    if (!env) throw new DataplaneError(500, 'EnvironmentMissing', `environment ${envKey} is not applied`);
+    const pool = this.envPools.get(envKey);
+    const instance = pool?.warm.shift();
+    if (pool) this.refill(pool);
+    return instance ?? this.startInstance(env);
+  }
+
+  // ---- functions: leases, specialization, queueing -----------------------
+
+  private poolOf(namespace: string, name: string): FunctionPool {
+    const k = key(namespace, name);
+    let pool = this.pools.get(k);
+    if (!pool) {
+      if (!this.functions.has(k)) throw new DataplaneError(404, 'NotFound', `function ${k} does not exist`);
+      pool = { key: k, namespace, name, slots: [], specializing: 0, waiters: [] };
+      this.pools.set(k, pool);
+    }
+    return pool;
+  }
+
+  private lease(pool: FunctionPool, slot: Slot, coldStart: boolean, executor: ResolvedExecutor): Lease {
+    slot.inFlight++;
+    let done = false;
+    return {
+      url: slot.instance.url,
+      instance: slot.instance,
+      coldStart,
+      executor,
+      release: () => {
+        if (done) return;
+        done = true;
+        slot.inFlight--;
+        slot.lastUsed = Date.now();
+        if (slot.draining) {
+          if (slot.inFlight === 0) this.remove(pool, slot);
+        } else this.serveWaiters(pool, executor);
+      },
+      kill: () => {
+        if (done) return;
+        done = true;
+        slot.inFlight--;
+        this.remove(pool, slot);
+        this.serveWaiters(pool, executor);
+      },
+    };
+  }
+
+  /**
+   * An instance for one call of a function. Synchronous when a specialized
+   * instance has room (the warm path); otherwise specializes one, or queues.
+   */
+  acquire(namespace: string, name: string): Lease | Promise<Lease> {
+    if (this.closed) throw new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down');
+    const pool = this.poolOf(namespace, name);
+    const fn = this.functions.get(pool.key)!;
+    const executor = this.executorOf(fn);
+    const revision = this.revisionOf(fn);
+    for (const slot of pool.slots) {
+      if (!slot.draining && slot.inFlight < executor.requestsPerInstance && slot.revision === revision) return this.lease(pool, slot, false, executor);
+    }
+    if (this.live(pool) + pool.specializing < this.capOf(executor)) return this.coldStart(pool, fn, executor, revision);
+    if (pool.waiters.length >= this.queueSize) {
+      throw new DataplaneError(429, 'TooManyRequests', `function ${pool.key} is at its concurrency limit (${this.capOf(executor)} instances × ${executor.requestsPerInstance}) and ${pool.waiters.length} calls are already waiting`, { 'retry-after': '1' });
+    }
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          pool.waiters.splice(pool.waiters.indexOf(waiter), 1);
+          reject(new DataplaneError(504, 'Timeout', `no instance of ${pool.key} became free within ${executor.functionTimeoutSeconds}s`));
+        }, executor.functionTimeoutSeconds * 1000),
+      };
+      pool.waiters.push(waiter);
+    });
+  }
+
+  private capOf(executor: ResolvedExecutor): number {
+    return executor.type === 'dedicated' ? executor.maxScale : executor.concurrency;
+  }
+
+  private live(pool: FunctionPool): number {
+    return pool.slots.filter((s) => !s.draining).length;
+  }
+
+  private serveWaiters(pool: FunctionPool, executor: ResolvedExecutor): void {
+    const fn = this.functions.get(pool.key);
+    if (!fn) return;
+    const revision = this.revisionOf(fn);
+    while (pool.waiters.length) {
+      const slot = pool.slots.find((s) => !s.draining && s.inFlight < executor.requestsPerInstance && s.revision === revision);
+      if (slot) {
+        const w = pool.waiters.shift()!;
+        clearTimeout(w.timer);
+        w.resolve(this.lease(pool, slot, false, executor));
+        continue;
+      }
+      if (this.live(pool) + pool.specializing < this.capOf(executor)) {
+        const w = pool.waiters.shift()!;
+        clearTimeout(w.timer);
+        this.coldStart(pool, fn, executor, revision).then(w.resolve, w.reject);
+        continue;
+      }
+      return;
+    }
+  }
+
+  private async coldStart(pool: FunctionPool, fn: StoredObject, executor: ResolvedExecutor, revision: string): Promise<Lease> {
+    pool.specializing++;
+    const started = performance.now();
+    try {
+      const slot = await this.specialize(pool, fn, executor, revision);
+      pool.slots.push(slot);
+      const labels = { namespace: pool.namespace, function: pool.name };
+      this.o.metrics.coldStarts.inc(labels);
+      this.o.metrics.coldStartSeconds.observe(labels, (performance.now() - started) / 1000);
+      void slot.instance.exited.then(() => this.remove(pool, slot));
+      return this.lease(pool, slot, true, executor);
+    } catch (err) {
+      // calls waiting on this specialization get the same answer
+      if (this.live(pool) === 0 && pool.specializing === 1) {
+        for (const w of pool.waiters.splice(0)) {
+          clearTimeout(w.timer);
+          w.reject(err as Error);
+        }
+      }
+      throw err;
+    } finally {
+      pool.specializing--;
+    }
+  }
+
+  private async specialize(pool: FunctionPool, fn: StoredObject, executor: ResolvedExecutor, revision: string): Promise<Slot> {
+    const spec = fn.spec as { environment: { name: string }; package: { name: string }; entrypoint?: string; env?: { name: string; value: string }[] };
+    const pkgKey = key(pool.namespace, spec.package.name);
+    const pkg = this.packages.get(pkgKey);
+    if (!pkg) throw new DataplaneError(500, 'PackageMissing', `function ${pool.key} refers to Package ${pkgKey}, which is not applied`);
+    // fetch and verify before taking an instance: a bad archive costs no instance
+    let bytes: Buffer;
+    try {
+      bytes = await this.o.fetcher.bytes(pkg);
+    } catch (err) {
+      throw new DataplaneError(500, 'BadPackage', (err as Error).message);
+    }
+    const instance = await this.takeGeneric(key(pool.namespace, spec.environment.name)).catch((err) => {
+      throw err instanceof DataplaneError ? err : new DataplaneError(502, 'NoInstance', `no instance of environment ${spec.environment.name}: ${(err as Error).message}`);
+    });
+    this.owners.set(instance, { namespace: pool.namespace, function: pool.name });
+    try {
+      const codeDir = join(instance.workDir, 'code');
+      await this.o.fetcher.extract(bytes, codeDir, `Package ${pkgKey}`);
+      const env = Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value]));
+      const res = await request(`${instance.url}/v2/specialize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ filepath: codeDir, functionName: spec.entrypoint ?? '', env }),
+        headersTimeout: executor.specializationTimeoutSeconds * 1000,
+        bodyTimeout: executor.specializationTimeoutSeconds * 1000,
+      }).catch((err) => {
+        throw new DataplaneError(504, 'SpecializationTimeout', `function ${pool.key}: specialization did not finish within ${executor.specializationTimeoutSeconds}s (${(err as Error).message})`);
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 202 && res.statusCode !== 200) {
+        let message = text;
+        try {
+          message = JSON.parse(text).error ?? text;
+        } catch {
+          // plain text
+        }
+        throw new DataplaneError(500, 'SpecializationFailed', `function ${pool.key}: ${message}`);
+      }
+    } catch (err) {
+      void instance.kill();
+      if (err instanceof PackageError) throw new DataplaneError(500, 'BadPackage', err.message);
+      throw err;
+    }
+    return { instance, inFlight: 0, lastUsed: Date.now(), draining: false, revision, specializedAt: Date.now() };
+  }
+
+  private drain(pool: FunctionPool, slot: Slot): void {
+    slot.draining = true;
+    if (slot.inFlight === 0) this.remove(pool, slot);
+  }
+
+  private remove(pool: FunctionPool, slot: Slot): void {
+    const i = pool.slots.indexOf(slot);
+    if (i < 0) return;
+    pool.slots.splice(i, 1);
+    this.o.metrics.instanceAlive.observe({ namespace: pool.namespace, function: pool.name }, (Date.now() - slot.specializedAt) / 1000);
+    void slot.instance.kill();
+  }
+
+  private retire(pool: FunctionPool, err: Error): void {
+    this.pools.delete(pool.key);
+    for (const w of pool.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    for (const slot of [...pool.slots]) this.drain(pool, slot);
+  }
+
+  private reap(): void {
+    const now = Date.now();
+    for (const pool of this.pools.values()) {
+      const fn = this.functions.get(pool.key);
+      if (!fn) continue;
+      const executor = this.executorOf(fn);
+      const keep = executor.type === 'dedicated' ? executor.minScale : 0;
+      for (const slot of [...pool.slots]) {
+        if (this.live(pool) <= keep) break;
+        if (!slot.draining && slot.inFlight === 0 && now - slot.lastUsed >= executor.idleTimeoutSeconds * 1000) this.remove(pool, slot);
+      }
+    }
+  }
+
+  // ---- views and shutdown ------------------------------------------------
+
+  snapshot(): { functions: FunctionSnapshot[]; environments: { namespace: string; name: string; warm: number; starting: number }[] } {
+    const now = Date.now();
+    const functions = [...this.functions.values()].map((fn) => {
+      const pool = this.pools.get(key(fn.metadata.namespace, fn.metadata.name));
+      const spec = fn.spec as { environment: { name: string } };
+      return {
+        namespace: fn.metadata.namespace,
+        name: fn.metadata.name,
+        environment: spec.environment.name,
+        executor: this.executorOf(fn).type,
+        waiting: pool?.waiters.length ?? 0,
+        specializing: pool?.specializing ?? 0,
+        instances: (pool?.slots ?? []).map((s) => ({
+          id: s.instance.id,
+          pid: s.instance.pid,
+          state: s.draining ? ('draining' as const) : s.inFlight ? ('busy' as const) : ('idle' as const),
+          inFlight: s.inFlight,
+          ageSeconds: Math.round((now - s.specializedAt) / 1000),
+        })),
+      };
+    });
+    const environments = [...this.envPools.values()].map((p) => {
+      const [namespace, name] = p.key.split('/');
+      return { namespace, name, warm: p.warm.length, starting: p.starting };
+    });
+    return { functions, environments };
+  }
+
+  /** Pids of every live instance (warm or specialized). */
+  pids(): number[] {
+    const pids: number[] = [];
+    for (const p of this.envPools.values()) for (const i of p.warm) if (i.pid) pids.push(i.pid);
+    for (const p of this.pools.values()) for (const s of p.slots) if (s.instance.pid) pids.push(s.instance.pid);
+    return pids;
+  }
+
+  updateGauges(): void {
+    const m = this.o.metrics;
+    m.warm.reset();
+    m.specialized.reset();
+    m.busy.reset();
+    for (const p of this.envPools.values()) {
+      const [namespace, environment] = p.key.split('/');
+      m.warm.set({ namespace, environment }, p.warm.length);
+    }
+    for (const p of this.pools.values()) {
+      m.specialized.set({ namespace: p.namespace, function: p.name }, p.slots.length);
+      m.busy.set({ namespace: p.namespace, function: p.name }, p.slots.filter((s) => s.inFlight > 0).length);
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    this.closed = true;
+    this.unwatch?.();
+    clearInterval(this.reaper);
+    const kills: Promise<void>[] = [];
+    for (const pool of this.pools.values()) {
+      for (const w of pool.waiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.reject(new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down'));
+      }
+      for (const s of pool.slots.splice(0)) kills.push(s.instance.kill());
+    }
+    for (const p of this.envPools.values()) {
+      clearTimeout(p.retryTimer);
+      for (const i of p.warm.splice(0)) kills.push(i.kill());
+    }
+    await Promise.all(kills);
+    await this.o.provider.shutdown();
+  }
+}

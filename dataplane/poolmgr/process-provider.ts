@@ -1,0 +1,144 @@
+// Instances as child processes of runtime servers (the local target).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import type { StoredObject } from '../../store/index.js';
+import type { Instance, InstanceProvider, LogLine, StartOptions } from './provider.js';
+
+// The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
+// and from the build (lib/dataplane/poolmgr) they are in dataplane/runtimes.
+const RUNTIMES_DIR = fileURLToPath(new URL('../runtimes/', import.meta.url)).replace('/lib/dataplane/', '/dataplane/');
+const runtimesDir = () => RUNTIMES_DIR;
+
+/** The command of each built-in runtime. */
+export function builtinCommand(name: string): string[] {
+  if (name === 'node') return [process.execPath, join(runtimesDir(), 'node/server.mjs')];
+  if (name === 'python') return [process.env.SPORE_PYTHON ?? 'python3', '-u', join(runtimesDir(), 'python/server.py')];
+  throw new Error(`unknown built-in runtime "${name}"`);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const TAG = /^\x1e([^\x1f]*)\x1f(.*)$/s;
+
+export interface ProcessProviderOptions {
+  /** Where instances get their folders. */
+  workRoot: string;
+  /** How long a new process may take to answer its health check. @default 10000 ms */
+  startTimeoutMs?: number;
+  /** Grace between SIGTERM and SIGKILL. @default 2000 ms */
+  killGraceMs?: number;
+}
+
+export class ProcessProvider implements InstanceProvider {
+  private readonly children = new Set<ChildProcess>();
+
+  constructor(private readonly options: ProcessProviderOptions) {}
+
+  async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {
+    const runtime = (environment.spec as { runtime: { name?: string; command?: string[] } }).runtime;
+    const command = runtime.command ?? (runtime.name ? builtinCommand(runtime.name) : undefined);
+    if (!command) throw new Error(`Environment ${environment.metadata.name} has no local command (set runtime.name or runtime.command)`);
+    const port = await freePort();
+    const id = randomUUID().slice(0, 8);
+    const workDir = join(this.options.workRoot, id);
+    mkdirSync(workDir, { recursive: true });
+    const child = spawn(command[0], command.slice(1), {
+      cwd: workDir,
+      env: { ...process.env, ...options.env, PORT: String(port), HOST: '127.0.0.1', SPORE_INSTANCE: id },
+      stdio: ['pipe', 'pipe', 'pipe'], // our end of stdin closing tells the runtime to exit
+    });
+    this.children.add(child);
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.children.delete(child);
+        resolve({ code, signal });
+      });
+      child.once('error', () => {
+        this.children.delete(child);
+        resolve({ code: null, signal: null });
+      });
+    });
+    const emit = (stream: LogLine['stream']) => (line: string) => {
+      const m = TAG.exec(line);
+      options.onLog?.(m ? { stream, line: m[2], requestId: m[1] || undefined } : { stream, line });
+    };
+    createInterface({ input: child.stdout! }).on('line', emit('stdout'));
+    createInterface({ input: child.stderr! }).on('line', emit('stderr'));
+    child.stdin!.on('error', () => {}); // the child may be gone already
+
+    const url = `http://127.0.0.1:${port}`;
+    const grace = this.options.killGraceMs ?? 2000;
+    let killing: Promise<void> | undefined;
+    const instance: Instance = {
+      id,
+      url,
+      pid: child.pid,
+      startedAt: Date.now(),
+      exited,
+      workDir,
+      kill: () =>
+        (killing ??= (async () => {
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGTERM');
+            const timer = setTimeout(() => child.kill('SIGKILL'), grace);
+            await exited;
+            clearTimeout(timer);
+          }
+          rmSync(workDir, { recursive: true, force: true });
+        })()),
+    };
+    try {
+      await this.waitHealthy(url, exited);
+    } catch (err) {
+      await instance.kill();
+      throw err;
+    }
+    return instance;
+  }
+
+  private async waitHealthy(url: string, exited: Promise<{ code: number | null; signal: string | null }>): Promise<void> {
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 10_000);
+    let gone: { code: number | null; signal: string | null } | undefined;
+    void exited.then((e) => (gone = e));
+    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+      if (gone) throw new Error(`runtime exited while starting (code ${gone.code}, signal ${gone.signal})`);
+      try {
+        const res = await request(`${url}/healthz`, { headersTimeout: 1000, bodyTimeout: 1000 });
+        await res.body.dump();
+        if (res.statusCode === 200) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`runtime did not answer its health check within ${this.options.startTimeoutMs ?? 10_000} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    const waits = [...this.children].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+          setTimeout(() => c.kill('SIGKILL'), this.options.killGraceMs ?? 2000).unref();
+        }),
+    );
+    await Promise.all(waits);
+  }
+}

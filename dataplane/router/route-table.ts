@@ -1,0 +1,82 @@
+// The route table: HttpTriggers compiled into a find-my-way router (the one
+// fastify uses), rebuilt whole on every change and swapped in atomically.
+import FindMyWay from 'find-my-way';
+import type { HTTPVersion } from 'find-my-way';
+import { HTTP_METHODS } from '../../api/index.js';
+import type { StoredObject } from '../../store/index.js';
+
+export interface Target {
+  namespace: string;
+  /** The trigger that matched (for errors and listings). */
+  trigger: string;
+  /** One function, or a weighted split. */
+  functions: { name: string; weight: number }[];
+  prefix?: string;
+  keepPrefix: boolean;
+}
+
+export type Match =
+  | { kind: 'found'; target: Target; params: Record<string, string>; path: string }
+  | { kind: 'method'; allow: string[] }
+  | { kind: 'none' };
+
+export interface RouteTableOptions {
+  /** Stage hosts and prefixes come with the reconciler's previews; the table only needs the routes. */
+  onConflict?: (message: string) => void;
+}
+
+export interface RouteInfo {
+  namespace: string;
+  trigger: string;
+  methods: string[];
+  path: string;
+  host?: string;
+  functions: { name: string; weight: number }[];
+}
+
+export class RouteTable {
+  private readonly router = FindMyWay<HTTPVersion.V1>({ ignoreTrailingSlash: true, caseSensitive: true, ignoreDuplicateSlashes: true });
+  readonly routes: RouteInfo[] = [];
+
+  constructor(triggers: readonly StoredObject[], options: RouteTableOptions = {}) {
+    const sorted = [...triggers].sort((a, b) => (a.metadata.resourceVersion < b.metadata.resourceVersion ? -1 : 1));
+    for (const t of sorted) {
+      const spec = t.spec as { methods?: string[]; path?: string; prefix?: string; keepPrefix?: boolean; host?: string; function?: { name: string }; functions?: { name: string; weight: number }[] };
+      const target: Target = {
+        namespace: t.metadata.namespace,
+        trigger: t.metadata.name,
+        functions: spec.functions ?? (spec.function ? [{ name: spec.function.name, weight: 100 }] : []),
+        prefix: spec.prefix,
+        keepPrefix: spec.keepPrefix ?? false,
+      };
+      const methods = spec.methods ?? ['GET'];
+      const paths = spec.prefix !== undefined ? [spec.prefix, `${spec.prefix.replace(/\/$/, '')}/*`] : [spec.path!];
+      const constraints = spec.host ? { host: spec.host } : undefined;
+      try {
+        for (const path of paths) for (const m of methods) this.router.on(m as any, path, constraints ? { constraints } : {}, () => {}, target);
+        this.routes.push({ namespace: target.namespace, trigger: target.trigger, methods, path: spec.path ?? `${spec.prefix}/*`, host: spec.host, functions: target.functions });
+      } catch (err) {
+        options.onConflict?.(`HttpTrigger ${t.metadata.namespace}/${t.metadata.name} not routed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  match(method: string, host: string | undefined, path: string): Match {
+    const hostname = host?.replace(/:\d+$/, '');
+    const found = this.find(method, hostname, path);
+    if (found) {
+      const target = found.store as Target;
+      const params: Record<string, string> = {};
+      for (const [k, v] of Object.entries(found.params)) if (k !== '*' && v !== undefined) params[k] = v;
+      let forward = path;
+      if (target.prefix !== undefined && !target.keepPrefix) forward = '/' + (found.params['*'] ?? '');
+      return { kind: 'found', target, params, path: forward };
+    }
+    const allow = HTTP_METHODS.filter((m) => m !== method && this.find(m, hostname, path));
+    return allow.length ? { kind: 'method', allow } : { kind: 'none' };
+  }
+
+  private find(method: string, host: string | undefined, path: string) {
+    return this.router.find(method as any, path, host ? { host } : {}) ?? (host ? this.router.find(method as any, path, {}) : null);
+  }
+}

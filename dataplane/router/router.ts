@@ -1,0 +1,286 @@
+// The router: maps a request to a function through the route table, borrows
+// an instance from the pool manager (in-process, no network hop on the warm
+// path) and streams the request and response through a keep-alive agent.
+import { randomUUID } from 'node:crypto';
+import { Transform } from 'node:stream';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Agent, errors as undiciErrors } from 'undici';
+import { API_VERSION } from '../../api/index.js';
+import type { LogStore, ResourceStore } from '../../store/index.js';
+import { DataplaneError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import type { Lease, PoolManager } from '../poolmgr/poolmgr.js';
+import { RouteTable } from './route-table.js';
+
+export const REQUEST_ID = 'x-spore-request-id';
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+export interface RouterOptions {
+  store: ResourceStore;
+  poolmgr: PoolManager;
+  metrics: Metrics;
+  /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. */
+  admin?: { logs: LogStore };
+  /** Largest request body accepted. @default 16 MiB */
+  bodyLimit?: number;
+  /** Bound on waiting for in-flight calls at shutdown. @default 10000 ms */
+  shutdownGraceMs?: number;
+  report?: (message: string) => void;
+}
+
+interface Call {
+  namespace: string;
+  name: string;
+  path: string;
+  params: Record<string, string>;
+}
+
+function errorBody(status: number, reason: string, message: string, requestId: string) {
+  return { status, error: reason, message, requestId };
+}
+
+export class Router {
+  readonly server: FastifyInstance;
+  private table = new RouteTable([]);
+  private readonly agent = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, connect: { timeout: 5_000 } });
+  private readonly bodyLimit: number;
+  private unwatch?: () => void;
+  private rebuild?: NodeJS.Timeout;
+
+  constructor(private readonly o: RouterOptions) {
+    this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
+    this.server = Fastify({ logger: false, return503OnClosing: true, keepAliveTimeout: 65_000, bodyLimit: this.bodyLimit });
+    this.server.removeAllContentTypeParsers();
+    this.server.addContentTypeParser('*', (_req, _payload, done) => done(null)); // bodies stream through untouched
+    this.routes();
+  }
+
+  /** Loads the routes, follows the store, and listens. Returns the base URL. */
+  async listen(port: number, host = '127.0.0.1'): Promise<string> {
+    await this.reload();
+    this.unwatch = this.o.store.watch((e) => {
+      if (e.object.apiVersion === API_VERSION && e.object.kind === 'HttpTrigger') {
+        // a burst of changes (one apply) rebuilds the table once
+        clearTimeout(this.rebuild);
+        this.rebuild = setTimeout(() => void this.reload(), 0);
+      }
+    });
+    await this.server.listen({ port, host });
+    const address = this.server.server.address() as { port: number };
+    return `http://${host}:${address.port}`;
+  }
+
+  /** Rebuilds the route table; requests in flight keep the table they started with. */
+  async reload(): Promise<void> {
+    const triggers = await this.o.store.list({ apiVersion: API_VERSION, kind: 'HttpTrigger' });
+    this.table = new RouteTable(triggers, { onConflict: (m) => this.report(m) });
+  }
+
+  get routeList() {
+    return this.table.routes;
+  }
+
+  private report(message: string): void {
+    (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
+  }
+
+  private routes(): void {
+    const s = this.server;
+    s.get('/healthz', async () => ({ status: 'ok' }));
+    s.get('/metrics', async (_req, reply) => {
+      this.o.poolmgr.updateGauges();
+      return reply.type(this.o.metrics.registry.contentType).send(await this.o.metrics.registry.metrics());
+    });
+    const internal = (req: FastifyRequest, reply: FastifyReply) => {
+      const { namespace, name } = req.params as { namespace: string; name: string };
+      const rest = (req.params as Record<string, string>)['*'] ?? '';
+      return this.call(req, reply, { namespace, name, path: `/${rest}`, params: {} });
+    };
+    s.route({ method: [...METHODS], url: '/_fn/:namespace/:name', handler: internal });
+    s.route({ method: [...METHODS], url: '/_fn/:namespace/:name/*', handler: internal });
+    if (this.o.admin) {
+      const logs = this.o.admin.logs;
+      s.get('/_spore/status', async () => ({ ...this.o.poolmgr.snapshot(), routes: this.table.routes }));
+      s.get('/_spore/logs', async (req, reply) => {
+        const q = req.query as Record<string, string | undefined>;
+        if (!q.function) return reply.code(400).send(errorBody(400, 'BadRequest', 'query parameter "function" is required', ''));
+        const num = (v: string | undefined, what: string) => {
+          if (v === undefined) return undefined;
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new DataplaneError(400, 'BadRequest', `query parameter "${what}" must be a non-negative number`);
+          return n;
+        };
+        try {
+          return logs.queryLogs({ namespace: q.namespace ?? 'default', function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
+        } catch (err) {
+          const e = err as DataplaneError;
+          return reply.code(e.status ?? 500).send(errorBody(e.status ?? 500, e.reason ?? 'Error', e.message, ''));
+        }
+      });
+    }
+    s.route({
+      method: [...METHODS],
+      url: '/*',
+      handler: (req, reply) => {
+        const requestId = this.requestId(req);
+        const path = req.url.split('?')[0];
+        const m = this.table.match(req.method, req.headers.host, path);
+        if (m.kind === 'none') return this.fail(reply, new DataplaneError(404, 'NotFound', `no route for ${req.method} ${path}`), requestId);
+        if (m.kind === 'method') return this.fail(reply, new DataplaneError(405, 'MethodNotAllowed', `${path} does not accept ${req.method} (it accepts ${m.allow.join(', ')})`, { allow: m.allow.join(', ') }), requestId);
+        return this.call(req, reply, { namespace: m.target.namespace, name: pick(m.target.functions), path: m.path, params: m.params });
+      },
+    });
+  }
+
+  private requestId(req: FastifyRequest): string {
+    const given = req.headers[REQUEST_ID];
+    return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+  }
+
+  private fail(reply: FastifyReply, err: DataplaneError, requestId: string) {
+    return reply.code(err.status).headers({ ...err.headers, [REQUEST_ID]: requestId }).send(errorBody(err.status, err.reason, err.message, requestId));
+  }
+
+  /** One call of a function: the same path for routes, /_fn/, timers and queues. */
+  async call(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
+    const t0 = performance.now();
+    const requestId = this.requestId(req);
+    const labels = { namespace: call.namespace, function: call.name, method: req.method };
+    const count = (code: number) => {
+      this.o.metrics.calls.inc({ ...labels, code: String(code) });
+      if (code >= 500) this.o.metrics.errors.inc({ ...labels, code: String(code) });
+      this.o.metrics.duration.observe({ ...labels, code: String(code) }, (performance.now() - t0) / 1000);
+    };
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > this.bodyLimit) {
+      count(413);
+      return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body (${declared} bytes) exceeds the limit of ${this.bodyLimit} bytes`), requestId);
+    }
+    let lease: Lease;
+    try {
+      const got = this.o.poolmgr.acquire(call.namespace, call.name);
+      lease = got instanceof Promise ? await got : got;
+    } catch (err) {
+      const e = err instanceof DataplaneError ? err : new DataplaneError(500, 'InternalError', (err as Error).message);
+      count(e.status);
+      return this.fail(reply, e, requestId);
+    }
+
+    const headers: Record<string, string | string[]> = {};
+    const raw = req.raw.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i].toLowerCase();
+      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-param-') || k === REQUEST_ID) continue;
+      const prev = headers[k];
+      headers[k] = prev === undefined ? raw[i + 1] : ([] as string[]).concat(prev, raw[i + 1]);
+    }
+    if (declared) headers['content-length'] = String(declared);
+    headers[REQUEST_ID] = requestId;
+    headers['x-forwarded-for'] = req.ip;
+    headers['x-forwarded-proto'] = 'http';
+    if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+    for (const [k, v] of Object.entries(call.params)) headers[`x-spore-param-${k.toLowerCase()}`] = v;
+
+    const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (declared > 0 || req.headers['transfer-encoding'] !== undefined);
+    let tooLarge = false;
+    const limit = this.bodyLimit;
+    let received = 0;
+    const body = hasBody
+      ? req.raw.pipe(
+          new Transform({
+            transform(chunk: Buffer, _enc, cb) {
+              received += chunk.length;
+              if (received > limit) {
+                tooLarge = true;
+                return cb(new Error('request body too large'));
+              }
+              cb(null, chunk);
+            },
+          }),
+        )
+      : null;
+
+    const ac = new AbortController();
+    let timedOut = false;
+    const timeoutS = lease.executor.functionTimeoutSeconds;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, timeoutS * 1000);
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) ac.abort(); // the client went away: stop the call
+    });
+
+    const tUp = performance.now();
+    let res;
+    try {
+      res = await this.agent.request({ origin: lease.url, path: call.path + query, method: req.method as any, headers, body, signal: ac.signal, headersTimeout: 0, bodyTimeout: 0 });
+    } catch (err) {
+      clearTimeout(timer);
+      if (timedOut) {
+        lease.kill();
+        count(504);
+        return this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId);
+      }
+      if (tooLarge) {
+        lease.kill();
+        count(413);
+        return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`), requestId);
+      }
+      lease.kill();
+      const why = err instanceof undiciErrors.RequestAbortedError ? 'the call was aborted' : (err as Error).message;
+      count(502);
+      return this.fail(reply, new DataplaneError(502, 'BadGateway', `the instance of ${call.namespace}/${call.name} failed: ${why}`), requestId);
+    }
+    const tHeaders = performance.now();
+    reply.code(res.statusCode);
+    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) reply.header(k, v);
+    if (res.headers['content-length'] !== undefined && req.method !== 'HEAD') reply.header('content-length', res.headers['content-length']);
+    reply.header(REQUEST_ID, requestId);
+    let size = 0;
+    let tBodyEnd = tHeaders;
+    res.body.on('data', (c: Buffer) => (size += c.length));
+    res.body.once('end', () => (tBodyEnd = performance.now()));
+    const fnLabels = { namespace: call.namespace, function: call.name };
+    let settled = false;
+    const settle = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (ok) lease.release();
+      else lease.kill();
+      const code = ok ? res.statusCode : timedOut ? 504 : 502;
+      count(code);
+      this.o.metrics.responseSize.observe(fnLabels, size);
+      this.o.metrics.overhead.observe(fnLabels, Math.max(0, tUp - t0 + (performance.now() - tBodyEnd)) / 1000);
+    };
+    res.body.once('error', () => settle(false));
+    reply.raw.once('finish', () => settle(true));
+    reply.raw.once('close', () => settle(reply.raw.writableFinished));
+    return reply.send(res.body);
+  }
+
+  async close(): Promise<void> {
+    this.unwatch?.();
+    clearTimeout(this.rebuild);
+    const grace = this.o.shutdownGraceMs ?? 10_000;
+    const closing = this.server.close();
+    const timer = setTimeout(() => this.server.server.closeAllConnections(), grace);
+    await closing;
+    clearTimeout(timer);
+    await this.agent.close();
+  }
+}
+
+/** A function from a weighted list (one entry: itself). */
+function pick(functions: { name: string; weight: number }[]): string {
+  if (functions.length === 1) return functions[0].name;
+  let r = Math.random() * 100;
+  for (const f of functions) {
+    r -= f.weight;
+    if (r < 0) return f.name;
+  }
+  return functions[functions.length - 1].name;
+}

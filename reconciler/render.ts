@@ -1,0 +1,75 @@
+// Rendering an app: run the program its cdk8s.yaml names, with the output sent
+// to a folder of our choosing, and read back what it wrote.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import yaml from 'js-yaml';
+import { loadManifests } from './manifests.js';
+
+export class RenderError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RenderError';
+  }
+}
+
+export interface RenderOptions {
+  /** Bound on the whole render. @default 120000 ms */
+  timeoutMs?: number;
+}
+
+/** The `app` command of an app folder's cdk8s.yaml. */
+export function appCommand(appDir: string): string {
+  const file = join(appDir, 'cdk8s.yaml');
+  if (!existsSync(file)) throw new RenderError(`${appDir} has no cdk8s.yaml (it names the program that synthesizes the app)`);
+  let config: unknown;
+  try {
+    config = yaml.load(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new RenderError(`${file}: ${(err as Error).message}`);
+  }
+  const app = (config as { app?: unknown } | null)?.app;
+  if (typeof app !== 'string' || !app.trim()) throw new RenderError(`${file} has no "app" command (e.g. app: npx tsx main.ts)`);
+  return app;
+}
+
+/** What a user needs from a failed synth: the validation list, or the error, without Node's stack frames. */
+export function summarize(output: string): string {
+  const lines = output.split('\n').filter((l) => !/^\s+at /.test(l) && !/^Node\.js v\d/.test(l));
+  const start = lines.findIndex((l) => l.includes('Validation failed with the following errors'));
+  const picked = start >= 0 ? lines.slice(start).filter((l) => l.startsWith('  [') || l.includes('Validation failed')) : lines;
+  return picked.map((l) => l.replace(/^Error: /, '')).join('\n').trim();
+}
+
+/** Runs the app's synth into `outdir` (emptied first) and returns the objects it wrote. */
+export async function renderApp(appDir: string, outdir: string, options: RenderOptions = {}) {
+  const command = appCommand(appDir);
+  rmSync(outdir, { recursive: true, force: true });
+  mkdirSync(outdir, { recursive: true });
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const output = await new Promise<string>((resolve, reject) => {
+    const child = spawn(command, { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let text = '';
+    child.stdout.on('data', (c) => (text += c));
+    child.stderr.on('data', (c) => (text += c));
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL'); // the shell and everything it started
+      } catch {
+        // already gone
+      }
+      reject(new RenderError(`synth did not finish within ${timeoutMs / 1000}s (${command})`));
+    }, timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new RenderError(`cannot run "${command}": ${err.message}`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(text);
+      else reject(new RenderError(`synth failed (${command}, exit code ${code}):\n${summarize(text)}`));
+    });
+  });
+  void output;
+  return loadManifests([outdir]);
+}

@@ -1,0 +1,100 @@
+// The resource store: where the reconciler writes and the dataplane reads.
+// One interface, two implementations (SQLite locally, the Kubernetes API later).
+import type { KubeObject, ObjectMeta } from '../api/index.js';
+
+export interface StoredMeta extends ObjectMeta {
+  namespace: string;
+  /** Bumped on every write; compares writes across all objects. */
+  resourceVersion: string;
+  /** Bumped when the spec (or anything but status) changes. */
+  generation: number;
+  creationTimestamp: string;
+}
+
+export interface StoredObject extends KubeObject {
+  metadata: StoredMeta;
+  status?: Record<string, unknown>;
+}
+
+export interface ObjectRef {
+  apiVersion: string;
+  kind: string;
+  namespace?: string;
+  name: string;
+}
+
+export type WatchEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: StoredObject };
+
+export interface ListFilter {
+  apiVersion?: string;
+  kind?: string;
+  namespace?: string;
+  /** Every label given must match. */
+  labels?: Record<string, string>;
+}
+
+export interface ApplyOptions {
+  /**
+   * Delete the objects carrying all of these labels that are not in the applied
+   * set. Only objects with the labels are ever pruned; anything else is left alone.
+   */
+  prune?: { labels: Record<string, string> };
+}
+
+export interface ApplyResult {
+  created: ObjectRef[];
+  updated: ObjectRef[];
+  unchanged: ObjectRef[];
+  pruned: ObjectRef[];
+}
+
+export interface ResourceStore {
+  /** Creates or updates every object, and prunes, in one transaction: all of it happens or none. */
+  apply(objects: readonly KubeObject[], options?: ApplyOptions): Promise<ApplyResult>;
+  get(ref: ObjectRef): Promise<StoredObject | undefined>;
+  list(filter?: ListFilter): Promise<StoredObject[]>;
+  delete(ref: ObjectRef): Promise<boolean>;
+  /** Replaces an object's status (not its spec, generation unchanged). */
+  setStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
+  /** Calls `listener` for every change after this call, in commit order; returns the unsubscribe function. */
+  watch(listener: (event: WatchEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+export interface LogEntry {
+  id?: number;
+  /** Epoch milliseconds. */
+  time: number;
+  namespace: string;
+  function: string;
+  instance: string;
+  requestId?: string;
+  stream: 'stdout' | 'stderr';
+  line: string;
+}
+
+export interface LogQuery {
+  namespace?: string;
+  function: string;
+  /** Epoch milliseconds. */
+  since?: number;
+  /** Only entries with a larger id (for following). */
+  afterId?: number;
+  limit?: number;
+}
+
+export interface LogStore {
+  appendLogs(entries: readonly LogEntry[]): void;
+  queryLogs(query: LogQuery): LogEntry[];
+}
+
+export function refOf(o: KubeObject | ObjectRef): ObjectRef {
+  const r = o as Partial<KubeObject> & Partial<ObjectRef>;
+  return r.metadata
+    ? { apiVersion: r.apiVersion!, kind: r.kind!, namespace: r.metadata.namespace ?? 'default', name: r.metadata.name }
+    : { apiVersion: r.apiVersion!, kind: r.kind!, namespace: r.namespace ?? 'default', name: r.name! };
+}
+
+export function formatRef(r: ObjectRef): string {
+  return `${r.kind}/${r.namespace ?? 'default'}/${r.name}`;
+}
