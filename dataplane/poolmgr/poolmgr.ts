@@ -299,7 +299,8 @@ export class PoolManager {
       if (!slot.draining && slot.inFlight < executor.requestsPerInstance && slot.revision === revision) return this.lease(pool, slot, false, executor);
     }
     if (this.live(pool) + pool.specializing < this.capOf(executor)) return this.coldStart(pool, fn, executor, revision);
-    if (pool.waiters.length >= this.queueSize) {
+    // instances being specialized will take (requestsPerInstance - 1) more calls each: those wait without counting against the queue
+    if (pool.waiters.length >= this.queueSize + pool.specializing * (executor.requestsPerInstance - 1)) {
       throw new DataplaneError(429, 'TooManyRequests', `function ${pool.key} is at its concurrency limit (${this.capOf(executor)} instances × ${executor.requestsPerInstance}) and ${pool.waiters.length} calls are already waiting`, { 'retry-after': '1' });
     }
     return new Promise<Lease>((resolve, reject) => {
@@ -355,7 +356,9 @@ export class PoolManager {
       this.o.metrics.coldStarts.inc(labels);
       this.o.metrics.coldStartSeconds.observe(labels, (performance.now() - started) / 1000);
       void slot.instance.exited.then(() => this.remove(pool, slot));
-      return this.lease(pool, slot, true, executor);
+      const lease = this.lease(pool, slot, true, executor);
+      this.serveWaiters(pool, executor); // the new instance may have room for waiting calls too
+      return lease;
     } catch (err) {
       // calls waiting on this specialization get the same answer
       if (this.live(pool) === 0 && pool.specializing === 1) {

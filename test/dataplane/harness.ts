@@ -1,0 +1,125 @@
+// A real dataplane (router, pool manager, runtime processes) over a real SQLite
+// file in a temp folder, and builders for the objects it serves.
+import { join } from 'node:path';
+import { request } from 'undici';
+import type { KubeObject } from '../../api/index.js';
+import { packArchive } from '../../constructs/archive.js';
+import { startDataplane, type Dataplane } from '../../dataplane/index.js';
+import { SqliteStore } from '../../store/index.js';
+import { tempDir } from '../helpers.js';
+
+const API = 'spore.dev/v1alpha1';
+
+export const environment = (name: string, runtime: 'node' | 'python', poolSize = 1, namespace?: string): KubeObject => ({
+  apiVersion: API,
+  kind: 'Environment',
+  metadata: { name, namespace },
+  spec: { runtime: { name: runtime }, poolSize },
+});
+
+export function archiveOf(files: Record<string, string>) {
+  return packArchive(Object.entries(files).map(([path, text]) => ({ path, data: Buffer.from(text) })));
+}
+
+export interface FnOptions {
+  env?: string;
+  entrypoint?: string;
+  executor?: Record<string, unknown>;
+  vars?: Record<string, string>;
+  namespace?: string;
+  /** Route to add: a path, or full HttpTrigger spec fields. */
+  route?: string | Record<string, unknown>;
+}
+
+/** A Package (inline) and a Function serving `files`, with an optional route. */
+export function fn(name: string, files: Record<string, string>, o: FnOptions = {}): KubeObject[] {
+  const a = archiveOf(files);
+  const metadata = { name, namespace: o.namespace };
+  const objects: KubeObject[] = [
+    { apiVersion: API, kind: 'Package', metadata, spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
+    {
+      apiVersion: API,
+      kind: 'Function',
+      metadata,
+      spec: {
+        environment: { name: o.env ?? 'node' },
+        package: { name },
+        entrypoint: o.entrypoint,
+        executor: o.executor ?? {},
+        env: o.vars ? Object.entries(o.vars).map(([k, v]) => ({ name: k, value: v })) : undefined,
+      },
+    },
+  ];
+  if (o.route) {
+    const spec = typeof o.route === 'string' ? { path: o.route } : o.route;
+    objects.push({ apiVersion: API, kind: 'HttpTrigger', metadata: { name: `${name}-route`, namespace: o.namespace }, spec: { methods: ['GET', 'POST'], function: { name }, ...spec } });
+  }
+  return objects;
+}
+
+/** A Node function answering with its pid after an optional ?sleep=ms, printing a line first. */
+export const PID_FN = {
+  'index.mjs': `export default async (req) => {
+    const url = new URL(req.url);
+    const ms = Number(url.searchParams.get('sleep') ?? 0);
+    console.log('serving ' + url.pathname);
+    await new Promise((r) => setTimeout(r, ms));
+    return new Response(String(process.pid));
+  };`,
+};
+
+export interface Harness {
+  store: SqliteStore;
+  dp: Dataplane;
+  url: string;
+  dir: string;
+  reports: string[];
+  apply(objects: KubeObject[]): Promise<void>;
+  get(path: string, init?: Parameters<typeof request>[1]): Promise<{ status: number; body: string; headers: Record<string, any> }>;
+  close(): Promise<void>;
+}
+
+export async function harness(o: { queueSize?: number; bodyLimit?: number } = {}): Promise<Harness> {
+  const dir = tempDir('spore-dp-');
+  const store = new SqliteStore(join(dir, 'spore.db'));
+  const reports: string[] = [];
+  const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, bodyLimit: o.bodyLimit, report: (m) => reports.push(m) });
+  return {
+    store,
+    dp,
+    url: dp.url,
+    dir,
+    reports,
+    async apply(objects) {
+      await store.apply(objects);
+      await dp.router.reload();
+    },
+    async get(path, init) {
+      const res = await request(`${dp.url}${path}`, init);
+      return { status: res.statusCode, body: await res.body.text(), headers: res.headers };
+    },
+    async close() {
+      await dp.close();
+      await store.close();
+    },
+  };
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,118 @@
+// `spore up` as a user runs it: the CLI in its own process, the example app,
+// real runtimes; then `spore list`, `invoke` and `logs` against it.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { afterAll, describe, expect, it } from 'vitest';
+import { alive, waitFor } from './dataplane/harness.js';
+import { tempDir } from './helpers.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/spore.js');
+const children: ChildProcess[] = [];
+const apps: string[] = [];
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const a of apps) rmSync(a, { recursive: true, force: true });
+});
+
+function up(args: string[]) {
+  const child = spawn(process.execPath, [BIN, 'up', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (c) => (out += c));
+  child.stderr!.on('data', (c) => (out += c));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, output: () => out, exited, url: () => waitFor('spore up to serve', () => /serving on (http:\/\/\S+)/.exec(out)?.[1], 60_000) };
+}
+
+const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
+const get = async (url: string) => {
+  const res = await request(url);
+  return { status: res.statusCode, body: await res.body.text() };
+};
+
+/** An app folder inside the repository, so that it resolves `spore` and cdk8s like a user's app does. */
+function app(main: string, files: Record<string, string>): string {
+  const dir = mkdtempSync(join(ROOT, 'test', '.apps-'));
+  apps.push(dir);
+  writeFileSync(join(dir, 'cdk8s.yaml'), 'language: typescript\napp: npx tsx main.ts\n');
+  writeFileSync(join(dir, 'main.ts'), main);
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(dir, path, '..'), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+  return dir;
+}
+
+const MAIN = (env: string) => `import { App, Chart } from 'cdk8s';
+import { Environment, NodeFunction } from 'spore';
+const app = new App();
+const chart = new Chart(app, 'app');
+const node = Environment.node(chart, 'node', { poolSize: 1 });
+new NodeFunction(chart, 'hello', { environment: ${env}, entry: 'hello.ts' }).addRoute('GET', '/hello');
+app.synth();
+`;
+
+describe('spore up', () => {
+  it('serves every example route, answers the CLI, and leaves no process behind', async () => {
+    const state = tempDir('spore-up-');
+    const u = up([join(ROOT, 'examples'), '--port', '0', '--state-dir', state]);
+    const url = await u.url();
+    expect((await get(`${url}/hello/ada`)).body).toBe('Hello, ada!\n');
+    expect(JSON.parse((await get(`${url}/slug?text=Hello%20World%21`)).body)).toEqual({ slug: 'hello-world' });
+    expect((await get(`${url}/fission?who=Lambda`)).body).toBe('Hello from a Lambda-style function\n');
+    expect(JSON.parse((await get(`${url}/py/hello`)).body)).toEqual({ message: 'Hello from Python', method: 'GET' });
+    expect(['Hello from v1\n', 'Hello from v2 (canary)\n']).toContain((await get(`${url}/greeting`)).body);
+    expect(u.output()).toContain(`GET      ${url}/hello/:name → hello`);
+
+    const invoke = cli('invoke', 'process-order', '--state-dir', state, '-d', '{"id":"o-1","items":[{"sku":"a","quantity":2,"price":3}]}', '-H', 'content-type: application/json');
+    expect(invoke.status).toBe(0);
+    expect(JSON.parse(invoke.stdout)).toEqual({ id: 'o-1', total: 6, status: 'accepted' });
+    const bad = cli('invoke', 'process-order', '--state-dir', state, '-d', '{}');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('default/process-order answered 400');
+
+    expect(cli('invoke', 'tick', '--state-dir', state).stdout).toBe('ok\n');
+    const logs = await waitFor('tick logs', () => {
+      const r = cli('logs', 'tick', '--state-dir', state, '--since', '5m');
+      return r.stdout.includes('tick at') ? r.stdout : undefined;
+    });
+    expect(logs).toMatch(/^\S+Z \w+ [0-9a-f-]{36} tick at /m);
+
+    const list = cli('list', '--state-dir', state);
+    expect(list.stdout).toContain('default/hello');
+    expect(list.stdout).toContain('GET        /hello/:name → hello');
+    expect(list.stdout).toMatch(/default\/python\s+warm=\d/);
+    const pids = [...list.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+    expect(pids.length).toBeGreaterThanOrEqual(5);
+
+    u.child.kill('SIGTERM');
+    expect(await u.exited).toBe(0);
+    for (const pid of pids) expect(alive(pid), `instance pid ${pid}`).toBe(false);
+    expect(cli('list', '--state-dir', state).stderr).toContain('no running "spore up" found');
+  });
+
+  it('exits non-zero at start when synth fails, naming the construct', async () => {
+    const dir = app(MAIN(`'nodejs'`), { 'hello.ts': `export default () => new Response('hi');` });
+    const u = up([dir, '--port', '0', '--state-dir', tempDir()]);
+    expect(await u.exited).toBe(1);
+    expect(u.output()).toContain('[app/hello] spec.environment.name: unknown Environment "nodejs" (known: node)');
+  });
+
+  it('--watch serves new code on change and keeps the last good version when a change is broken', async () => {
+    const dir = app(MAIN('node'), { 'hello.ts': `export default () => new Response('v1');` });
+    const u = up([dir, '--port', '0', '--watch', '--state-dir', tempDir()]);
+    const url = await u.url();
+    expect((await get(`${url}/hello`)).body).toBe('v1');
+    writeFileSync(join(dir, 'hello.ts'), `export default () => new Response('v2');`);
+    await waitFor('v2 served', async () => (await get(`${url}/hello`)).body === 'v2', 60_000);
+    writeFileSync(join(dir, 'main.ts'), MAIN(`'missing'`));
+    await waitFor('the broken change reported', () => u.output().includes('still serving the last good version'), 60_000);
+    expect(u.output()).toContain('[app/hello] spec.environment.name: unknown Environment "missing"');
+    expect((await get(`${url}/hello`)).body).toBe('v2');
+    u.child.kill('SIGINT');
+    expect(await u.exited).toBe(0);
+  });
+});
