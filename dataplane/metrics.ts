@@ -35,4 +35,35 @@ export class Metrics {
     this.busy = new Gauge({ name: 'spore_function_busy_instances', help: 'Specialized instances serving at least one call', labelNames: fnLabels, registers: r });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
+
+  // Label sets are few (namespace × function × method × code), so their
+  // children are cached: the hot path skips prom-client's label checks.
+  private readonly callChildren = new Map<string, { calls: ReturnType<Metrics['calls']['labels']>; errors: ReturnType<Metrics['errors']['labels']>; duration: ReturnType<Metrics['duration']['labels']> }>();
+  private readonly fnChildren = new Map<string, { overhead: ReturnType<Metrics['overhead']['labels']>; responseSize: ReturnType<Metrics['responseSize']['labels']> }>();
+
+  /** Counts one call: calls, errors (5xx) and duration. */
+  recordCall(namespace: string, fn: string, method: string, code: number, seconds: number): void {
+    const key = `${namespace}\0${fn}\0${method}\0${code}`;
+    let c = this.callChildren.get(key);
+    if (!c) {
+      const l = [namespace, fn, method, String(code)];
+      c = { calls: this.calls.labels(...l), errors: this.errors.labels(...l), duration: this.duration.labels(...l) };
+      this.callChildren.set(key, c);
+    }
+    c.calls.inc();
+    if (code >= 500) c.errors.inc();
+    c.duration.observe(seconds);
+  }
+
+  /** The router's own time and the response size of one call. */
+  recordProxy(namespace: string, fn: string, overheadSeconds: number, bytes: number): void {
+    const key = `${namespace}\0${fn}`;
+    let c = this.fnChildren.get(key);
+    if (!c) {
+      c = { overhead: this.overhead.labels(namespace, fn), responseSize: this.responseSize.labels(namespace, fn) };
+      this.fnChildren.set(key, c);
+    }
+    c.overhead.observe(overheadSeconds);
+    c.responseSize.observe(bytes);
+  }
 }

@@ -10,7 +10,8 @@ const node = Environment.node(chart, 'node');
 const python = Environment.python(chart, 'python', { poolSize: 2 });
 
 // A Web handler (Request → Response) with a path parameter.
-const hello = new NodeFunction(chart, 'hello', { environment: node, entry: 'functions/hello.ts' });
+// Node handlers are asynchronous: one instance serves many calls at once.
+const hello = new NodeFunction(chart, 'hello', { environment: node, entry: 'functions/hello.ts', requestsPerInstance: 50 });
 hello.addRoute('GET', '/hello/:name');
 
 // A function that imports an npm package: it is bundled into the archive.

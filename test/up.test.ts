@@ -24,7 +24,7 @@ function up(args: string[]) {
   child.stdout!.on('data', (c) => (out += c));
   child.stderr!.on('data', (c) => (out += c));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, output: () => out, exited, url: () => waitFor('spore up to serve', () => /serving on (http:\/\/\S+)/.exec(out)?.[1], 60_000) };
+  return { child, output: () => out, exited, url: () => waitFor('spore up to serve', () => /serving on (http:\/\/\S+)\n/.exec(out)?.[1], 60_000) };
 }
 
 const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });

@@ -78,7 +78,7 @@ export interface FunctionSnapshot {
   executor: string;
   waiting: number;
   specializing: number;
-  instances: { id: string; pid?: number; state: 'idle' | 'busy' | 'draining'; inFlight: number; ageSeconds: number }[];
+  instances: { id: string; pid?: number; url: string; state: 'idle' | 'busy' | 'draining'; inFlight: number; ageSeconds: number }[];
 }
 
 const key = (namespace: string, name: string) => `${namespace}/${name}`;
@@ -235,14 +235,23 @@ export class PoolManager {
     (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
   }
 
-  /** A warm generic instance of the environment, or a new one if the pool is empty. */
+  /**
+   * A warm generic instance of the environment, or a new one if the pool is
+   * empty. The pool refills once the caller's specialization is done
+   * (`refillLater`): starting a process competes for the CPU the cold start needs.
+   */
   private async takeGeneric(envKey: string): Promise<Instance> {
     const env = this.environments.get(envKey);
     if (!env) throw new DataplaneError(500, 'EnvironmentMissing', `environment ${envKey} is not applied`);
-    const pool = this.envPools.get(envKey);
-    const instance = pool?.warm.shift();
-    if (pool) this.refill(pool);
+    const instance = this.envPools.get(envKey)?.warm.shift();
     return instance ?? this.startInstance(env);
+  }
+
+  private refillLater(envKey: string): void {
+    setTimeout(() => {
+      const pool = this.envPools.get(envKey);
+      if (pool) this.refill(pool);
+    }, 20).unref();
   }
 
   // ---- functions: leases, specialization, queueing -----------------------
@@ -370,6 +379,7 @@ export class PoolManager {
       throw err;
     } finally {
       pool.specializing--;
+      this.refillLater(key(pool.namespace, (fn.spec as { environment: { name: string } }).environment.name));
     }
   }
 
@@ -473,6 +483,7 @@ export class PoolManager {
         instances: (pool?.slots ?? []).map((s) => ({
           id: s.instance.id,
           pid: s.instance.pid,
+          url: s.instance.url,
           state: s.draining ? ('draining' as const) : s.inFlight ? ('busy' as const) : ('idle' as const),
           inFlight: s.inFlight,
           ageSeconds: Math.round((now - s.specializedAt) / 1000),

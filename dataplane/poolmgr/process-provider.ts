@@ -34,6 +34,7 @@ function freePort(): Promise<number> {
 }
 
 const TAG = /^\x1e([^\x1f]*)\x1f(.*)$/s;
+const ANNOUNCE = /^spore-runtime listening on [\d.:]+:(\d+)$/;
 
 export interface ProcessProviderOptions {
   /** Where instances get their folders. */
@@ -53,7 +54,10 @@ export class ProcessProvider implements InstanceProvider {
     const runtime = (environment.spec as { runtime: { name?: string; command?: string[] } }).runtime;
     const command = runtime.command ?? (runtime.name ? builtinCommand(runtime.name) : undefined);
     if (!command) throw new Error(`Environment ${environment.metadata.name} has no local command (set runtime.name or runtime.command)`);
-    const port = await freePort();
+    // Built-in runtimes bind a port of their own choosing and announce it, so
+    // two instances starting at once can never race for the same port.
+    const announces = !runtime.command;
+    const port = announces ? 0 : await freePort();
     const id = randomUUID().slice(0, 8);
     const workDir = join(this.options.workRoot, id);
     mkdirSync(workDir, { recursive: true });
@@ -73,7 +77,15 @@ export class ProcessProvider implements InstanceProvider {
         resolve({ code: null, signal: null });
       });
     });
+    let announce: ((port: number) => void) | undefined;
+    const announced = new Promise<number>((resolve) => (announce = resolve));
     const emit = (stream: LogLine['stream']) => (line: string) => {
+      const a = announce && stream === 'stdout' ? ANNOUNCE.exec(line) : null;
+      if (a) {
+        announce!(Number(a[1]));
+        announce = undefined; // only the runtime's first line announces; later ones are the function's
+        return;
+      }
       const m = TAG.exec(line);
       options.onLog?.(m ? { stream, line: m[2], requestId: m[1] || undefined } : { stream, line });
     };
@@ -81,50 +93,55 @@ export class ProcessProvider implements InstanceProvider {
     createInterface({ input: child.stderr! }).on('line', emit('stderr'));
     child.stdin!.on('error', () => {}); // the child may be gone already
 
-    const url = `http://127.0.0.1:${port}`;
     const grace = this.options.killGraceMs ?? 2000;
     let killing: Promise<void> | undefined;
-    const instance: Instance = {
-      id,
-      url,
-      pid: child.pid,
-      startedAt: Date.now(),
-      exited,
-      workDir,
-      kill: () =>
-        (killing ??= (async () => {
-          if (child.exitCode === null && child.signalCode === null) {
-            child.kill('SIGTERM');
-            const timer = setTimeout(() => child.kill('SIGKILL'), grace);
-            await exited;
-            clearTimeout(timer);
-          }
-          rmSync(workDir, { recursive: true, force: true });
-        })()),
-    };
+    const kill = () =>
+      (killing ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), grace);
+          await exited;
+          clearTimeout(timer);
+        }
+        rmSync(workDir, { recursive: true, force: true });
+      })());
     try {
-      await this.waitHealthy(url, exited);
+      const timeoutMs = this.options.startTimeoutMs ?? 10_000;
+      const actual = announces ? await this.within(announced, exited, timeoutMs) : port;
+      const url = `http://127.0.0.1:${actual}`;
+      await this.waitHealthy(url, id, exited, timeoutMs);
+      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill };
     } catch (err) {
-      await instance.kill();
+      await kill();
       throw err;
     }
-    return instance;
   }
 
-  private async waitHealthy(url: string, exited: Promise<{ code: number | null; signal: string | null }>): Promise<void> {
-    const deadline = Date.now() + (this.options.startTimeoutMs ?? 10_000);
+  /** The announced port, unless the process exits or takes too long first. */
+  private within(announced: Promise<number>, exited: Promise<{ code: number | null; signal: string | null }>, timeoutMs: number): Promise<number> {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      announced,
+      exited.then((e) => Promise.reject(new Error(`runtime exited while starting (code ${e.code}, signal ${e.signal})`))),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`runtime did not start within ${timeoutMs} ms`)), timeoutMs))),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  private async waitHealthy(url: string, id: string, exited: Promise<{ code: number | null; signal: string | null }>, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     let gone: { code: number | null; signal: string | null } | undefined;
     void exited.then((e) => (gone = e));
-    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
       if (gone) throw new Error(`runtime exited while starting (code ${gone.code}, signal ${gone.signal})`);
       try {
         const res = await request(`${url}/healthz`, { headersTimeout: 1000, bodyTimeout: 1000 });
-        await res.body.dump();
-        if (res.statusCode === 200) return;
+        const body = (await res.body.json().catch(() => ({}))) as { instance?: string };
+        // a runtime that says who it is must be this one (not another process on a reused port)
+        if (res.statusCode === 200 && (body.instance === undefined || body.instance === id)) return;
       } catch {
         // not listening yet
       }
-      if (Date.now() > deadline) throw new Error(`runtime did not answer its health check within ${this.options.startTimeoutMs ?? 10_000} ms`);
+      if (Date.now() > deadline) throw new Error(`runtime did not answer its health check within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, delay));
     }
   }

@@ -2,6 +2,7 @@
 // an instance from the pool manager (in-process, no network hop on the warm
 // path) and streams the request and response through a keep-alive agent.
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Agent, errors as undiciErrors } from 'undici';
@@ -15,6 +16,8 @@ import { RouteTable } from './route-table.js';
 export const REQUEST_ID = 'x-spore-request-id';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+/** Responses up to this size with a known length are relayed whole rather than streamed. */
+const SMALL_BODY = 64 * 1024;
 
 export interface RouterOptions {
   store: ResourceStore;
@@ -146,12 +149,7 @@ export class Router {
   async call(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
     const t0 = performance.now();
     const requestId = this.requestId(req);
-    const labels = { namespace: call.namespace, function: call.name, method: req.method };
-    const count = (code: number) => {
-      this.o.metrics.calls.inc({ ...labels, code: String(code) });
-      if (code >= 500) this.o.metrics.errors.inc({ ...labels, code: String(code) });
-      this.o.metrics.duration.observe({ ...labels, code: String(code) }, (performance.now() - t0) / 1000);
-    };
+    const count = (code: number) => this.o.metrics.recordCall(call.namespace, call.name, req.method, code, (performance.now() - t0) / 1000);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > this.bodyLimit) {
       count(413);
@@ -202,27 +200,35 @@ export class Router {
         )
       : null;
 
-    const ac = new AbortController();
+    const abort = new EventEmitter(); // undici takes an emitter as its signal: cheaper than an AbortController per call
     let timedOut = false;
     const timeoutS = lease.executor.functionTimeoutSeconds;
     const timer = setTimeout(() => {
       timedOut = true;
-      ac.abort();
+      abort.emit('abort');
     }, timeoutS * 1000);
+    let clientGone = false;
     reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) ac.abort(); // the client went away: stop the call
+      if (reply.raw.writableFinished) return;
+      clientGone = true; // the client went away: stop the call (the instance is fine, it keeps serving)
+      abort.emit('abort');
     });
 
     const tUp = performance.now();
     let res;
     try {
-      res = await this.agent.request({ origin: lease.url, path: call.path + query, method: req.method as any, headers, body, signal: ac.signal, headersTimeout: 0, bodyTimeout: 0 });
+      res = await this.agent.request({ origin: lease.url, path: call.path + query, method: req.method as any, headers, body, signal: abort, headersTimeout: 0, bodyTimeout: 0 });
     } catch (err) {
       clearTimeout(timer);
       if (timedOut) {
         lease.kill();
         count(504);
         return this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId);
+      }
+      if (clientGone) {
+        lease.release();
+        count(499);
+        return reply;
       }
       if (tooLarge) {
         lease.kill();
@@ -241,24 +247,38 @@ export class Router {
     reply.header(REQUEST_ID, requestId);
     let size = 0;
     let tBodyEnd = tHeaders;
-    res.body.on('data', (c: Buffer) => (size += c.length));
-    res.body.once('end', () => (tBodyEnd = performance.now()));
-    const fnLabels = { namespace: call.namespace, function: call.name };
     let settled = false;
     const settle = (ok: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (ok) lease.release();
+      // an instance that failed mid-response or overran is stopped; a call the client dropped is not its fault
+      if (ok || (clientGone && !timedOut)) lease.release();
       else lease.kill();
-      const code = ok ? res.statusCode : timedOut ? 504 : 502;
-      count(code);
-      this.o.metrics.responseSize.observe(fnLabels, size);
-      this.o.metrics.overhead.observe(fnLabels, Math.max(0, tUp - t0 + (performance.now() - tBodyEnd)) / 1000);
+      // (499: the client closed the request, as nginx counts it)
+      count(ok ? res.statusCode : clientGone && !timedOut ? 499 : timedOut ? 504 : 502);
+      this.o.metrics.recordProxy(call.namespace, call.name, Math.max(0, tUp - t0 + (performance.now() - tBodyEnd)) / 1000, size);
     };
-    res.body.once('error', () => settle(false));
     reply.raw.once('finish', () => settle(true));
     reply.raw.once('close', () => settle(reply.raw.writableFinished));
+    const length = Number(res.headers['content-length']);
+    if (length <= SMALL_BODY) {
+      // a small body of known length goes out in one write with its headers
+      let bytes: Buffer;
+      try {
+        bytes = Buffer.from(await res.body.arrayBuffer());
+      } catch {
+        settle(false);
+        reply.raw.destroy();
+        return reply;
+      }
+      tBodyEnd = performance.now();
+      size = bytes.length;
+      return reply.send(bytes);
+    }
+    res.body.on('data', (c: Buffer) => (size += c.length));
+    res.body.once('end', () => (tBodyEnd = performance.now()));
+    res.body.once('error', () => settle(false));
     return reply.send(res.body);
   }
 

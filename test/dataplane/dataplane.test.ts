@@ -1,4 +1,5 @@
 // The dataplane end to end: requests through the router to runtime processes.
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { archiveOf, alive, environment, fn, harness, PID_FN, waitFor, type Harness } from './harness.js';
 
@@ -42,7 +43,7 @@ describe('serving', () => {
     expect(JSON.parse((await h.get('/static/css/site.css')).body).path).toBe('/css/site.css');
     expect(JSON.parse((await h.get('/kept/a')).body).path).toBe('/kept/a');
     const hosted = await h.get('/users/bob', { headers: { host: 'api.example.com' } });
-    expect(hosted.status).toBe(200);
+    expect(hosted.status, hosted.body).toBe(200);
     expect(h.dp.poolmgr.snapshot().functions.find((f) => f.name === 'api')!.instances).toHaveLength(1);
 
     const notFound = await h.get('/nowhere');
@@ -70,7 +71,7 @@ describe('serving', () => {
     const big = await h.get('/sink', { method: 'POST', body: 'x'.repeat(5000) });
     expect(big.status).toBe(413);
     expect(JSON.parse(big.body).message).toBe('the request body (5000 bytes) exceeds the limit of 1024 bytes');
-    const chunked = await h.get('/sink', { method: 'POST', body: (async function* () { for (let i = 0; i < 10; i++) yield Buffer.alloc(512, 'y'); })() });
+    const chunked = await h.get('/sink', { method: 'POST', body: Readable.from((async function* () { for (let i = 0; i < 10; i++) yield Buffer.alloc(512, 'y'); })()) });
     expect(chunked.status).toBe(413);
   });
 

@@ -1,5 +1,6 @@
 // The runtime servers, driven over HTTP as the pool manager drives them.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -73,7 +74,7 @@ describe('Node runtime', () => {
       },
       'index',
     );
-    const res = await request(`${instance.url}/`, { method: 'POST', body: (async function* () { for (let i = 0; i < 5; i++) yield Buffer.alloc(1000, 'x'); })() });
+    const res = await request(`${instance.url}/`, { method: 'POST', body: Readable.from((async function* () { for (let i = 0; i < 5; i++) yield Buffer.alloc(1000, 'x'); })()) });
     const chunks: string[] = [];
     let endedBeforeFirst = false;
     let ended = false;

@@ -102,7 +102,7 @@ async function readAll(stream) {
   return Buffer.concat(chunks);
 }
 
-app.get('/healthz', async () => ({ status: 'ok', specialized: Boolean(handler) }));
+app.get('/healthz', async () => ({ status: 'ok', specialized: Boolean(handler), instance: process.env.SPORE_INSTANCE }));
 
 app.post('/v2/specialize', async (req, reply) => {
   if (handler) return reply.code(400).send({ error: 'not a generic instance: already specialized' });
@@ -176,7 +176,22 @@ async function sendResponse(reply, res) {
   for (const [k, v] of res.headers) if (k !== 'set-cookie' && k !== 'content-length' && k !== 'transfer-encoding') reply.header(k, v);
   const cookies = res.headers.getSetCookie();
   if (cookies.length) reply.header('set-cookie', cookies);
-  return reply.send(res.body ? Readable.fromWeb(res.body) : '');
+  if (!res.body) return reply.send('');
+  // Most bodies are one chunk: send those whole (with a length); stream the rest as they come.
+  const reader = res.body.getReader();
+  const first = await reader.read();
+  if (first.done) return reply.send('');
+  const pending = reader.read();
+  const second = await Promise.race([pending, new Promise((r) => setImmediate(() => r(undefined)))]);
+  if (second?.done) return reply.send(Buffer.from(first.value.buffer, first.value.byteOffset, first.value.byteLength));
+  async function* rest() {
+    yield first.value; // sent before the rest exists
+    const next = await pending;
+    if (next.done) return;
+    yield next.value;
+    for (let r = await reader.read(); !r.done; r = await reader.read()) yield r.value;
+  }
+  return reply.send(Readable.from(rest(), { objectMode: false }));
 }
 
 function sendFission(reply, result) {
@@ -225,6 +240,22 @@ app.route({
     });
   },
 });
+
+// Warm what every first call uses (Node loads its fetch classes lazily, ~20 ms):
+// that is the point of a pool of generic instances.
+{
+  const req = new Request('http://warm/', { method: 'POST', body: 'x', duplex: 'half', headers: new Headers({ a: 'b' }) });
+  await req.text();
+  const res = new Response('warm', { headers: { 'content-type': 'text/plain' } });
+  for await (const _ of Readable.fromWeb(res.body));
+  Response.json({});
+  res.headers.getSetCookie();
+  await import('data:text/javascript,export default 1'); // the module loader
+  // and the whole invocation path once, with a stand-in handler
+  handler = { kind: 'function', fn: () => new Response('warm') };
+  await app.inject({ method: 'POST', url: '/warm?x=1', payload: 'x', headers: { 'content-type': 'text/plain' } });
+  handler = undefined;
+}
 
 await app.listen({ port, host });
 process.stdout.write(`spore-runtime listening on ${host}:${app.server.address().port}\n`);

@@ -190,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
     def _invoke(self):
         global _handler
         if self.path == "/healthz" and self.command == "GET":
-            return self._json(200, {"status": "ok", "specialized": _handler is not None})
+            return self._json(200, {"status": "ok", "specialized": _handler is not None, "instance": os.environ.get("SPORE_INSTANCE")})
         if self.path == "/v2/specialize" and self.command == "POST":
             return self._specialize()
         if _handler is None:
