@@ -199,6 +199,7 @@ export class PoolManager {
         })
         .catch((err) => {
           pool.starting--;
+          if (this.closed || this.envPools.get(pool.key) !== pool) return; // stopped on purpose
           this.report(`environment ${pool.key}: could not start an instance: ${(err as Error).message}; retrying in ${pool.backoffMs} ms`);
           pool.retryTimer = setTimeout(() => {
             pool.retryTimer = undefined;
