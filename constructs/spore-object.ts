@@ -1,7 +1,7 @@
 // The base of every spore.dev construct: explicit names, standard labels, the
 // Argo CD sync wave, and validation against the resource model (the object
 // itself, and its references and routes within the whole app) at synth time.
-import { ApiObject, App, Chart, Lazy } from 'cdk8s';
+import { ApiObject, App, Chart } from 'cdk8s';
 import type { Construct } from 'constructs';
 import { API_VERSION, crossCheck, describeObject, validateObject, waveOf, type KindName, type KubeObject, type ObjectError } from '../api/index.js';
 
@@ -33,7 +33,6 @@ export abstract class SporeObject extends ApiObject {
 
   constructor(scope: Construct, id: string, kind: KindName, options: SporeObjectOptions = {}) {
     const name = options.name ?? id;
-    const self: { it?: SporeObject } = {};
     super(scope, id, {
       apiVersion: API_VERSION,
       kind,
@@ -42,14 +41,18 @@ export abstract class SporeObject extends ApiObject {
         labels: standardLabels(scope, name, kind.toLowerCase()),
         annotations: { [SYNC_WAVE]: String(waveOf({ apiVersion: API_VERSION, kind })) },
       },
-      spec: Lazy.any({ produce: () => self.it!.renderSpec() }),
     });
-    self.it = this;
     this.node.addValidation({ validate: () => this.problems() });
   }
 
   /** The spec as it goes into the manifest; called at synth time so later changes (routes added, …) count. */
   protected abstract renderSpec(): object;
+
+  // The spec is rendered here rather than through cdk8s's Lazy: an app may hold
+  // a second copy of cdk8s (a linked `spore`), and Lazy does not cross copies.
+  override toJson(): any {
+    return { ...super.toJson(), spec: clean(this.renderSpec()) };
+  }
 
   /** Problems found before rendering (a missing file, a bundling error); reported at synth. */
   protected readonly buildErrors: string[] = [];
@@ -82,4 +85,16 @@ function appErrors(app: Construct): ObjectError[] {
   cache.set(app, { count: objects.length, errors });
   queueMicrotask(() => cache.delete(app));
   return errors;
+}
+
+/** Drops undefined values and sorts keys, as cdk8s does for the rest of the object. */
+function clean(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(clean);
+  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(value).sort()) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v !== undefined) out[k] = clean(v);
+  }
+  return out;
 }
