@@ -11,3 +11,4 @@ export * from './schedule.js';
 export * from './validate.js';
 export * from './crd.js';
 export * from './executor.js';
+export * from './labels.js';

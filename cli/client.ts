@@ -1,7 +1,7 @@
 // `spore invoke`, `spore logs` and `spore list`: requests to a running `spore up`.
 import parseDuration from 'parse-duration';
 import { request } from 'undici';
-import { findTarget, splitName } from './target.js';
+import { findReconciler, findTarget, splitName } from './target.js';
 
 export interface TargetOptions {
   url?: string;
@@ -81,4 +81,58 @@ export async function listCommand(o: TargetOptions): Promise<void> {
   out.push('ENVIRONMENTS');
   for (const e of status.environments) out.push(`  ${`${e.namespace}/${e.name}`.padEnd(32)} warm=${e.warm} starting=${e.starting}`);
   process.stdout.write(out.join('\n') + '\n');
+}
+
+// ---- the reconciler's verbs ---------------------------------------------
+
+async function send(url: string, method: 'GET' | 'POST'): Promise<any> {
+  const res = await request(url, { method }).catch((err) => {
+    throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
+  });
+  const text = await res.body.text();
+  const body = text ? JSON.parse(text) : undefined;
+  if (res.statusCode >= 400) throw new Error(body?.message ?? `${res.statusCode} ${text}`);
+  return body;
+}
+
+const short = (sha?: string) => (sha ? sha.slice(0, 12) : '-');
+
+function printStatus(stages: any[]): void {
+  for (const s of stages) {
+    const lines = [`${s.stage} (${s.ref}${s.namespace ? `, namespace ${s.namespace}` : ''})`, `  live:     ${short(s.liveRevision)}${s.pinned ? ` (pinned by a rollback)` : ''}`];
+    if (s.lastAttempt) {
+      lines.push(`  last try: ${short(s.lastAttempt.revision)} ${s.lastAttempt.result} at ${new Date(s.lastAttempt.at).toISOString()}`);
+      if (s.lastAttempt.error) lines.push(`  failed at ${s.lastAttempt.error.step}${s.lastAttempt.error.object ? ` (${s.lastAttempt.error.object})` : ''}: ${s.lastAttempt.error.message.split('\n').join('\n    ')}`);
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+}
+
+export async function statusCommand(o: TargetOptions): Promise<void> {
+  printStatus(await send(`${findReconciler(o)}/status`, 'GET'));
+}
+
+export async function historyCommand(o: TargetOptions & { stage?: string; limit: string }): Promise<void> {
+  const q = new URLSearchParams({ limit: o.limit, ...(o.stage ? { stage: o.stage } : {}) });
+  for (const h of await send(`${findReconciler(o)}/history?${q}`, 'GET')) {
+    const c = h.counts ? ` +${h.counts.create} ~${h.counts.update} -${h.counts.prune} =${h.counts.unchanged}` : '';
+    const why = h.error ? ` at ${h.error.step}: ${h.error.message.split('\n')[0]}` : '';
+    process.stdout.write(`${new Date(h.startedAt).toISOString()} ${h.stage} ${short(h.revision)} ${h.result}${why}${c} ${h.durationMs}ms (${h.trigger}) ${h.author ?? ''} ${h.message ? `"${h.message}"` : ''}${h.healed ? ` healed: ${h.healed.join(', ')}` : ''}\n`);
+  }
+}
+
+export async function diffCommand(o: TargetOptions): Promise<void> {
+  const d = await send(`${findReconciler(o)}/diff`, 'GET');
+  process.stdout.write(`revision ${d.revision}\n${d.plan}\n`);
+}
+
+export async function syncCommand(o: TargetOptions & { force?: boolean }): Promise<void> {
+  printStatus(await send(`${findReconciler(o)}/sync?force=${o.force ? 'true' : 'false'}`, 'POST'));
+}
+
+export async function rollbackCommand(revision: string | undefined, o: TargetOptions & { stage: string }): Promise<void> {
+  const q = new URLSearchParams({ stage: o.stage, ...(revision ? { revision } : {}) });
+  const r = await send(`${findReconciler(o)}/rollback?${q}`, 'POST');
+  if (r.result !== 'succeeded') throw new Error(`rollback to ${short(r.revision)} failed at ${r.error?.step}: ${r.error?.message}`);
+  process.stdout.write(`rolled back ${r.stage} to ${short(r.revision)}; pinned until the next push or spore sync\n`);
 }

@@ -1,7 +1,8 @@
 // The `spore` command: thin; each verb calls into api/, constructs/ and (as they land) the dataplane and reconciler.
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
-import { invokeCommand, listCommand, logsCommand } from './client.js';
+import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
+import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
 import { upCommand } from './up.js';
 import { validateCommand } from './validate.js';
@@ -25,8 +26,29 @@ export function program(): Command {
     .option('-p, --port <port>', 'router port', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('-w, --watch', 're-synthesize and apply on file changes')
-    .option('--state-dir <dir>', 'state folder (store, archives, instances)', '<dir>/.spore')
-    .action((dir: string, o) => upCommand(dir, { ...o, stateDir: o.stateDir === '<dir>/.spore' ? undefined : o.stateDir }));
+    .option('--state-dir <dir>', 'state folder (store, archives, instances)', '<dir>/.spore');
+  const gitOptions = (c: Command) =>
+    c
+      .option('--git <url>', 'follow this Git repository (file://, https, ssh) instead of a folder')
+      .option('--branch <branch>', 'branch served as the main stage', 'main')
+      .option('--poll <duration>', 'how often ls-remote looks for new revisions', '30s')
+      .option('--webhook-secret <secret>', 'accept GitHub/GitLab webhooks signed with this secret')
+      .option('--previews', 'give pull requests and preview/* branches a stage each')
+      .option('--max-previews <n>', 'live previews at most', '10')
+      .option('--manifests', 'the repository holds rendered YAML (cdk8s synth in CI): apply it, run nothing')
+      .option('--path <path>', 'folder in the repository with cdk8s.yaml (or the YAML with --manifests)')
+      .option('--reconciler-port <port>', "port of the reconciler's webhook and API", '0')
+      .option('--reconciler-host <host>', "address of the reconciler's webhook and API", '127.0.0.1');
+  gitOptions(cli.commands.find((c) => c.name() === 'up')!).action((dir: string, o) => {
+    if (o.git) return runGit({ ...o, stateDir: o.stateDir === '<dir>/.spore' ? '.spore' : o.stateDir }, true);
+    return upCommand(dir, { ...o, stateDir: o.stateDir === '<dir>/.spore' ? undefined : o.stateDir });
+  });
+  gitOptions(cli.command('reconciler').description('run the reconciler alone: follow a Git repository and apply each revision to the store'))
+    .option('--state-dir <dir>', 'state folder', '.spore')
+    .action((o) => {
+      if (!o.git) throw new Error('--git <url> is required');
+      return runGit(o, false);
+    });
   const target = (c: Command) =>
     c.option('--url <url>', 'address of the running spore up').option('--state-dir <dir>', "the running spore up's state folder", '.spore').option('-n, --namespace <ns>', 'namespace', 'default');
   target(
@@ -46,6 +68,11 @@ export function program(): Command {
       .option('-f, --follow', 'keep printing new lines')
       .option('--since <duration>', 'only lines newer than this, e.g. 5m'),
   ).action(logsCommand);
+  target(cli.command('status').description('per stage: the live revision, the last attempt and why it failed')).action(statusCommand);
+  target(cli.command('history').description('the syncs, newest first').option('--stage <stage>', 'only this stage').option('--limit <n>', 'how many', '20')).action(historyCommand);
+  target(cli.command('diff').description('the plan for the branch head, without applying it')).action(diffCommand);
+  target(cli.command('sync').description('look for new revisions now (and unpin a rollback)').option('--force', 'also retry a revision that failed')).action(syncCommand);
+  target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
   target(cli.command('list').description('functions, routes and instances of the running spore up')).action(listCommand);
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
   return cli;

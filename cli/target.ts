@@ -4,14 +4,27 @@ import { join, resolve } from 'node:path';
 
 export interface UpInfo {
   url: string;
+  /** Set when a reconciler runs (spore up --git, spore reconciler). */
+  reconcilerUrl?: string;
   pid: number;
-  appDir: string;
 }
 
 export const UP_FILE = 'up.json';
 
 export function findTarget(options: { url?: string; stateDir?: string }): string {
   if (options.url) return options.url.replace(/\/$/, '');
+  return findUp(options).url;
+}
+
+/** The reconciler's address of the running spore up --git (or spore reconciler). */
+export function findReconciler(options: { url?: string; stateDir?: string }): string {
+  if (options.url) return options.url.replace(/\/$/, '');
+  const info = findUp(options);
+  if (!info.reconcilerUrl) throw new Error('the running "spore up" follows no Git repository (start it with --git URL)');
+  return info.reconcilerUrl;
+}
+
+function findUp(options: { stateDir?: string }): UpInfo {
   const stateDir = resolve(options.stateDir ?? '.spore');
   const file = join(stateDir, UP_FILE);
   if (!existsSync(file)) throw new Error(`no running "spore up" found (${file} does not exist); start one, or pass --url or --state-dir`);
@@ -21,7 +34,7 @@ export function findTarget(options: { url?: string; stateDir?: string }): string
   } catch {
     throw new Error(`the "spore up" recorded in ${file} (pid ${info.pid}) is not running`);
   }
-  return info.url;
+  return info;
 }
 
 /** `ns/name` or `name` (namespace default). */

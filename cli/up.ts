@@ -2,7 +2,7 @@
 // with the dataplane, in one process.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { formatErrors, validateSet, type KubeObject } from '../api/index.js';
+import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, formatErrors, validateSet, type KubeObject } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
 import { renderApp } from '../reconciler/render.js';
 import { SqliteStore, type ApplyResult } from '../store/index.js';
@@ -15,8 +15,6 @@ export interface UpOptions {
   stateDir?: string;
 }
 
-export const APP_LABEL = 'spore.dev/app';
-export const STAGE_LABEL = 'spore.dev/stage';
 
 const dnsLabel = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
 
@@ -30,7 +28,7 @@ export interface LocalApp {
 
 export function localApp(dir: string, stateDir: string): LocalApp {
   const store = new SqliteStore(join(stateDir, 'spore.db'));
-  const inventory = { [APP_LABEL]: dnsLabel(basename(dir)), [STAGE_LABEL]: 'local' };
+  const inventory = { [APP_LABEL]: dnsLabel(basename(dir)), [STAGE_LABEL]: MAIN_STAGE };
   return {
     dir,
     stateDir,
@@ -78,7 +76,7 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
     await app.store.close();
     throw new Error(`cannot start the dataplane on ${options.host}:${port}: ${(err as Error).message}`);
   }
-  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane.url, pid: process.pid, appDir: dir }));
+  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane.url, pid: process.pid }));
   const printRoutes = () => {
     for (const r of dataplane.router.routeList) {
       const target = r.functions.length === 1 ? r.functions[0].name : r.functions.map((f) => `${f.name} ${f.weight}%`).join(', ');

@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
 import type { KubeObject } from '../api/index.js';
+import { bodyOf } from './canonical.js';
 import {
   refOf,
   type ApplyOptions,
@@ -16,6 +17,8 @@ import {
   type ObjectRef,
   type ResourceStore,
   type StoredObject,
+  type SyncHistory,
+  type SyncRecord,
   type WatchEvent,
 } from './types.js';
 
@@ -45,6 +48,14 @@ CREATE TABLE IF NOT EXISTS logs (
   line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (namespace, function, id);
+CREATE TABLE IF NOT EXISTS syncs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  stage TEXT NOT NULL,
+  revision TEXT NOT NULL,
+  result TEXT NOT NULL,
+  record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS syncs_by_stage ON syncs (stage, id);
 `;
 
 interface Row {
@@ -58,21 +69,6 @@ interface Row {
   generation: number;
   resource_version: number;
   created_at: string;
-}
-
-/** Server-set metadata, never compared or stored from input. */
-const SERVER_META = ['resourceVersion', 'generation', 'creationTimestamp', 'uid', 'managedFields'];
-
-function bodyOf(o: KubeObject): { body: string; labels: string } {
-  const { status: _status, ...rest } = o as KubeObject & { status?: unknown };
-  const metadata: Record<string, unknown> = { ...rest.metadata, namespace: rest.metadata.namespace ?? 'default' };
-  for (const k of SERVER_META) delete metadata[k];
-  return { body: stableJson({ ...rest, metadata }), labels: stableJson(rest.metadata.labels ?? {}) };
-}
-
-/** JSON with sorted keys, so equal objects compare equal as text. */
-function stableJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v));
 }
 
 function toObject(row: Row): StoredObject {
@@ -89,7 +85,7 @@ export interface SqliteStoreOptions {
   now?: () => Date;
 }
 
-export class SqliteStore implements ResourceStore, LogStore {
+export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly logsPerFunction: number;
@@ -228,6 +224,27 @@ export class SqliteStore implements ResourceStore, LogStore {
       )
       .all(q.namespace ?? 'default', q.function, q.since ?? 0, q.afterId ?? 0, q.limit ?? 1000) as Array<Record<string, any>>;
     return rows.map((r) => ({ id: r.id, time: r.time, namespace: r.namespace, function: r.function, instance: r.instance, requestId: r.request_id ?? undefined, stream: r.stream, line: r.line }));
+  }
+
+  recordSync(record: SyncRecord): number {
+    const r = this.db.prepare('INSERT INTO syncs (stage, revision, result, record) VALUES (?, ?, ?, ?)').run(record.stage, record.revision, record.result, JSON.stringify(record));
+    return Number(r.lastInsertRowid);
+  }
+
+  listSyncs(q: { stage?: string; limit?: number; result?: SyncRecord['result'] }): SyncRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (q.stage) (where.push('stage = ?'), args.push(q.stage));
+    if (q.result) (where.push('result = ?'), args.push(q.result));
+    const rows = this.db.prepare(`SELECT id, record FROM syncs${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`).all(...args, q.limit ?? 50) as { id: number; record: string }[];
+    return rows.map((r) => ({ ...JSON.parse(r.record), id: r.id }));
+  }
+
+  getSync(q: { stage: string; revision: string; result?: SyncRecord['result'] }): SyncRecord | undefined {
+    const row = this.db
+      .prepare(`SELECT id, record FROM syncs WHERE stage = ? AND (revision = ? OR revision LIKE ? || '%')${q.result ? ' AND result = ?' : ''} ORDER BY id DESC LIMIT 1`)
+      .get(q.stage, q.revision, q.revision, ...(q.result ? [q.result] : [])) as { id: number; record: string } | undefined;
+    return row && { ...JSON.parse(row.record), id: row.id };
   }
 
   async close(): Promise<void> {

@@ -98,3 +98,34 @@ export function refOf(o: KubeObject | ObjectRef): ObjectRef {
 export function formatRef(r: ObjectRef): string {
   return `${r.kind}/${r.namespace ?? 'default'}/${r.name}`;
 }
+
+/** One sync of a revision to a stage, as the reconciler records it. */
+export interface SyncRecord {
+  id?: number;
+  stage: string;
+  revision: string;
+  ref?: string;
+  author?: string;
+  message?: string;
+  /** Epoch milliseconds. */
+  startedAt: number;
+  durationMs: number;
+  result: 'succeeded' | 'failed';
+  /** Why it ran: poll, webhook, force, rollback, drift. */
+  trigger: string;
+  counts?: { create: number; update: number; unchanged: number; prune: number };
+  /** Objects put back after an out-of-band change. */
+  healed?: string[];
+  /** The failed step (checkout, install, render, validate, apply), the object if one is to blame, and the message. */
+  error?: { step: string; object?: string; message: string };
+  /** The rendered objects of a good sync (what a rollback re-applies). */
+  objects?: KubeObject[];
+  /** Canonical digest of each applied object by `Kind/namespace/name`, to tell drift from change. */
+  applied?: Record<string, string>;
+}
+
+export interface SyncHistory {
+  recordSync(record: SyncRecord): number;
+  listSyncs(query: { stage?: string; limit?: number; result?: SyncRecord['result'] }): SyncRecord[];
+  getSync(query: { stage: string; revision: string; result?: SyncRecord['result'] }): SyncRecord | undefined;
+}

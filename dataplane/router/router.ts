@@ -7,7 +7,7 @@ import { Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Agent, errors as undiciErrors } from 'undici';
 import { API_VERSION } from '../../api/index.js';
-import type { LogStore, ResourceStore } from '../../store/index.js';
+import type { LogStore, ResourceStore, StoredObject } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Lease, PoolManager } from '../poolmgr/poolmgr.js';
@@ -49,7 +49,8 @@ export class Router {
   private readonly agent = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, connect: { timeout: 5_000 } });
   private readonly bodyLimit: number;
   private unwatch?: () => void;
-  private rebuild?: NodeJS.Timeout;
+  private readonly triggers = new Map<string, StoredObject>();
+  private rebuildQueued = false;
 
   constructor(private readonly o: RouterOptions) {
     this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
@@ -61,23 +62,36 @@ export class Router {
 
   /** Loads the routes, follows the store, and listens. Returns the base URL. */
   async listen(port: number, host = '127.0.0.1'): Promise<string> {
-    await this.reload();
     this.unwatch = this.o.store.watch((e) => {
-      if (e.object.apiVersion === API_VERSION && e.object.kind === 'HttpTrigger') {
-        // a burst of changes (one apply) rebuilds the table once
-        clearTimeout(this.rebuild);
-        this.rebuild = setTimeout(() => void this.reload(), 0);
+      if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'HttpTrigger') return;
+      const key = `${e.object.metadata.namespace}/${e.object.metadata.name}`;
+      if (e.type === 'DELETED') this.triggers.delete(key);
+      else this.triggers.set(key, e.object);
+      // the events of one apply come together: rebuild once, before the applier's next step
+      if (!this.rebuildQueued) {
+        this.rebuildQueued = true;
+        queueMicrotask(() => {
+          this.rebuildQueued = false;
+          this.rebuild();
+        });
       }
     });
+    await this.reload();
     await this.server.listen({ port, host });
     const address = this.server.server.address() as { port: number };
     return `http://${host}:${address.port}`;
   }
 
-  /** Rebuilds the route table; requests in flight keep the table they started with. */
+  /** Reads every HttpTrigger from the store again and rebuilds the route table. */
   async reload(): Promise<void> {
-    const triggers = await this.o.store.list({ apiVersion: API_VERSION, kind: 'HttpTrigger' });
-    this.table = new RouteTable(triggers, { onConflict: (m) => this.report(m) });
+    this.triggers.clear();
+    for (const t of await this.o.store.list({ apiVersion: API_VERSION, kind: 'HttpTrigger' })) this.triggers.set(`${t.metadata.namespace}/${t.metadata.name}`, t);
+    this.rebuild();
+  }
+
+  /** Swaps in a new route table; requests in flight keep the one they started with. */
+  private rebuild(): void {
+    this.table = new RouteTable([...this.triggers.values()], { onConflict: (m) => this.report(m) });
   }
 
   get routeList() {
@@ -284,7 +298,6 @@ export class Router {
 
   async close(): Promise<void> {
     this.unwatch?.();
-    clearTimeout(this.rebuild);
     const grace = this.o.shutdownGraceMs ?? 10_000;
     const closing = this.server.close();
     const timer = setTimeout(() => this.server.server.closeAllConnections(), grace);

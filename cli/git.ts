@@ -1,0 +1,92 @@
+// `spore up --git URL` and `spore reconciler`: the reconciler following a Git
+// repository, with the dataplane in the same process (up) or without (reconciler).
+import { rmSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import parseDuration from 'parse-duration';
+import { startDataplane, type Dataplane } from '../dataplane/index.js';
+import { GitSource } from '../reconciler/git-source.js';
+import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/reconciler.js';
+import { reconcilerServer } from '../reconciler/server.js';
+import { SqliteStore } from '../store/index.js';
+import { UP_FILE } from './target.js';
+
+export interface GitOptions {
+  git: string;
+  branch: string;
+  poll: string;
+  webhookSecret?: string;
+  previews?: boolean;
+  maxPreviews: string;
+  manifests?: boolean;
+  path?: string;
+  stateDir: string;
+  reconcilerPort: string;
+  reconcilerHost: string;
+  port?: string;
+  host?: string;
+}
+
+const dnsLabel = (s: string) => s.toLowerCase().replace(/\.git$/, '').replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
+
+function portOf(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${flag} must be a port number (got "${v}")`);
+  return n;
+}
+
+export async function runGit(o: GitOptions, withDataplane: boolean): Promise<void> {
+  const pollMs = parseDuration(o.poll);
+  if (pollMs == null || pollMs < 1000) throw new Error(`--poll "${o.poll}": give a duration of at least 1s, such as 30s or 5m`);
+  const maxPreviews = Number(o.maxPreviews);
+  if (!Number.isInteger(maxPreviews) || maxPreviews < 0) throw new Error(`--max-previews must be a whole number (got "${o.maxPreviews}")`);
+  const reconcilerPort = portOf(o.reconcilerPort, '--reconciler-port');
+  const stateDir = resolve(o.stateDir);
+  const say = (m: string) => process.stdout.write(`${m}\n`);
+  const store = new SqliteStore(join(stateDir, 'spore.db'));
+  const source = new GitSource(o.git, join(stateDir, 'git', 'mirror'));
+  const reconciler = new Reconciler({
+    store,
+    source,
+    workDir: join(stateDir, 'work'),
+    archiveDir: join(stateDir, 'archives'),
+    app: dnsLabel(basename(o.git.replace(/\/+$/, ''))),
+    branch: o.branch,
+    mode: o.manifests ? 'manifests' : 'render',
+    path: o.path,
+    pollMs,
+    previews: o.previews ? { patterns: DEFAULT_PREVIEW_PATTERNS, max: maxPreviews } : undefined,
+    report: say,
+  });
+  let dataplane: Dataplane | undefined;
+  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret, report: say });
+  try {
+    if (withDataplane) dataplane = await startDataplane({ store, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
+    await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
+  } catch (err) {
+    await dataplane?.close();
+    await store.close();
+    throw err;
+  }
+  const reconcilerUrl = `http://${o.reconcilerHost}:${(server.server.address() as { port: number }).port}`;
+  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane?.url ?? reconcilerUrl, reconcilerUrl, pid: process.pid, git: o.git }));
+  say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}`);
+  if (dataplane) say(`spore: serving on ${dataplane.url}`);
+  say(`spore: reconciler on ${reconcilerUrl}${o.webhookSecret ? ` (webhook: POST ${reconcilerUrl}/webhook)` : ''}`);
+  await reconciler.start();
+  const main = reconciler.status().find((s) => s.stage === MAIN_STAGE);
+  if (!main?.liveRevision) say('spore: nothing is served yet: the branch has no good revision (push a fix, or see spore status)');
+
+  await new Promise<void>((done) => {
+    const stop = async (signal: string) => {
+      say(`spore: ${signal}, shutting down`);
+      await reconciler.close();
+      await server.close();
+      await dataplane?.close();
+      await store.close();
+      rmSync(join(stateDir, UP_FILE), { force: true });
+      done();
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,74 @@
+// The reconciler's HTTP face: Git webhooks (GitHub and GitLab, signed) that
+// trigger a sync at once, and the endpoints `spore status|history|diff|sync|rollback` use.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Reconciler } from './reconciler.js';
+
+export interface ReconcilerServerOptions {
+  reconciler: Reconciler;
+  /** Shared secret of the webhooks; without it the webhook endpoint refuses everything. */
+  webhookSecret?: string;
+  report?: (line: string) => void;
+}
+
+const same = (a: string, b: string) => {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+};
+
+/** Which provider signed the request, or why it is refused. */
+export function verifyWebhook(headers: Record<string, string | string[] | undefined>, body: Buffer, secret: string | undefined): { ok: true; event: string } | { ok: false; why: string } {
+  if (!secret) return { ok: false, why: 'webhooks are disabled: start with --webhook-secret' };
+  const gh = headers['x-hub-signature-256'];
+  if (typeof gh === 'string') {
+    const expected = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+    return same(gh, expected) ? { ok: true, event: String(headers['x-github-event'] ?? '') } : { ok: false, why: 'X-Hub-Signature-256 does not match the payload' };
+  }
+  const gl = headers['x-gitlab-token'];
+  if (typeof gl === 'string') return same(gl, secret) ? { ok: true, event: String(headers['x-gitlab-event'] ?? '') } : { ok: false, why: 'X-Gitlab-Token is wrong' };
+  return { ok: false, why: 'missing signature: expected X-Hub-Signature-256 (GitHub) or X-Gitlab-Token (GitLab)' };
+}
+
+const SYNC_EVENTS = new Set(['push', 'pull_request', 'Push Hook', 'Merge Request Hook', 'Tag Push Hook']);
+
+export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
+  const r = o.reconciler;
+  const say = o.report ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const app = Fastify({ logger: false, bodyLimit: 25 * 1024 * 1024 });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.post('/webhook', async (req, reply) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const v = verifyWebhook(req.headers, body, o.webhookSecret);
+    if (!v.ok) {
+      say(`reconciler: webhook refused: ${v.why}`);
+      return reply.code(401).send({ status: 401, error: 'Unauthorized', message: v.why });
+    }
+    if (v.event === 'ping') return reply.code(200).send({ pong: true });
+    try {
+      JSON.parse(body.toString('utf8') || '{}');
+    } catch {
+      return reply.code(400).send({ status: 400, error: 'BadRequest', message: 'the payload is not JSON' });
+    }
+    if (!SYNC_EVENTS.has(v.event)) return reply.code(202).send({ accepted: false, message: `event "${v.event}" does not trigger a sync` });
+    void r.poll('webhook').catch((err) => say(`reconciler: ${(err as Error).message}`));
+    return reply.code(202).send({ accepted: true });
+  });
+
+  const fail = (err: unknown) => ({ status: 400, error: 'Failed', message: (err as Error).message });
+  app.get('/status', async () => r.status());
+  app.get('/history', async (req) => {
+    const q = req.query as { stage?: string; limit?: string };
+    return r.history(q.stage, q.limit ? Math.max(1, Math.min(500, Number(q.limit) || 20)) : 20);
+  });
+  app.get('/diff', async (_req, reply) => r.diff().catch((err) => reply.code(400).send(fail(err))));
+  app.post('/sync', async (req) => r.poll('sync', { force: (req.query as { force?: string }).force === 'true' }));
+  app.post('/rollback', async (req, reply) => {
+    const q = req.query as { revision?: string; stage?: string };
+    return r.rollback(q.revision, q.stage).catch((err) => reply.code(400).send(fail(err)));
+  });
+  return app;
+}

@@ -1,0 +1,98 @@
+// Real Git repositories for the reconciler's tests: a bare "remote" reached
+// through a file:// URL, and a working clone that commits and pushes.
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from '../helpers.js';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+export const git = (cwd: string, ...args: string[]) => execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+
+/**
+ * An app template with a lockfile (made once per test file: npm resolves its
+ * dependencies). npm records the file: dependency on this checkout relative to
+ * the app, so the template is made inside the dependency cache the reconciler
+ * will install in: from there the relative path is the same.
+ */
+export function appTemplate(depsCache: string): string {
+  const dir = join(depsCache, 'template');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'package.json'),
+    JSON.stringify({ name: 'shop', private: true, type: 'module', dependencies: { spore: `file:${ROOT.replace(/\/$/, '')}`, cdk8s: '^2.70.106', constructs: '^10.8.1', tsx: '^4.23.15' } }, null, 2),
+  );
+  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: 'pipe' });
+  writeFileSync(join(dir, 'cdk8s.yaml'), 'language: typescript\napp: npx tsx main.ts\n');
+  return dir;
+}
+
+/** main.ts with `functions` NodeFunctions, each with a GET route /<name>. */
+export function mainTs(functions: string[], extra = ''): string {
+  return `import { App, Chart } from 'cdk8s';
+import { Environment, NodeFunction } from 'spore';
+const app = new App();
+const chart = new Chart(app, 'shop');
+const node = Environment.node(chart, 'node', { poolSize: 1 });
+${functions.map((f) => `new NodeFunction(chart, '${f}', { environment: node, entry: 'functions/${f}.ts' }).addRoute('GET', '/${f}');`).join('\n')}
+${extra}
+app.synth();
+`;
+}
+
+export const handler = (text: string) => `export default () => new Response(${JSON.stringify(text)});\n`;
+
+export class Repo {
+  readonly remote: string;
+  readonly work: string;
+
+  constructor(template?: string) {
+    const base = tempDir('spore-git-');
+    this.remote = join(base, 'origin.git');
+    this.work = join(base, 'work');
+    git(base, 'init', '--quiet', '--bare', '--initial-branch=main', this.remote);
+    git(base, 'init', '--quiet', '--initial-branch=main', this.work);
+    git(this.work, 'remote', 'add', 'origin', this.remote);
+    git(this.work, 'config', 'user.email', 'dev@example.com');
+    git(this.work, 'config', 'user.name', 'Dev');
+    if (template) {
+      for (const f of ['package.json', 'package-lock.json', 'cdk8s.yaml']) cpSync(join(template, f), join(this.work, f));
+      writeFileSync(join(this.work, '.gitignore'), 'node_modules/\ndist/\n');
+    }
+  }
+
+  get url(): string {
+    return `file://${this.remote}`;
+  }
+
+  /** Writes files (undefined deletes), commits, pushes to `branch`; returns the commit. */
+  commit(message: string, files: Record<string, string | undefined>, branch = 'main'): string {
+    const current = git(this.work, 'symbolic-ref', '--short', 'HEAD');
+    if (current !== branch) {
+      const exists = git(this.work, 'branch', '--list', branch);
+      git(this.work, 'checkout', '--quiet', ...(exists ? [branch] : ['-b', branch]));
+    }
+    for (const [path, text] of Object.entries(files)) {
+      const full = join(this.work, path);
+      if (text === undefined) rmSync(full, { force: true });
+      else {
+        mkdirSync(join(full, '..'), { recursive: true });
+        writeFileSync(full, text);
+      }
+    }
+    git(this.work, 'add', '-A');
+    git(this.work, 'commit', '--quiet', '--allow-empty', '-m', message);
+    git(this.work, 'push', '--quiet', '--force', 'origin', `HEAD:refs/heads/${branch}`);
+    const sha = git(this.work, 'rev-parse', 'HEAD');
+    if (branch !== 'main') git(this.work, 'checkout', '--quiet', 'main');
+    return sha;
+  }
+
+  deleteBranch(branch: string): void {
+    git(this.work, 'push', '--quiet', 'origin', `:refs/heads/${branch}`);
+  }
+
+  has(path: string): boolean {
+    return existsSync(join(this.work, path));
+  }
+}

@@ -1,0 +1,233 @@
+// The reconciler against real Git repositories (file:// remotes), real npm ci
+// (cached by lockfile), real renders, the SQLite store and the real dataplane.
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { packArchive } from '../../constructs/archive.js';
+import { startDataplane, type Dataplane } from '../../dataplane/index.js';
+import { GitSource } from '../../reconciler/git-source.js';
+import { Reconciler, type ReconcilerOptions } from '../../reconciler/reconciler.js';
+import { reconcilerServer } from '../../reconciler/server.js';
+import { SqliteStore } from '../../store/index.js';
+import { alive, waitFor } from '../dataplane/harness.js';
+import { tempDir } from '../helpers.js';
+import { appTemplate, handler, mainTs, Repo } from './gitrepo.js';
+
+let template: string;
+let deps: string; // one dependency cache for the file: the lockfile is the same everywhere
+beforeAll(() => {
+  deps = tempDir('spore-deps-');
+  template = appTemplate(deps);
+});
+
+interface Env {
+  repo: Repo;
+  store: SqliteStore;
+  dp: Dataplane;
+  rec: Reconciler;
+  lines: string[];
+  get(path: string, headers?: Record<string, string>): Promise<{ status: number; body: string }>;
+}
+const envs: Env[] = [];
+afterEach(async () => {
+  for (const e of envs.splice(0)) {
+    await e.rec.close();
+    await e.dp.close();
+    await e.store.close();
+  }
+});
+
+async function setup(options: Partial<ReconcilerOptions> = {}, repo = new Repo(template)): Promise<Env> {
+  const state = tempDir('spore-rec-');
+  const store = new SqliteStore(join(state, 'spore.db'));
+  const dp = await startDataplane({ store, stateDir: state, port: 0, report: () => {} });
+  const lines: string[] = [];
+  const rec = new Reconciler({
+    store,
+    source: new GitSource(repo.url, join(state, 'mirror')),
+    workDir: join(state, 'work'),
+    archiveDir: join(state, 'archives'),
+    app: 'shop',
+    pollMs: 3_600_000,
+    depsCache: deps,
+    report: (l) => lines.push(l),
+    ...options,
+  });
+  const env: Env = {
+    repo,
+    store,
+    dp,
+    rec,
+    lines,
+    async get(path, headers) {
+      const res = await request(`${dp.url}${path}`, { headers });
+      return { status: res.statusCode, body: await res.body.text() };
+    },
+  };
+  envs.push(env);
+  return env;
+}
+
+const v = (text: string, fns = ['hello']) => ({ 'main.ts': mainTs(fns), ...Object.fromEntries(fns.map((f) => [`functions/${f}.ts`, handler(`${text} ${f}`)])) });
+const mainStage = (e: Env) => e.rec.status().find((s) => s.stage === 'main')!;
+
+describe('reconciler', () => {
+  it('deploys a push within one poll', async () => {
+    const e = await setup({ pollMs: 300 });
+    const first = e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    expect(mainStage(e).liveRevision).toBe(first);
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    const second = e.repo.commit('v2', v('v2'));
+    await waitFor('v2 served', async () => (await e.get('/hello')).body === 'v2 hello', 60_000);
+    expect(mainStage(e).liveRevision).toBe(second);
+    const [latest] = e.rec.history();
+    expect(latest).toMatchObject({ stage: 'main', revision: second, result: 'succeeded', trigger: 'poll', author: 'Dev <dev@example.com>', message: 'v2', counts: { create: 0, prune: 0 } });
+    expect(latest.counts!.update).toBeGreaterThan(0);
+  });
+
+  it('syncs at once on a signed webhook and refuses forged ones', async () => {
+    const e = await setup();
+    e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    const server = reconcilerServer({ reconciler: e.rec, webhookSecret: 's3cret', report: () => {} });
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    const url = `http://127.0.0.1:${(server.server.address() as any).port}/webhook`;
+    try {
+      e.repo.commit('v2', v('v2'));
+      const payload = JSON.stringify({ ref: 'refs/heads/main' });
+      const forged = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-hub-signature-256': `sha256=${createHmac('sha256', 'wrong').update(payload).digest('hex')}` }, body: payload });
+      expect(forged.statusCode).toBe(401);
+      expect(await forged.body.json()).toMatchObject({ message: 'X-Hub-Signature-256 does not match the payload' });
+      const unsigned = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-github-event': 'push' }, body: payload });
+      expect(unsigned.statusCode).toBe(401);
+      const gitlabWrong = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 'nope' }, body: payload });
+      expect(gitlabWrong.statusCode).toBe(401);
+      expect(e.rec.history()).toHaveLength(1); // nothing ran
+      expect((await e.get('/hello')).body).toBe('v1 hello');
+      const signed = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-hub-signature-256': `sha256=${createHmac('sha256', 's3cret').update(payload).digest('hex')}` }, body: payload });
+      expect(signed.statusCode).toBe(202);
+      await waitFor('v2 served', async () => (await e.get('/hello')).body === 'v2 hello', 60_000);
+      expect(e.rec.history()[0].trigger).toBe('webhook');
+      const gitlab = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 's3cret' }, body: payload });
+      expect(gitlab.statusCode).toBe(202);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('rejects bad commits whole, keeps serving the last good revision, and says why', async () => {
+    const e = await setup();
+    let good = e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    const cases: [string, Record<string, string | undefined>, string, RegExp][] = [
+      ['typescript error', { 'functions/hello.ts': 'export default () => new Response("x"' }, 'render', /hello\.ts:\d+:\d+: Expected "\)" but found end of file/],
+      ['invalid construct', { 'main.ts': mainTs(['hello'], `node.addDependency; new NodeFunction(chart, 'Bad_Name', { environment: node, entry: 'functions/hello.ts' });`) }, 'render', /\[shop\/Bad_Name\] metadata\.name: must be a DNS-1123 label/],
+      ['failing install', { 'package-lock.json': undefined }, 'install', /no package-lock\.json/],
+    ];
+    for (const [what, files, step, message] of cases) {
+      const bad = e.repo.commit(what, { ...v('v1'), ...files });
+      await e.rec.poll('poll');
+      const st = mainStage(e);
+      expect(st.liveRevision, what).toBe(good);
+      expect(st.lastAttempt, what).toMatchObject({ revision: bad, result: 'failed', error: { step } });
+      expect(st.lastAttempt!.error!.message, what).toMatch(message);
+      expect((await e.get('/hello')).body, what).toBe('v1 hello');
+      // not retried until something new arrives…
+      const before = e.rec.history().length;
+      await e.rec.poll('poll');
+      expect(e.rec.history().length, what).toBe(before);
+      // …or a forced sync
+      await e.rec.poll('sync', { force: true });
+      expect(e.rec.history().length, what).toBe(before + 1);
+      good = e.repo.commit(`fix ${what}`, { ...v('v1'), 'package-lock.json': readFileSync(join(template, 'package-lock.json'), 'utf8') });
+      await e.rec.poll('poll');
+      expect(mainStage(e).lastAttempt!.result, `fix of ${what}`).toBe('succeeded');
+    }
+  });
+
+  it('rejects an invalid pre-rendered manifest (manifests mode) naming the object', async () => {
+    const repo = new Repo();
+    const manifest = (timeout: number) =>
+      `apiVersion: spore.dev/v1alpha1\nkind: Environment\nmetadata: {name: node}\nspec: {runtime: {name: node}, poolSize: 1}\n---\napiVersion: spore.dev/v1alpha1\nkind: Function\nmetadata: {name: hello}\nspec: {environment: {name: node}, package: {name: hello}, executor: {functionTimeoutSeconds: ${timeout}}}\n`;
+    repo.commit('good', { 'dist/app.k8s.yaml': manifest(10) + pkgYaml() });
+    const e = await setup({ mode: 'manifests' }, repo);
+    await e.rec.start();
+    expect(mainStage(e).lastAttempt!.result).toBe('succeeded');
+    expect((await e.get('/_fn/default/hello')).body).toBe('manifest mode');
+    repo.commit('bad', { 'dist/app.k8s.yaml': manifest(-1) + pkgYaml() });
+    await e.rec.poll('poll');
+    expect(mainStage(e).lastAttempt!.error).toEqual({ step: 'validate', object: 'Function/default/hello', message: 'Function/default/hello: spec.executor.functionTimeoutSeconds: must be >= 1 (got -1)' });
+    expect((await e.get('/_fn/default/hello')).body).toBe('manifest mode');
+  });
+
+  it('removes what leaves the repository, and never touches what Spore did not create', async () => {
+    const e = await setup();
+    e.repo.commit('two', v('v1', ['hello', 'bye']));
+    await e.rec.start();
+    await e.store.apply([{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'hand-made', namespace: 'default' }, data: { a: '1' } } as any]);
+    const pid = Number((await e.get('/_fn/default/bye')).status === 200 && e.dp.poolmgr.snapshot().functions.find((f) => f.name === 'bye')!.instances[0].pid);
+    e.repo.commit('one', v('v1', ['hello']));
+    await e.rec.poll('poll');
+    expect((await e.get('/bye')).status).toBe(404);
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    await waitFor('the removed function stopped', () => !alive(pid));
+    expect(await e.store.get({ apiVersion: 'v1', kind: 'ConfigMap', name: 'hand-made' })).toBeDefined();
+    expect(e.rec.history()[0].counts).toMatchObject({ prune: 3 }); // Function, Package, HttpTrigger
+  });
+
+  it('heals an out-of-band change at the next sync and says so', async () => {
+    const e = await setup();
+    e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    const route = (await e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'HttpTrigger', name: 'hello-route' }))!;
+    await e.store.apply([{ ...route, spec: { ...(route.spec as object), path: '/hijacked' } }]);
+    await e.dp.router.reload();
+    expect((await e.get('/hijacked')).body).toBe('v1 hello');
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    expect((await e.get('/hijacked')).status).toBe(404);
+    expect(e.rec.history()[0]).toMatchObject({ trigger: 'poll: drift', result: 'succeeded', healed: ['HttpTrigger/default/hello-route'] });
+  });
+
+  it('gives a preview branch its own stage at its host and prefix, and tears it down with the branch', async () => {
+    const e = await setup({ previews: { patterns: ['refs/heads/preview/*'], max: 10 } });
+    e.repo.commit('v1', v('v1'));
+    e.repo.commit('try', v('preview'), 'preview/new-ui');
+    await e.rec.start();
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    expect((await e.get('/_stage/preview-new-ui/hello')).body).toBe('preview hello');
+    expect((await e.get('/hello', { host: 'preview-new-ui.example.com' })).body).toBe('preview hello');
+    expect((await e.store.list({ kind: 'Function', namespace: 'preview-new-ui' })).map((f) => f.metadata.name)).toEqual(['hello']);
+    e.repo.deleteBranch('preview/new-ui');
+    await e.rec.poll('poll');
+    expect((await e.get('/_stage/preview-new-ui/hello')).status).toBe(404);
+    expect(await e.store.list({ namespace: 'preview-new-ui' })).toEqual([]);
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+  });
+
+  it('rolls back to the previous good revision, pins it, and moves on at the next push', async () => {
+    const e = await setup();
+    const one = e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    e.repo.commit('v2', v('v2'));
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v2 hello');
+    const r = await e.rec.rollback();
+    expect(r).toMatchObject({ revision: one, result: 'succeeded', trigger: 'rollback' });
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v1 hello'); // pinned
+    e.repo.commit('v3', v('v3'));
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v3 hello');
+    await expect(e.rec.rollback('deadbeef')).rejects.toThrow('no good sync of deadbeef in stage main to roll back to');
+  });
+});
+
+function pkgYaml(): string {
+  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(`export default () => new Response('manifest mode');`) }]);
+  return `---\napiVersion: spore.dev/v1alpha1\nkind: Package\nmetadata: {name: hello}\nspec: {archive: {sha256: ${a.sha256}, size: ${a.size}, inline: ${a.bytes.toString('base64')}}}\n`;
+}
