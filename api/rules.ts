@@ -6,6 +6,9 @@ import type { KindName, SporeObject } from './kinds.js';
 import { parseSchedule } from './schedule.js';
 import { CONTROL_FLOW, TASK_ID } from './workflow.js';
 
+/** Paths the router answers itself. */
+export const RESERVED_PATHS = ['/_fn', '/_spore', '/_stage', '/metrics', '/healthz'];
+
 type Rule<K extends KindName> = (obj: SporeObject<K>) => FieldError[];
 
 function exactlyOne(where: string, spec: object, a: string, b: string): FieldError[] {
@@ -50,7 +53,10 @@ export const RULES: { [K in KindName]: Rule<K> } = {
       const dup = names.find((n, i) => names.indexOf(n) !== i);
       if (dup) errors.push({ path: 'spec.functions', message: `function "${dup}" is listed twice` });
     }
-    const params = (spec.path ?? spec.prefix ?? '').split('/').filter((s) => s.startsWith(':'));
+    const route = spec.path ?? spec.prefix ?? '';
+    const reserved = RESERVED_PATHS.find((r) => route === r || route.startsWith(`${r}/`));
+    if (reserved) errors.push({ path: spec.path !== undefined ? 'spec.path' : 'spec.prefix', message: `${reserved} is the router's own (reserved: ${RESERVED_PATHS.join(', ')})` });
+    const params = route.split('/').filter((s) => s.startsWith(':'));
     const dupParam = params.find((p, i) => params.indexOf(p) !== i);
     if (dupParam) errors.push({ path: spec.path ? 'spec.path' : 'spec.prefix', message: `parameter ${dupParam} appears twice` });
     return errors;

@@ -44,8 +44,10 @@ export function packArchive(entries: readonly ArchiveEntry[]): Archive {
     parts.push(header(entry), entry.data, Buffer.alloc((BLOCK - (entry.data.length % BLOCK)) % BLOCK));
   }
   parts.push(Buffer.alloc(BLOCK * 2));
-  // gzip's header carries no name and a zero mtime when compressing a buffer
+  // gzip's header carries no name and a zero mtime when compressing a buffer,
+  // but it records the operating system: fix it, so every platform gives the same bytes
   const bytes = gzipSync(Buffer.concat(parts), { level: 9 });
+  bytes[9] = 3; // Unix
   return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
 }
 

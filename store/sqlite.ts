@@ -117,6 +117,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   }
 
   async apply(objects: readonly KubeObject[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    if (options.prune && Object.keys(options.prune.labels).length === 0) throw new Error('prune needs at least one label: pruning by no label would delete everything');
     const events: WatchEvent[] = [];
     const result: ApplyResult = { created: [], updated: [], unchanged: [], pruned: [] };
     const run = this.db.transaction(() => {

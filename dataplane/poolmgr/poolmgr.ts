@@ -134,7 +134,8 @@ export class PoolManager {
       if (!fn) this.retire(pool, new DataplaneError(404, 'NotFound', `function ${pool.key} was removed`));
       else {
         const revision = this.revisionOf(fn);
-        for (const slot of pool.slots) if (slot.revision !== revision) this.drain(pool, slot);
+        for (const slot of [...pool.slots]) if (slot.revision !== revision) this.drain(pool, slot);
+        this.serveWaiters(pool); // waiting calls go to instances of the new revision
       }
     }
   }
@@ -191,24 +192,31 @@ export class PoolManager {
           pool.warm.push(instance);
           void instance.exited.then(() => {
             const i = pool.warm.indexOf(instance);
-            if (i >= 0) {
-              pool.warm.splice(i, 1);
-              this.refill(pool);
-            }
+            if (i < 0) return;
+            pool.warm.splice(i, 1);
+            // an instance that dies on its own soon after starting would otherwise be respawned in a tight loop
+            if (Date.now() - instance.startedAt < 5_000) this.retryLater(pool, `environment ${pool.key}: an instance exited right after starting`);
+            else this.refill(pool);
           });
         })
         .catch((err) => {
           pool.starting--;
           if (this.closed || this.envPools.get(pool.key) !== pool) return; // stopped on purpose
-          this.report(`environment ${pool.key}: could not start an instance: ${(err as Error).message}; retrying in ${pool.backoffMs} ms`);
-          pool.retryTimer = setTimeout(() => {
-            pool.retryTimer = undefined;
-            this.refill(pool);
-          }, pool.backoffMs);
-          pool.retryTimer.unref();
-          pool.backoffMs = Math.min(pool.backoffMs * 2, 30_000);
+          this.retryLater(pool, `environment ${pool.key}: could not start an instance: ${(err as Error).message}`);
         });
     }
+  }
+
+  /** One retry at a time per environment, backing off up to 30 s. */
+  private retryLater(pool: EnvPool, why: string): void {
+    if (pool.retryTimer || this.closed) return;
+    this.report(`${why}; retrying in ${pool.backoffMs} ms`);
+    pool.retryTimer = setTimeout(() => {
+      pool.retryTimer = undefined;
+      this.refill(pool);
+    }, pool.backoffMs);
+    pool.retryTimer.unref();
+    pool.backoffMs = Math.min(pool.backoffMs * 2, 30_000);
   }
 
   private startInstance(env: StoredObject): Promise<Instance> {
@@ -283,14 +291,14 @@ export class PoolManager {
         slot.lastUsed = Date.now();
         if (slot.draining) {
           if (slot.inFlight === 0) this.remove(pool, slot);
-        } else this.serveWaiters(pool, executor);
+        } else this.serveWaiters(pool);
       },
       kill: () => {
         if (done) return;
         done = true;
         slot.inFlight--;
         this.remove(pool, slot);
-        this.serveWaiters(pool, executor);
+        this.serveWaiters(pool);
       },
     };
   }
@@ -334,9 +342,10 @@ export class PoolManager {
     return pool.slots.filter((s) => !s.draining).length;
   }
 
-  private serveWaiters(pool: FunctionPool, executor: ResolvedExecutor): void {
+  private serveWaiters(pool: FunctionPool): void {
     const fn = this.functions.get(pool.key);
-    if (!fn) return;
+    if (!fn || this.pools.get(pool.key) !== pool || !pool.waiters.length) return;
+    const executor = this.executorOf(fn);
     const revision = this.revisionOf(fn);
     while (pool.waiters.length) {
       const slot = pool.slots.find((s) => !s.draining && s.inFlight < executor.requestsPerInstance && s.revision === revision);
@@ -361,13 +370,21 @@ export class PoolManager {
     const started = performance.now();
     try {
       const slot = await this.specialize(pool, fn, executor, revision);
+      if (this.closed) {
+        void slot.instance.kill();
+        throw new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down');
+      }
+      // the function may have changed or gone while this instance was specialized:
+      // it serves this one call, then goes
+      const now = this.functions.get(pool.key);
+      slot.draining = this.pools.get(pool.key) !== pool || !now || this.revisionOf(now) !== revision;
       pool.slots.push(slot);
       const labels = { namespace: pool.namespace, function: pool.name };
       this.o.metrics.coldStarts.inc(labels);
       this.o.metrics.coldStartSeconds.observe(labels, (performance.now() - started) / 1000);
       void slot.instance.exited.then(() => this.remove(pool, slot));
       const lease = this.lease(pool, slot, true, executor);
-      this.serveWaiters(pool, executor); // the new instance may have room for waiting calls too
+      this.serveWaiters(pool); // the new instance may have room for waiting calls too
       return lease;
     } catch (err) {
       // calls waiting on this specialization get the same answer
@@ -399,6 +416,10 @@ export class PoolManager {
     const instance = await this.takeGeneric(key(pool.namespace, spec.environment.name)).catch((err) => {
       throw err instanceof DataplaneError ? err : new DataplaneError(502, 'NoInstance', `no instance of environment ${spec.environment.name}: ${(err as Error).message}`);
     });
+    if (this.closed) {
+      void instance.kill();
+      throw new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down');
+    }
     this.owners.set(instance, { namespace: pool.namespace, function: pool.name });
     try {
       const codeDir = join(instance.workDir, 'code');
@@ -442,6 +463,7 @@ export class PoolManager {
     pool.slots.splice(i, 1);
     this.o.metrics.instanceAlive.observe({ namespace: pool.namespace, function: pool.name }, (Date.now() - slot.specializedAt) / 1000);
     void slot.instance.kill();
+    this.serveWaiters(pool); // room for a new instance
   }
 
   private retire(pool: FunctionPool, err: Error): void {

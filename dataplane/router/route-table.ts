@@ -58,7 +58,9 @@ export class RouteTable {
       };
       const methods = spec.methods ?? ['GET'];
       const paths = spec.prefix !== undefined ? [spec.prefix, `${spec.prefix.replace(/\/$/, '')}/*`] : [spec.path!];
-      const constraints = spec.host ? { host: spec.host } : undefined;
+      // a wildcard host (*.example.com) matches any one label in its place
+      const host = spec.host?.startsWith('*.') ? new RegExp(`^[^.]+${spec.host.slice(1).replace(/\./g, '\\.')}$`) : spec.host;
+      const constraints = host ? { host } : undefined;
       const stage = t.metadata.labels?.[STAGE_LABEL] ?? MAIN_STAGE;
       let router = this.routers.get(stage);
       if (!router) this.routers.set(stage, (router = newRouter()));
@@ -72,7 +74,7 @@ export class RouteTable {
   }
 
   match(method: string, host: string | undefined, fullPath: string): Match {
-    let hostname = host?.replace(/:\d+$/, '');
+    let hostname = host?.replace(/:\d+$/, '').toLowerCase();
     let path = fullPath;
     let stage = MAIN_STAGE;
     if (path.startsWith(STAGE_PREFIX)) {

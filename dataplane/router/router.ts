@@ -14,7 +14,9 @@ import type { Lease, PoolManager } from '../poolmgr/poolmgr.js';
 import { RouteTable } from './route-table.js';
 
 export const REQUEST_ID = 'x-spore-request-id';
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'expect']);
+/** What a header value may hold as it is; anything else (a decoded `%0A`, `€`) is sent percent-encoded. */
+const HEADER_SAFE = /^[\x20-\x7e]*$/;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 /** Responses up to this size with a known length are relayed whole rather than streamed. */
 const SMALL_BODY = 64 * 1024;
@@ -164,6 +166,14 @@ export class Router {
     const t0 = performance.now();
     const requestId = this.requestId(req);
     const count = (code: number) => this.o.metrics.recordCall(call.namespace, call.name, req.method, code, (performance.now() - t0) / 1000);
+    // the client may leave while the call waits for an instance: know it, and stop the upstream call if one runs
+    const abort = new EventEmitter(); // undici takes an emitter as its signal: cheaper than an AbortController per call
+    let clientGone = false;
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished) return;
+      clientGone = true;
+      abort.emit('abort');
+    });
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > this.bodyLimit) {
       count(413);
@@ -174,11 +184,20 @@ export class Router {
       const got = this.o.poolmgr.acquire(call.namespace, call.name);
       lease = got instanceof Promise ? await got : got;
     } catch (err) {
+      if (clientGone) {
+        count(499);
+        return reply;
+      }
       const e = err instanceof DataplaneError ? err : new DataplaneError(500, 'InternalError', (err as Error).message);
       count(e.status);
       return this.fail(reply, e, requestId);
     }
 
+    if (clientGone) {
+      lease.release();
+      count(499);
+      return reply;
+    }
     const headers: Record<string, string | string[]> = {};
     const raw = req.raw.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
@@ -192,7 +211,7 @@ export class Router {
     headers['x-forwarded-for'] = req.ip;
     headers['x-forwarded-proto'] = 'http';
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
-    for (const [k, v] of Object.entries(call.params)) headers[`x-spore-param-${k.toLowerCase()}`] = v;
+    for (const [k, v] of Object.entries(call.params)) headers[`x-spore-param-${k.toLowerCase()}`] = HEADER_SAFE.test(v) ? v : encodeURIComponent(v);
 
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (declared > 0 || req.headers['transfer-encoding'] !== undefined);
@@ -214,19 +233,12 @@ export class Router {
         )
       : null;
 
-    const abort = new EventEmitter(); // undici takes an emitter as its signal: cheaper than an AbortController per call
     let timedOut = false;
     const timeoutS = lease.executor.functionTimeoutSeconds;
     const timer = setTimeout(() => {
       timedOut = true;
       abort.emit('abort');
     }, timeoutS * 1000);
-    let clientGone = false;
-    reply.raw.once('close', () => {
-      if (reply.raw.writableFinished) return;
-      clientGone = true; // the client went away: stop the call (the instance is fine, it keeps serving)
-      abort.emit('abort');
-    });
 
     const tUp = performance.now();
     let res;
@@ -245,9 +257,14 @@ export class Router {
         return reply;
       }
       if (tooLarge) {
-        lease.kill();
+        lease.release(); // the instance did nothing wrong
         count(413);
         return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`), requestId);
+      }
+      if (err instanceof undiciErrors.InvalidArgumentError) {
+        lease.release(); // refused before it reached the instance
+        count(400);
+        return this.fail(reply, new DataplaneError(400, 'BadRequest', `the request cannot be passed on: ${(err as Error).message}`), requestId);
       }
       lease.kill();
       const why = err instanceof undiciErrors.RequestAbortedError ? 'the call was aborted' : (err as Error).message;
@@ -281,10 +298,12 @@ export class Router {
       let bytes: Buffer;
       try {
         bytes = Buffer.from(await res.body.arrayBuffer());
-      } catch {
-        settle(false);
-        reply.raw.destroy();
-        return reply;
+      } catch (err) {
+        settle(false); // nothing was sent yet: the caller still gets a clear answer
+        if (clientGone) return reply;
+        return timedOut
+          ? this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId)
+          : this.fail(reply, new DataplaneError(502, 'BadGateway', `the instance of ${call.namespace}/${call.name} failed: ${(err as Error).message}`), requestId);
       }
       tBodyEnd = performance.now();
       size = bytes.length;

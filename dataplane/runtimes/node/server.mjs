@@ -102,7 +102,8 @@ async function readAll(stream) {
   return Buffer.concat(chunks);
 }
 
-app.get('/healthz', async () => ({ status: 'ok', specialized: Boolean(handler), instance: process.env.SPORE_INSTANCE }));
+// Health is the generic instance's; once specialized, /healthz is the function's path like any other.
+const health = () => ({ status: 'ok', specialized: Boolean(handler), instance: process.env.SPORE_INSTANCE });
 
 app.post('/v2/specialize', async (req, reply) => {
   if (handler) return reply.code(400).send({ error: 'not a generic instance: already specialized' });
@@ -207,17 +208,15 @@ async function invoke(req, reply) {
   if (handler.kind === 'fetch') return sendResponse(reply, await handler.fn(webRequest(raw, Readable.toWeb(raw))));
   const buf = await readAll(raw);
   const request = expressRequest(raw, buf);
-  if (handler.fn.length >= 2) {
-    // Fission's callback form: (context, callback(status, body, headers))
-    const result = await new Promise((resolveCb, reject) => {
-      const r = handler.fn({ request }, (status, body, headers) => resolveCb({ status, body, headers }));
-      if (r && typeof r.then === 'function') r.catch(reject);
-    });
-    return sendFission(reply, result);
-  }
+  // One call for every function form: the first argument is a Request that is
+  // also a Fission context; a second one is Fission's callback. The handler
+  // answers by what it returns, or through the callback.
   const hybrid = webRequest(raw, buf.length ? buf : undefined);
   Object.defineProperty(hybrid, 'request', { value: request });
-  const result = await handler.fn(hybrid);
+  let viaCallback;
+  const called = new Promise((resolveCb) => (viaCallback = (status, body, headers) => resolveCb({ status, body, headers })));
+  const returned = await handler.fn(hybrid, viaCallback);
+  const result = returned === undefined && handler.fn.length >= 2 ? await called : returned;
   if (result instanceof Response) return sendResponse(reply, result);
   if (typeof result === 'string') return reply.type('text/plain; charset=utf-8').send(result);
   if (result && typeof result === 'object' && ('status' in result || 'body' in result || 'headers' in result)) return sendFission(reply, result);
@@ -228,7 +227,7 @@ app.route({
   method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
   url: '/*',
   handler: async (req, reply) => {
-    if (!handler) return reply.code(503).send({ error: 'generic instance: not specialized yet' });
+    if (!handler) return req.url === '/healthz' && req.method === 'GET' ? health() : reply.code(503).send({ error: 'generic instance: not specialized yet' });
     const id = req.headers[REQUEST_ID];
     return context.run(typeof id === 'string' ? id : undefined, async () => {
       try {

@@ -159,6 +159,7 @@ class Handler(BaseHTTPRequestHandler):
         return b""
 
     def _stream(self, status, chunks, headers):
+        self._streaming = True
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, str(v))
@@ -189,13 +190,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _invoke(self):
         global _handler
-        if self.path == "/healthz" and self.command == "GET":
+        if self.path == "/healthz" and self.command == "GET" and _handler is None:  # once specialized, the function's path
             return self._json(200, {"status": "ok", "specialized": _handler is not None, "instance": os.environ.get("SPORE_INSTANCE")})
         if self.path == "/v2/specialize" and self.command == "POST":
             return self._specialize()
         if _handler is None:
             return self._json(503, {"error": "generic instance: not specialized yet"})
         body = self._body()
+        self._streaming = False
         _current.request_id = self.headers.get(REQUEST_ID)
         try:
             fn, takes_request = _handler
@@ -203,7 +205,10 @@ class Handler(BaseHTTPRequestHandler):
             self._respond(result)
         except Exception as err:  # the runtime never dies from user code
             traceback.print_exc()
-            self._json(500, {"error": "the function failed", "message": str(err)})
+            if getattr(self, "_streaming", False):
+                self.close_connection = True  # the status is sent: end the response early
+            else:
+                self._json(500, {"error": "the function failed", "message": str(err)})
         finally:
             sys.stdout.flush_pending()
             sys.stderr.flush_pending()
