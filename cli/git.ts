@@ -72,12 +72,11 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
   say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}`);
   if (dataplane) say(`spore: serving on ${dataplane.url}`);
   say(`spore: reconciler on ${reconcilerUrl}${o.webhookSecret ? ` (webhook: POST ${reconcilerUrl}/webhook)` : ''}`);
-  await reconciler.start();
-  const main = reconciler.status().find((s) => s.stage === MAIN_STAGE);
-  if (!main?.liveRevision) say('spore: nothing is served yet: the branch has no good revision (push a fix, or see spore status)');
-
-  await new Promise<void>((done) => {
+  // stop cleanly on a signal even while the first sync runs
+  let stopped = false;
+  const finished = new Promise<void>((done) => {
     const stop = async (signal: string) => {
+      stopped = true;
       say(`spore: ${signal}, shutting down`);
       await reconciler.close();
       await server.close();
@@ -89,4 +88,9 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
   });
+  await reconciler.start();
+  if (!stopped && !reconciler.status().find((s) => s.stage === MAIN_STAGE)?.liveRevision) {
+    say('spore: nothing is served yet: the branch has no good revision (push a fix, or see spore status)');
+  }
+  await finished;
 }

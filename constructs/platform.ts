@@ -3,13 +3,14 @@
 // and Service for the router, pool manager and reconciler.
 import { createRequire } from 'node:module';
 import { ApiObject, Chart, type ChartProps } from 'cdk8s';
-import * as kplus from 'cdk8s-plus-27';
+import type * as Kplus from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
 import { allCrds, GROUP, KINDS, waveOf, type KindName } from '../api/index.js';
 import { SYNC_WAVE } from './spore-object.js';
 
+const require = createRequire(import.meta.url);
 // the package resolves itself by name, from its sources and from lib/ alike
-const VERSION: string = createRequire(import.meta.url)('spore/package.json').version;
+const VERSION: string = require('spore/package.json').version;
 
 export interface ComponentProps {
   /** @default 1 */
@@ -17,7 +18,7 @@ export interface ComponentProps {
   /** @default the platform image */
   readonly image?: string;
   /** @default cdk8s-plus defaults */
-  readonly resources?: kplus.ContainerResources;
+  readonly resources?: Kplus.ContainerResources;
 }
 
 export interface PlatformProps extends ChartProps {
@@ -33,13 +34,16 @@ export interface PlatformProps extends ChartProps {
   readonly runtimeImages?: { readonly node?: string; readonly python?: string };
 }
 
-const sporeResource = (kind: KindName, sub = '') => kplus.ApiResource.custom({ apiGroup: GROUP, resourceType: KINDS[kind].plural + sub });
+
 const ALL_KINDS = Object.keys(KINDS) as KindName[];
 const READ = ['get', 'list', 'watch'];
 
 export class Platform extends Chart {
   constructor(scope: Construct, id: string, props: PlatformProps = {}) {
     super(scope, id, { ...props, namespace: undefined });
+    // cdk8s-plus is loaded when a Platform is made: apps that only describe functions skip its load time
+    const kplus: typeof Kplus = require('cdk8s-plus-27');
+    const sporeResource = (kind: KindName, sub = '') => kplus.ApiResource.custom({ apiGroup: GROUP, resourceType: KINDS[kind].plural + sub });
     const ns = props.platformNamespace ?? 'spore-system';
     const image = props.image ?? `ghcr.io/spore-dev/spore:${VERSION}`;
     const runtimeImages = {
@@ -77,7 +81,7 @@ export class Platform extends Chart {
       deployment.exposeViaService({ name: `spore-${name}`, ports: [{ port, targetPort: port, name: 'http' }] });
       return sa;
     };
-    const clusterRole = (name: string, sa: kplus.ServiceAccount, rules: [string[], kplus.ApiResource[]][]) => {
+    const clusterRole = (name: string, sa: Kplus.ServiceAccount, rules: [string[], Kplus.ApiResource[]][]) => {
       const role = new kplus.ClusterRole(this, `${name}-role`, { metadata: { name: `spore-${name}` } });
       for (const [verbs, resources] of rules) role.allow(verbs, ...resources);
       new kplus.ClusterRoleBinding(this, `${name}-binding`, { metadata: { name: `spore-${name}` }, role }).addSubjects(sa);

@@ -108,7 +108,8 @@ export class Reconciler {
 
   /** Syncs now, then every pollMs. */
   async start(): Promise<void> {
-    await this.poll('start');
+    await this.poll('start').catch((err) => this.say(`reconciler: ${(err as Error).message}`));
+    if (this.closed) return;
     const every = this.o.pollMs ?? 30_000;
     const tick = () => {
       if (this.closed) return;
@@ -165,12 +166,15 @@ export class Reconciler {
   }
 
   /** Renders a revision into objects (checkout, install, render or read), throwing a SyncFailure naming the step. */
-  private async render(st: StageStatus, sha: string): Promise<{ objects: KubeObject[]; outdir: string }> {
+  private async render(st: StageStatus, sha: string, timings: Record<string, number>): Promise<{ objects: KubeObject[]; outdir: string }> {
     const stepped = async <T>(step: string, work: () => Promise<T>): Promise<T> => {
+      const t = performance.now();
       try {
         return await work();
       } catch (err) {
         throw err instanceof SyncFailure ? err : new SyncFailure(step, (err as Error).message);
+      } finally {
+        timings[step] = Math.round(performance.now() - t);
       }
     };
     await stepped('fetch', () => this.o.source.fetch());
@@ -230,10 +234,14 @@ export class Reconciler {
     this.say(`reconciler: ${st.stage}: syncing ${sha.slice(0, 12)} (${trigger})`);
     try {
       let desired: KubeObject[];
+      const timings: Record<string, number> = {};
+      record.timings = timings;
       if (given) desired = given.objects;
       else {
-        const { objects, outdir } = await this.render(st, sha);
+        const { objects, outdir } = await this.render(st, sha, timings);
+        const t = performance.now();
         desired = this.prepare(st, objects, outdir);
+        timings.validate = Math.round(performance.now() - t);
       }
       const info = await this.o.source.commit(sha).catch(() => undefined); // the render fetched it
       if (info) Object.assign(record, { author: info.author, message: info.message });
@@ -243,6 +251,7 @@ export class Reconciler {
       const healed = p.entries
         .filter((e) => (e.action === 'update' || e.action === 'create') && e.object && last?.applied?.[refKey(e.ref)] === digest(e.object))
         .map((e) => formatRef(e.ref));
+      const tApply = performance.now();
       try {
         await this.o.store.apply(
           p.entries.filter((e) => e.object).map((e) => e.object!),
@@ -251,6 +260,7 @@ export class Reconciler {
       } catch (err) {
         throw new SyncFailure('apply', (err as Error).message);
       }
+      timings.apply = Math.round(performance.now() - tApply);
       Object.assign(record, {
         result: 'succeeded',
         counts: p.counts,
@@ -294,7 +304,7 @@ export class Reconciler {
       const st = this.stages.get(MAIN_STAGE)!;
       const sha = (await this.o.source.heads()).get(st.ref);
       if (!sha) throw new Error(`${st.ref} does not exist in ${this.o.source.url}`);
-      const { objects, outdir } = await this.render(st, sha);
+      const { objects, outdir } = await this.render(st, sha, {});
       return { revision: sha, plan: formatPlan(await this.planFor(st, this.prepare(st, objects, outdir))) };
     });
   }

@@ -41,9 +41,20 @@ export function summarize(output: string): string {
   return picked.map((l) => l.replace(/^Error: /, '')).join('\n').trim();
 }
 
+/**
+ * `npx tsx main.ts` with tsx installed in the app is `node_modules/.bin/tsx
+ * main.ts`, without npx's own half second of start-up.
+ */
+export function localCommand(command: string, appDir: string): string {
+  const m = /^npx\s+([\w@./-]+)(\s.*)?$/.exec(command.trim());
+  if (!m || m[1].startsWith('-')) return command;
+  const bin = join(appDir, 'node_modules', '.bin', m[1]);
+  return existsSync(bin) ? `${JSON.stringify(bin)}${m[2] ?? ''}` : command;
+}
+
 /** Runs the app's synth into `outdir` (emptied first) and returns the objects it wrote. */
 export async function renderApp(appDir: string, outdir: string, options: RenderOptions = {}) {
-  const command = appCommand(appDir);
+  const command = localCommand(appCommand(appDir), appDir);
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });
   const timeoutMs = options.timeoutMs ?? 120_000;

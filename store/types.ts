@@ -114,6 +114,8 @@ export interface SyncRecord {
   /** Why it ran: poll, webhook, force, rollback, drift. */
   trigger: string;
   counts?: { create: number; update: number; unchanged: number; prune: number };
+  /** Milliseconds per step: fetch, checkout, install, render, validate, apply. */
+  timings?: Record<string, number>;
   /** Objects put back after an out-of-band change. */
   healed?: string[];
   /** The failed step (checkout, install, render, validate, apply), the object if one is to blame, and the message. */
