@@ -5,3 +5,8 @@ export const STAGE_LABEL = 'spore.dev/stage';
 export const MAIN_STAGE = 'main';
 /** Path prefix that reaches a preview stage's routes: /_stage/<stage>/… */
 export const STAGE_PREFIX = '/_stage/';
+
+/** An app's name for its inventory label, from a folder or repository name: a DNS-1123 label. */
+export function appName(from: string): string {
+  return from.toLowerCase().replace(/\.git$/, '').replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
+}

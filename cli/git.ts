@@ -3,6 +3,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import parseDuration from 'parse-duration';
+import { appName } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
 import { GitSource } from '../reconciler/git-source.js';
 import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/reconciler.js';
@@ -26,8 +27,6 @@ export interface GitOptions {
   host?: string;
 }
 
-const dnsLabel = (s: string) => s.toLowerCase().replace(/\.git$/, '').replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
-
 function portOf(v: string, flag: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${flag} must be a port number (got "${v}")`);
@@ -41,7 +40,12 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
   if (!Number.isInteger(maxPreviews) || maxPreviews < 0) throw new Error(`--max-previews must be a whole number (got "${o.maxPreviews}")`);
   const reconcilerPort = portOf(o.reconcilerPort, '--reconciler-port');
   const stateDir = resolve(o.stateDir);
-  const say = (m: string) => process.stdout.write(`${m}\n`);
+  // on a terminal, npm's progress lines overwrite one another; elsewhere they are plain lines
+  const tty = process.stdout.isTTY;
+  const say = (m: string) => {
+    if (tty && m.startsWith('  npm:')) process.stdout.write(`\r\x1b[K${m.slice(0, (process.stdout.columns ?? 80) - 1)}`);
+    else process.stdout.write(`${tty ? '\r\x1b[K' : ''}${m}\n`);
+  };
   const store = new SqliteStore(join(stateDir, 'spore.db'));
   const source = new GitSource(o.git, join(stateDir, 'git', 'mirror'));
   const reconciler = new Reconciler({
@@ -49,7 +53,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     source,
     workDir: join(stateDir, 'work'),
     archiveDir: join(stateDir, 'archives'),
-    app: dnsLabel(basename(o.git.replace(/\/+$/, ''))),
+    app: appName(basename(o.git.replace(/\/+$/, ''))),
     branch: o.branch,
     mode: o.manifests ? 'manifests' : 'render',
     path: o.path,

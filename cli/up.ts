@@ -1,9 +1,10 @@
 // `spore up`: synthesize an app, apply it to the local store, and serve it
 // with the dataplane, in one process.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { rmSync, watch, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, formatErrors, validateSet, type KubeObject } from '../api/index.js';
+import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, appName } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
+import { prepareObjects } from '../reconciler/prepare.js';
 import { renderApp } from '../reconciler/render.js';
 import { SqliteStore, type ApplyResult } from '../store/index.js';
 import { UP_FILE } from './target.js';
@@ -16,8 +17,6 @@ export interface UpOptions {
 }
 
 
-const dnsLabel = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
-
 export interface LocalApp {
   dir: string;
   stateDir: string;
@@ -28,7 +27,7 @@ export interface LocalApp {
 
 export function localApp(dir: string, stateDir: string): LocalApp {
   const store = new SqliteStore(join(stateDir, 'spore.db'));
-  const inventory = { [APP_LABEL]: dnsLabel(basename(dir)), [STAGE_LABEL]: MAIN_STAGE };
+  const inventory = { [APP_LABEL]: appName(basename(dir)), [STAGE_LABEL]: MAIN_STAGE };
   return {
     dir,
     stateDir,
@@ -36,17 +35,13 @@ export function localApp(dir: string, stateDir: string): LocalApp {
     async deploy() {
       const outdir = join(stateDir, 'render');
       const docs = await renderApp(dir, outdir);
-      const objects = docs.map((d) => d.object as KubeObject);
-      const errors = validateSet(objects);
-      if (errors.length) throw new Error(`the rendered manifests are invalid:\n${formatErrors(errors)}`);
-      // archives too big to inline live beside the manifests; keep them where the pool manager looks
-      const archives = join(outdir, 'archives');
-      if (existsSync(archives)) {
-        mkdirSync(join(stateDir, 'archives'), { recursive: true });
-        for (const f of readdirSync(archives)) copyFileSync(join(archives, f), join(stateDir, 'archives', f));
+      let objects;
+      try {
+        objects = prepareObjects(docs.map((d) => d.object), { outdir, archiveDir: join(stateDir, 'archives'), inventory });
+      } catch (err) {
+        throw new Error(`the rendered manifests are invalid:\n${(err as Error).message}`);
       }
-      const labelled = objects.map((o) => ({ ...o, metadata: { ...o.metadata, labels: { ...o.metadata.labels, ...inventory } } }));
-      return store.apply(labelled, { prune: { labels: inventory } });
+      return store.apply(objects, { prune: { labels: inventory } });
     },
   };
 }

@@ -2,14 +2,15 @@
 // rendered, validated, planned and applied to the store — or rejected whole,
 // leaving the last good revision serving. One stage per tracked ref: the main
 // branch, and previews for refs matching the preview patterns.
-import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { API_VERSION, APP_LABEL, MAIN_STAGE, STAGE_LABEL, formatErrors, validateSet, type KubeObject } from '../api/index.js';
+import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
 import { digest, formatRef, refOf, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
 import type { GitSource } from './git-source.js';
 import { installDependencies } from './install.js';
 import { loadManifests } from './manifests.js';
-import { formatPlan, plan, refKey, withInventory, type Plan } from './plan.js';
+import { formatPlan, plan, refKey, type Plan } from './plan.js';
+import { prepareObjects, type PrepareError } from './prepare.js';
 import { renderApp } from './render.js';
 
 export { APP_LABEL, STAGE_LABEL, MAIN_STAGE };
@@ -199,19 +200,11 @@ export class Reconciler {
 
   /** Validates and places objects in the stage; copies their URL archives where the dataplane reads them. */
   private prepare(st: StageStatus, objects: KubeObject[], outdir: string): KubeObject[] {
-    if (objects.some((o) => typeof o !== 'object' || o === null)) throw new SyncFailure('validate', 'a manifest document is not an object');
-    const placed = st.namespace ? objects.map((o) => (o.apiVersion === API_VERSION ? { ...o, metadata: { ...o.metadata, namespace: st.namespace } } : o)) : objects;
-    const errors = validateSet(placed);
-    if (errors.length) throw new SyncFailure('validate', formatErrors(errors), errors[0].object);
-    for (const o of placed) {
-      const url = o.kind === 'Package' && o.apiVersion === API_VERSION ? ((o as any).spec.archive.url as string | undefined) : undefined;
-      if (!url || /^[a-z]+:\/\//.test(url)) continue;
-      const file = join(outdir, url);
-      if (!existsSync(file)) throw new SyncFailure('validate', `spec.archive.url: ${url} is not in the rendered output`, formatRef(refOf(o)));
-      mkdirSync(this.o.archiveDir, { recursive: true });
-      copyFileSync(file, join(this.o.archiveDir, url.split('/').pop()!));
+    try {
+      return prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace });
+    } catch (err) {
+      throw new SyncFailure('validate', (err as Error).message, (err as PrepareError).object);
     }
-    return withInventory(placed, this.inventory(st));
   }
 
   /** Plans desired objects against the store; refuses to take over objects that are not this stage's. */
