@@ -74,7 +74,18 @@ function run(cmd: string, args: string[], cwd: string, options: InstallOptions):
     child.on('close', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve();
-      else reject(new InstallError(`npm ci failed (exit code ${code}):\n${out.trim().split('\n').slice(-15).join('\n')}`));
+      else reject(new InstallError(`npm ci failed (exit code ${code}):\n${summarizeNpm(out)}`));
     });
   });
+}
+
+/** npm's own words about what failed, without the usage text it appends. */
+export function summarizeNpm(output: string): string {
+  const lines: string[] = [];
+  for (const raw of output.split('\n')) {
+    const line = raw.replace(/^npm (error|ERR!)\s?/, '').trimEnd();
+    if (/^(Clean install a project|Usage:|A complete log of this run)/.test(line)) break;
+    if (line.trim()) lines.push(line);
+  }
+  return lines.slice(0, 12).join('\n');
 }

@@ -125,7 +125,8 @@ describe('reconciler', () => {
     const cases: [string, Record<string, string | undefined>, string, RegExp][] = [
       ['typescript error', { 'functions/hello.ts': 'export default () => new Response("x"' }, 'render', /hello\.ts:\d+:\d+: Expected "\)" but found end of file/],
       ['invalid construct', { 'main.ts': mainTs(['hello'], `node.addDependency; new NodeFunction(chart, 'Bad_Name', { environment: node, entry: 'functions/hello.ts' });`) }, 'render', /\[shop\/Bad_Name\] metadata\.name: must be a DNS-1123 label/],
-      ['failing install', { 'package-lock.json': undefined }, 'install', /no package-lock\.json/],
+      ['missing lockfile', { 'package-lock.json': undefined }, 'install', /no package-lock\.json/],
+      ['failing npm ci', { 'package.json': readFileSync(join(template, 'package.json'), 'utf8').replace('"tsx"', '"left-pad": "^1.3.0", "tsx"') }, 'install', /npm ci failed \(exit code \d+\):[\s\S]*left-pad/],
     ];
     for (const [what, files, step, message] of cases) {
       const bad = e.repo.commit(what, { ...v('v1'), ...files });
@@ -142,7 +143,7 @@ describe('reconciler', () => {
       // …or a forced sync
       await e.rec.poll('sync', { force: true });
       expect(e.rec.history().length, what).toBe(before + 1);
-      good = e.repo.commit(`fix ${what}`, { ...v('v1'), 'package-lock.json': readFileSync(join(template, 'package-lock.json'), 'utf8') });
+      good = e.repo.commit(`fix ${what}`, { ...v('v1'), 'package.json': readFileSync(join(template, 'package.json'), 'utf8'), 'package-lock.json': readFileSync(join(template, 'package-lock.json'), 'utf8') });
       await e.rec.poll('poll');
       expect(mainStage(e).lastAttempt!.result, `fix of ${what}`).toBe('succeeded');
     }
@@ -190,6 +191,12 @@ describe('reconciler', () => {
     expect((await e.get('/hello')).body).toBe('v1 hello');
     expect((await e.get('/hijacked')).status).toBe(404);
     expect(e.rec.history()[0]).toMatchObject({ trigger: 'poll: drift', result: 'succeeded', healed: ['HttpTrigger/default/hello-route'] });
+    // deleted out of band: put back too
+    await e.store.delete({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' });
+    expect((await e.get('/hello')).status).toBe(404);
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    expect(e.rec.history()[0].healed).toEqual(['Function/default/hello']);
   });
 
   it('gives a preview branch its own stage at its host and prefix, and tears it down with the branch', async () => {
