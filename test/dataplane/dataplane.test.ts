@@ -1,7 +1,7 @@
 // The dataplane end to end: requests through the router to runtime processes.
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { archiveOf, alive, environment, fn, harness, PID_FN, waitFor, type Harness } from './harness.js';
+import { archiveOf, alive, environment, fn, harness, PID_FN, rawArchiveFn, waitFor, type Harness } from './harness.js';
 
 let h: Harness;
 afterEach(async () => {
@@ -246,20 +246,7 @@ describe('refusing bad packages', () => {
   });
 
   it('refuses zip-slip archives with a clear error and writes nothing outside', async () => {
-    const { Header } = await import('tar');
-    const { gzipSync, createHash } = { ...(await import('node:zlib')), ...(await import('node:crypto')) } as any;
-    const entry = (path: string, data: string) => {
-      const block = Buffer.alloc(512);
-      new Header({ path, mode: 0o644, size: data.length, mtime: new Date(0), type: 'File' }).encode(block, 0);
-      return Buffer.concat([block, Buffer.from(data), Buffer.alloc((512 - (data.length % 512)) % 512)]);
-    };
-    const bytes: Buffer = gzipSync(Buffer.concat([entry('index.mjs', `export default () => new Response('x')`), entry('../../escaped.txt', 'gotcha'), Buffer.alloc(1024)]));
-    const sha = createHash('sha256').update(bytes).digest('hex');
-    await h.apply([
-      environment('node', 'node'),
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: { name: 'slip' }, spec: { archive: { sha256: sha, size: bytes.length, inline: bytes.toString('base64') } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: { name: 'slip' }, spec: { environment: { name: 'node' }, package: { name: 'slip' } } },
-    ]);
+    await h.apply([environment('node', 'node'), ...rawArchiveFn('slip', [{ path: 'index.mjs', data: `export default () => new Response('x')` }, { path: '../../escaped.txt', data: 'gotcha' }])]);
     const r = await h.get('/_fn/default/slip');
     expect(r.status).toBe(500);
     expect(JSON.parse(r.body).message).toBe('Package default/slip: unsafe archive, refusing to extract it: ../../escaped.txt: path leaves the code folder');

@@ -1,13 +1,10 @@
 // Edge cases a reviewer found: none of them may leak an instance, kill a
 // healthy one, or send a call to the wrong handler.
-import { Header } from 'tar';
-import { createHash } from 'node:crypto';
 import http from 'node:http';
-import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { validateObject } from '../../api/index.js';
-import { alive, environment, fn, harness, PID_FN, waitFor, type Harness } from './harness.js';
+import { alive, environment, fn, harness, PID_FN, rawArchiveFn, waitFor, type Harness } from './harness.js';
 
 let h: Harness;
 beforeEach(async () => {
@@ -94,17 +91,9 @@ describe('the router keeps instances healthy', () => {
 
 describe('refusals', () => {
   it('refuses archives whose links climb, even through other links', async () => {
-    const entry = (path: string, type: 'File' | 'SymbolicLink', data = '', linkpath?: string) => {
-      const block = Buffer.alloc(512);
-      new Header({ path, mode: 0o644, size: data.length, mtime: new Date(0), type, linkpath }).encode(block, 0);
-      return Buffer.concat([block, Buffer.from(data), Buffer.alloc((512 - (data.length % 512)) % 512)]);
-    };
-    const bytes = gzipSync(Buffer.concat([entry('index.mjs', 'File', `export default () => new Response('x')`), entry('d', 'SymbolicLink', '', '.'), entry('l', 'SymbolicLink', '', 'd/d/../..'), Buffer.alloc(1024)]));
-    const sha = createHash('sha256').update(bytes).digest('hex');
     await h.apply([
       environment('node', 'node'),
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: { name: 'links' }, spec: { archive: { sha256: sha, size: bytes.length, inline: bytes.toString('base64') } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: { name: 'links' }, spec: { environment: { name: 'node' }, package: { name: 'links' } } },
+      ...rawArchiveFn('links', [{ path: 'index.mjs', data: `export default () => new Response('x')` }, { path: 'd', type: 'SymbolicLink', linkpath: '.' }, { path: 'l', type: 'SymbolicLink', linkpath: 'd/d/../..' }]),
     ]);
     const r = await h.get('/_fn/default/links');
     expect(r.status).toBe(500);

@@ -1,6 +1,9 @@
 // A real dataplane (router, pool manager, runtime processes) over a real SQLite
 // file in a temp folder, and builders for the objects it serves.
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { Header } from 'tar';
 import { request } from 'undici';
 import type { KubeObject } from '../../api/index.js';
 import { packArchive } from '../../constructs/archive.js';
@@ -122,4 +125,22 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * A Package and Function whose archive is written entry by entry, exactly as
+ * given (hostile paths and links included), with a correct checksum.
+ */
+export function rawArchiveFn(name: string, entries: { path: string; data?: string; type?: 'File' | 'SymbolicLink'; linkpath?: string }[]): KubeObject[] {
+  const blocks = entries.map(({ path, data = '', type = 'File', linkpath }) => {
+    const block = Buffer.alloc(512);
+    new Header({ path, mode: 0o644, size: data.length, mtime: new Date(0), type, linkpath }).encode(block, 0);
+    return Buffer.concat([block, Buffer.from(data), Buffer.alloc((512 - (data.length % 512)) % 512)]);
+  });
+  const bytes = gzipSync(Buffer.concat([...blocks, Buffer.alloc(1024)]));
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  return [
+    { apiVersion: API, kind: 'Package', metadata: { name }, spec: { archive: { sha256, size: bytes.length, inline: bytes.toString('base64') } } },
+    { apiVersion: API, kind: 'Function', metadata: { name }, spec: { environment: { name: 'node' }, package: { name } } },
+  ];
 }
