@@ -81,7 +81,7 @@ export class PackageFetcher {
       }
       if (url.startsWith('file://')) return await readFile(fileURLToPath(url));
       if (isAbsolute(url) || url.split('/').includes('..')) throw new Error('a relative archive URL must stay inside the archive folder');
-      return await readFile(join(this.options.archiveDir, url));
+      return await readFile(join(this.options.archiveDir, url.split('/').pop()!)); // archives/<sha>.tgz is kept as <sha>.tgz
     } catch (err) {
       throw new PackageError(`${name}: cannot fetch ${url}: ${(err as Error).message}`);
     }
