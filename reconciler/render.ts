@@ -58,7 +58,7 @@ export async function renderApp(appDir: string, outdir: string, options: RenderO
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });
   const timeoutMs = options.timeoutMs ?? 120_000;
-  const output = await new Promise<string>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     const child = spawn(command, { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let text = '';
     child.stdout.on('data', (c) => (text += c));
@@ -77,10 +77,9 @@ export async function renderApp(appDir: string, outdir: string, options: RenderO
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      if (code === 0) resolve(text);
+      if (code === 0) resolve();
       else reject(new RenderError(`synth failed (${command}, exit code ${code}):\n${summarize(text)}`));
     });
   });
-  void output;
   return loadManifests([outdir]);
 }

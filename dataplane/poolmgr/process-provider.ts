@@ -13,12 +13,11 @@ import type { Instance, InstanceProvider, LogLine, StartOptions } from './provid
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
 // and from the build (lib/dataplane/poolmgr) they are in dataplane/runtimes.
 const RUNTIMES_DIR = fileURLToPath(new URL('../runtimes/', import.meta.url)).replace('/lib/dataplane/', '/dataplane/');
-const runtimesDir = () => RUNTIMES_DIR;
 
 /** The command of each built-in runtime. */
 export function builtinCommand(name: string): string[] {
-  if (name === 'node') return [process.execPath, join(runtimesDir(), 'node/server.mjs')];
-  if (name === 'python') return [process.env.SPORE_PYTHON ?? 'python3', '-u', join(runtimesDir(), 'python/server.py')];
+  if (name === 'node') return [process.execPath, join(RUNTIMES_DIR, 'node/server.mjs')];
+  if (name === 'python') return [process.env.SPORE_PYTHON ?? 'python3', '-u', join(RUNTIMES_DIR, 'python/server.py')];
   throw new Error(`unknown built-in runtime "${name}"`);
 }
 
