@@ -142,6 +142,17 @@ export interface KubeObject {
 }
 
 /** The sync wave of any object Spore writes: foundation, platform, then the spore.dev kinds by their order. */
+/**
+ * Kubernetes kinds that live outside any namespace. A preview stage, which is
+ * a namespace, cannot have its own copy of these. Kinds not listed (custom
+ * resources included) are taken as namespaced, as most are.
+ */
+export const CLUSTER_SCOPED_KINDS = new Set([
+  'Namespace', 'Node', 'PersistentVolume', 'StorageClass', 'CSIDriver', 'CSINode', 'VolumeAttachment', 'RuntimeClass', 'PriorityClass', 'IngressClass',
+  'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'APIService', 'CertificateSigningRequest',
+  'ValidatingWebhookConfiguration', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'FlowSchema', 'PriorityLevelConfiguration',
+]);
+
 export function waveOf(obj: { apiVersion: string; kind: string }): number {
   if (obj.kind === 'CustomResourceDefinition' || obj.kind === 'Namespace') return WAVE_FOUNDATION;
   if (obj.apiVersion === API_VERSION && isKindName(obj.kind)) return KINDS[obj.kind].wave;

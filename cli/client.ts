@@ -85,8 +85,11 @@ export async function listCommand(o: TargetOptions): Promise<void> {
 
 // ---- the reconciler's verbs ---------------------------------------------
 
-async function send(url: string, method: 'GET' | 'POST'): Promise<any> {
-  const res = await request(url, { method }).catch((err) => {
+/** A call to the reconciler: a sync may run npm ci and a render, so no header timeout short of the reconciler's own bounds. */
+async function send(o: TargetOptions, path: string, method: 'GET' | 'POST'): Promise<any> {
+  const { url: base, token } = findReconciler(o);
+  const url = `${base}${path}`;
+  const res = await request(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, headersTimeout: 15 * 60_000, bodyTimeout: 15 * 60_000 }).catch((err) => {
     throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
   });
   const text = await res.body.text();
@@ -109,12 +112,12 @@ function printStatus(stages: any[]): void {
 }
 
 export async function statusCommand(o: TargetOptions): Promise<void> {
-  printStatus(await send(`${findReconciler(o)}/status`, 'GET'));
+  printStatus(await send(o, `/status`, 'GET'));
 }
 
 export async function historyCommand(o: TargetOptions & { stage?: string; limit: string }): Promise<void> {
   const q = new URLSearchParams({ limit: o.limit, ...(o.stage ? { stage: o.stage } : {}) });
-  for (const h of await send(`${findReconciler(o)}/history?${q}`, 'GET')) {
+  for (const h of await send(o, `/history?${q}`, 'GET')) {
     const c = h.counts ? ` +${h.counts.create} ~${h.counts.update} -${h.counts.prune} =${h.counts.unchanged}` : '';
     const why = h.error ? ` at ${h.error.step}: ${h.error.message.split('\n')[0]}` : '';
     process.stdout.write(`${new Date(h.startedAt).toISOString()} ${h.stage} ${short(h.revision)} ${h.result}${why}${c} ${h.durationMs}ms (${h.trigger}) ${h.author ?? ''} ${h.message ? `"${h.message}"` : ''}${h.healed ? ` healed: ${h.healed.join(', ')}` : ''}\n`);
@@ -122,17 +125,17 @@ export async function historyCommand(o: TargetOptions & { stage?: string; limit:
 }
 
 export async function diffCommand(o: TargetOptions): Promise<void> {
-  const d = await send(`${findReconciler(o)}/diff`, 'GET');
+  const d = await send(o, `/diff`, 'GET');
   process.stdout.write(`revision ${d.revision}\n${d.plan}\n`);
 }
 
 export async function syncCommand(o: TargetOptions & { force?: boolean }): Promise<void> {
-  printStatus(await send(`${findReconciler(o)}/sync?force=${o.force ? 'true' : 'false'}`, 'POST'));
+  printStatus(await send(o, `/sync?force=${o.force ? 'true' : 'false'}`, 'POST'));
 }
 
 export async function rollbackCommand(revision: string | undefined, o: TargetOptions & { stage: string }): Promise<void> {
   const q = new URLSearchParams({ stage: o.stage, ...(revision ? { revision } : {}) });
-  const r = await send(`${findReconciler(o)}/rollback?${q}`, 'POST');
+  const r = await send(o, `/rollback?${q}`, 'POST');
   if (r.result !== 'succeeded') throw new Error(`rollback to ${short(r.revision)} failed at ${r.error?.step}: ${r.error?.message}`);
   process.stdout.write(`rolled back ${r.stage} to ${short(r.revision)}; pinned until the next push or spore sync\n`);
 }

@@ -1,5 +1,6 @@
 // `spore up --git URL` and `spore reconciler`: the reconciler following a Git
 // repository, with the dataplane in the same process (up) or without (reconciler).
+import { randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import parseDuration from 'parse-duration';
@@ -17,7 +18,9 @@ export interface GitOptions {
   poll: string;
   webhookSecret?: string;
   previews?: boolean;
+  previewRefs?: string;
   maxPreviews: string;
+  app?: string;
   manifests?: boolean;
   path?: string;
   stateDir: string;
@@ -40,6 +43,13 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
   if (!Number.isInteger(maxPreviews) || maxPreviews < 0) throw new Error(`--max-previews must be a whole number (got "${o.maxPreviews}")`);
   const reconcilerPort = portOf(o.reconcilerPort, '--reconciler-port');
   const stateDir = resolve(o.stateDir);
+  const app = appName(o.app ?? basename(o.git.replace(/\/+$/, '').replace(/\.git$/, '')));
+  if (o.app && app !== o.app) throw new Error(`--app "${o.app}": an app name is a DNS label (lowercase letters, digits and -), e.g. "${app}"`);
+  const patterns = o.previewRefs ? o.previewRefs.split(',').map((p) => p.trim()).filter(Boolean) : DEFAULT_PREVIEW_PATTERNS;
+  const badPattern = patterns.find((p) => !p.startsWith('refs/'));
+  if (badPattern) throw new Error(`--preview-refs: "${badPattern}" is not a ref pattern (e.g. refs/heads/preview/*)`);
+  // the API's token: whoever can read the state folder can use the CLI; nobody else
+  const apiToken = process.env.SPORE_API_TOKEN || randomBytes(24).toString('base64url');
   // on a terminal, npm's progress lines overwrite one another; elsewhere they are plain lines
   const tty = process.stdout.isTTY;
   const say = (m: string) => {
@@ -53,16 +63,16 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     source,
     workDir: join(stateDir, 'work'),
     archiveDir: join(stateDir, 'archives'),
-    app: appName(basename(o.git.replace(/\/+$/, ''))),
+    app,
     branch: o.branch,
     mode: o.manifests ? 'manifests' : 'render',
     path: o.path,
     pollMs,
-    previews: o.previews ? { patterns: DEFAULT_PREVIEW_PATTERNS, max: maxPreviews } : undefined,
+    previews: o.previews ? { patterns, max: maxPreviews } : undefined,
     report: say,
   });
   let dataplane: Dataplane | undefined;
-  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret, report: say });
+  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret, apiToken, report: say });
   try {
     if (withDataplane) dataplane = await startDataplane({ store, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
     await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
@@ -72,7 +82,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     throw err;
   }
   const reconcilerUrl = `http://${o.reconcilerHost}:${(server.server.address() as { port: number }).port}`;
-  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane?.url ?? reconcilerUrl, reconcilerUrl, pid: process.pid, git: o.git }));
+  writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane?.url ?? reconcilerUrl, reconcilerUrl, apiToken, pid: process.pid, git: o.git }), { mode: 0o600 });
   say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}`);
   if (dataplane) say(`spore: serving on ${dataplane.url}`);
   say(`spore: reconciler on ${reconcilerUrl}${o.webhookSecret ? ` (webhook: POST ${reconcilerUrl}/webhook)` : ''}`);
@@ -82,8 +92,8 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     const stop = async (signal: string) => {
       stopped = true;
       say(`spore: ${signal}, shutting down`);
+      await server.close(); // no new webhook or CLI call; then stop the running step
       await reconciler.close();
-      await server.close();
       await dataplane?.close();
       await store.close();
       rmSync(join(stateDir, UP_FILE), { force: true });

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
+import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
 import { upCommand } from './up.js';
@@ -33,10 +34,12 @@ export function program(): Command {
       .option('--branch <branch>', 'branch served as the main stage', 'main')
       .option('--poll <duration>', 'how often ls-remote looks for new revisions', '30s')
       .option('--webhook-secret <secret>', 'accept GitHub/GitLab webhooks signed with this secret')
-      .option('--previews', 'give pull requests and preview/* branches a stage each')
+      .option('--previews', 'give pull requests and preview/* branches a stage each (runs their code: see README)')
+      .option('--preview-refs <patterns>', 'comma-separated ref patterns that get a preview', DEFAULT_PREVIEW_PATTERNS.join(','))
       .option('--max-previews <n>', 'live previews at most', '10')
       .option('--manifests', 'the repository holds rendered YAML (cdk8s synth in CI): apply it, run nothing')
       .option('--path <path>', 'folder in the repository with cdk8s.yaml (or the YAML with --manifests)')
+      .option('--app <name>', "the app's name, which labels (and so owns) its objects in the store (default: the repository's name)")
       .option('--reconciler-port <port>', "port of the reconciler's webhook and API", '0')
       .option('--reconciler-host <host>', "address of the reconciler's webhook and API", '127.0.0.1');
   gitOptions(cli.commands.find((c) => c.name() === 'up')!).action((dir: string, o) => {

@@ -6,6 +6,8 @@ export interface UpInfo {
   url: string;
   /** Set when a reconciler runs (spore up --git, spore reconciler). */
   reconcilerUrl?: string;
+  /** The reconciler API's bearer token (the file is readable by its owner only). */
+  apiToken?: string;
   pid: number;
 }
 
@@ -16,12 +18,12 @@ export function findTarget(options: { url?: string; stateDir?: string }): string
   return findUp(options).url;
 }
 
-/** The reconciler's address of the running spore up --git (or spore reconciler). */
-export function findReconciler(options: { url?: string; stateDir?: string }): string {
-  if (options.url) return options.url.replace(/\/$/, '');
+/** The reconciler's address and API token of the running spore up --git (or spore reconciler); with --url, the token is SPORE_API_TOKEN. */
+export function findReconciler(options: { url?: string; stateDir?: string }): { url: string; token?: string } {
+  if (options.url) return { url: options.url.replace(/\/$/, ''), token: process.env.SPORE_API_TOKEN };
   const info = findUp(options);
   if (!info.reconcilerUrl) throw new Error('the running "spore up" follows no Git repository (start it with --git URL)');
-  return info.reconcilerUrl;
+  return { url: info.reconcilerUrl, token: process.env.SPORE_API_TOKEN || info.apiToken };
 }
 
 function findUp(options: { stateDir?: string }): UpInfo {

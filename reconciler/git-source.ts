@@ -2,6 +2,7 @@
 // with ls-remote, and any revision exported into a clean folder for a render.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { simpleGit } from 'simple-git';
@@ -42,14 +43,15 @@ export class GitSource {
     return refs;
   }
 
-  /** Brings the mirror up to date (cloning it the first time). */
-  async fetch(): Promise<void> {
+  /** Brings the mirror up to date (cloning it the first time); `signal` stops git. */
+  async fetch(signal?: AbortSignal): Promise<void> {
     try {
-      if (!existsSync(this.mirror)) {
+      if (!existsSync(join(this.mirror, 'HEAD'))) {
+        rmSync(this.mirror, { recursive: true, force: true }); // a clone cut short
         mkdirSync(this.mirror, { recursive: true });
-        await simpleGit().clone(this.url, this.mirror, ['--mirror', '--quiet']);
+        await simpleGit({ abort: signal }).clone(this.url, this.mirror, ['--mirror', '--quiet']);
       } else {
-        await simpleGit(this.mirror).raw(['remote', 'update', '--prune']);
+        await simpleGit({ baseDir: this.mirror, abort: signal }).raw(['remote', 'update', '--prune']);
       }
     } catch (err) {
       throw new GitError(`cannot fetch ${this.url}: ${(err as Error).message.trim()}`);

@@ -1,13 +1,17 @@
 // Installing a revision's dependencies: `npm ci` once per lockfile, in a cache
-// keyed by the hash of package.json and package-lock.json, then linked into
-// each checkout. Revisions that do not change the lockfile install nothing.
+// keyed by the hash of package.json, package-lock.json and .npmrc, then linked
+// into each checkout. Revisions that do not change them install nothing.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export class InstallError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The registry or the network failed: the same lockfile may install later. */
+    readonly transient = false,
+  ) {
     super(message);
     this.name = 'InstallError';
   }
@@ -17,40 +21,75 @@ export interface InstallOptions {
   /** @default 600000 ms */
   timeoutMs?: number;
   onProgress?: (line: string) => void;
+  /** Kills npm (and what it started) and fails the install. */
+  signal?: AbortSignal;
 }
+
+const INPUTS = ['package.json', 'package-lock.json', '.npmrc'];
+/** npm failures that are the network or the registry, not the lockfile: the same install may pass later. */
+const UNREACHABLE = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ENOTFOUND|ENETUNREACH|EHOSTUNREACH|E429|E5\d\d)\b|socket hang up|network connectivity/i;
+const COMPLETE = '.spore-complete';
 
 /** Links installed dependencies into `dir`; returns whether the cache already had them. */
 export async function installDependencies(dir: string, cacheRoot: string, options: InstallOptions = {}): Promise<{ cached: boolean; key?: string }> {
-  const pkg = join(dir, 'package.json');
-  if (!existsSync(pkg)) return { cached: true };
-  const lock = join(dir, 'package-lock.json');
-  if (!existsSync(lock)) throw new InstallError('the repository has a package.json but no package-lock.json: commit the lockfile (npm ci installs from it)');
-  const key = createHash('sha256').update(readFileSync(pkg)).update('\0').update(readFileSync(lock)).digest('hex').slice(0, 24);
+  if (!existsSync(join(dir, 'package.json'))) return { cached: true };
+  if (!existsSync(join(dir, 'package-lock.json'))) throw new InstallError('the repository has a package.json but no package-lock.json: commit the lockfile (npm ci installs from it)');
+  const hash = createHash('sha256');
+  for (const f of INPUTS) hash.update(existsSync(join(dir, f)) ? readFileSync(join(dir, f)) : '').update('\0');
+  const key = hash.digest('hex').slice(0, 24);
   const target = join(cacheRoot, key);
-  const done = join(target, '.spore-complete');
-  let cached = existsSync(done);
+  const complete = () => existsSync(join(target, COMPLETE));
+  const cached = complete();
   if (!cached) {
+    sweepPartials(cacheRoot);
     const staging = `${target}.partial-${process.pid}-${Date.now()}`;
     mkdirSync(staging, { recursive: true });
-    for (const f of ['package.json', 'package-lock.json', '.npmrc']) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(staging, f));
     try {
+      for (const f of INPUTS) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(staging, f));
       await run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], staging, options);
-    } catch (err) {
+      writeFileSync(join(staging, COMPLETE), new Date().toISOString());
+      // whole or not at all: a crash never leaves a half entry in use. Another
+      // install of the same lockfile (a second reconciler sharing the cache) may
+      // have won the race: then its entry is as good as ours.
+      if (!complete()) {
+        rmSync(target, { recursive: true, force: true }); // not complete: a leftover, never in use
+        try {
+          renameSync(staging, target);
+        } catch (err) {
+          if (!complete()) throw new InstallError(`cannot keep the installed dependencies in ${target}: ${(err as Error).message}`);
+        }
+      }
+    } finally {
       rmSync(staging, { recursive: true, force: true });
-      throw err;
     }
-    writeFileSync(join(staging, '.spore-complete'), new Date().toISOString());
-    rmSync(target, { recursive: true, force: true });
-    renameSync(staging, target); // whole or not at all: a crash never leaves a half cache entry in use
   }
   rmSync(join(dir, 'node_modules'), { recursive: true, force: true });
   symlinkSync(join(target, 'node_modules'), join(dir, 'node_modules'), 'dir');
   return { cached, key };
 }
 
+/** Removes the staging folders of installs whose process is gone (killed mid-install). */
+function sweepPartials(cacheRoot: string): void {
+  if (!existsSync(cacheRoot)) return;
+  for (const name of readdirSync(cacheRoot)) {
+    const m = /\.partial-(\d+)-\d+$/.exec(name);
+    if (m && !running(Number(m[1]))) rmSync(join(cacheRoot, name), { recursive: true, force: true });
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 function run(cmd: string, args: string[], cwd: string, options: InstallOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 600_000;
   return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) return reject(new InstallError('npm ci was stopped'));
     const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, npm_config_update_notifier: 'false' } });
     let out = '';
     const take = (c: Buffer) => {
@@ -59,22 +98,34 @@ function run(cmd: string, args: string[], cwd: string, options: InstallOptions):
     };
     child.stdout.on('data', take);
     child.stderr.on('data', take);
-    const timer = setTimeout(() => {
+    const kill = () => {
       try {
-        process.kill(-child.pid!, 'SIGKILL');
+        process.kill(-child.pid!, 'SIGKILL'); // npm and the install scripts it started
       } catch {
         // gone
       }
-      reject(new InstallError(`npm ci did not finish within ${timeoutMs / 1000}s`));
+    };
+    const stop = () => {
+      kill();
+      reject(new InstallError('npm ci was stopped'));
+    };
+    options.signal?.addEventListener('abort', stop, { once: true });
+    const timer = setTimeout(() => {
+      kill();
+      reject(new InstallError(`npm ci did not finish within ${timeoutMs / 1000}s`, true));
     }, timeoutMs);
-    child.on('error', (err) => {
+    const done = () => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', stop);
+    };
+    child.on('error', (err) => {
+      done();
       reject(new InstallError(`cannot run npm: ${err.message}`));
     });
     child.on('close', (code) => {
-      clearTimeout(timer);
+      done();
       if (code === 0) resolve();
-      else reject(new InstallError(`npm ci failed (exit code ${code}):\n${summarizeNpm(out)}`));
+      else reject(new InstallError(`npm ci failed (exit code ${code}):\n${summarizeNpm(out)}`, UNREACHABLE.test(out)));
     });
   });
 }

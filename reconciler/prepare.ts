@@ -3,7 +3,7 @@
 // them, and labelled with the inventory that marks them as the app's.
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { API_VERSION, formatErrors, validateSet, type KubeObject } from '../api/index.js';
+import { API_VERSION, CLUSTER_SCOPED_KINDS, formatErrors, validateSet, type KubeObject } from '../api/index.js';
 import { formatRef, refOf } from '../store/index.js';
 import { withInventory } from './plan.js';
 
@@ -23,14 +23,24 @@ export interface PrepareOptions {
   /** Where archives are kept for the dataplane. */
   archiveDir: string;
   inventory: Record<string, string>;
-  /** Puts every spore.dev object in this namespace (a preview stage's). */
+  /**
+   * A preview stage's namespace: every namespaced object is put in it, so that
+   * nothing of the preview lands on the main stage's objects; cluster-scoped
+   * objects are left to the main stage (and reported through `skipped`).
+   */
   namespace?: string;
+  skipped?: (object: string) => void;
 }
 
 export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): KubeObject[] {
   if (objects.some((x) => typeof x !== 'object' || x === null || Array.isArray(x))) throw new PrepareError('a manifest document is not an object');
   const all = objects as KubeObject[];
-  const placed = o.namespace ? all.map((x) => (x.apiVersion === API_VERSION ? { ...x, metadata: { ...x.metadata, namespace: o.namespace } } : x)) : all;
+  let placed = all;
+  if (o.namespace) {
+    const shared = all.filter((x) => CLUSTER_SCOPED_KINDS.has(x.kind));
+    for (const x of shared) o.skipped?.(`${x.kind}/${x.metadata?.name}`);
+    placed = all.filter((x) => !shared.includes(x)).map((x) => ({ ...x, metadata: { ...x.metadata, namespace: o.namespace } }));
+  }
   const errors = validateSet(placed);
   if (errors.length) throw new PrepareError(formatErrors(errors), errors[0].object);
   for (const x of placed) {

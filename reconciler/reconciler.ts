@@ -6,8 +6,8 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
 import { digest, formatRef, refOf, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
-import type { GitSource } from './git-source.js';
-import { installDependencies } from './install.js';
+import { GitError, type GitSource } from './git-source.js';
+import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
 import { formatPlan, plan, refKey, type Plan } from './plan.js';
 import { prepareObjects, type PrepareError } from './prepare.js';
@@ -37,16 +37,20 @@ export interface ReconcilerOptions {
   /** Refs that get a preview stage each; none when undefined. */
   previews?: { patterns: string[]; max: number };
   renderTimeoutMs?: number;
+  /** First wait before a revision that failed at fetch or npm ci is tried again; doubles each time. @default 30000 ms */
+  retryBaseMs?: number;
   report?: (line: string) => void;
 }
 
-export const DEFAULT_PREVIEW_PATTERNS = ['refs/pull/*/head', 'refs/heads/preview/*'];
+export const DEFAULT_PREVIEW_PATTERNS = ['refs/pull/*/head', 'refs/merge-requests/*/head', 'refs/heads/preview/*'];
 
 export class SyncFailure extends Error {
   constructor(
     readonly step: string,
     message: string,
     readonly object?: string,
+    /** The same revision may pass on a later try (the network, the registry). */
+    readonly transient = false,
   ) {
     super(message);
     this.name = 'SyncFailure';
@@ -62,12 +66,22 @@ export interface StageStatus {
   /** Set by a rollback: polling leaves the stage alone until the next push or sync. */
   pinned?: string;
   headAtPin?: string;
+  /** A revision that failed at a step that may pass on a second try (fetch, npm ci): when it is tried again. */
+  retry?: { revision: string; attempts: number; at: number };
 }
 
-/** `refs/pull/12/head` → `pr-12`; `refs/heads/preview/new-ui` → `preview-new-ui`. */
+/** Kept in the store so that a restart picks up where the process left off. */
+const STAGES_KEY = 'stages'; // preview stage → its ref
+const CLOSED_KEY = 'closed'; // ref of a closed pull request → its head when it closed
+const pinKey = (stage: string) => `pin:${stage}`;
+
+/** Tries of a revision that failed at fetch or npm ci (the network, the registry) before giving up on it. */
+const MAX_RETRIES = 5;
+
+/** `refs/pull/12/head` → `pr-12`; `refs/merge-requests/3/head` → `mr-3`; `refs/heads/preview/new-ui` → `preview-new-ui`. */
 export function stageName(ref: string): string {
-  const pr = /^refs\/pull\/(\d+)\/head$/.exec(ref);
-  if (pr) return `pr-${pr[1]}`;
+  const pr = /^refs\/(pull|merge-requests)\/(\d+)\/head$/.exec(ref);
+  if (pr) return `${pr[1] === 'pull' ? 'pr' : 'mr'}-${pr[2]}`;
   return ref.replace(/^refs\/heads\//, '').toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'preview';
 }
 
@@ -79,20 +93,29 @@ function matches(ref: string, pattern: string): boolean {
 export class Reconciler {
   private readonly stages = new Map<string, StageStatus>();
   private queue: Promise<unknown> = Promise.resolve();
+  /** Polls queued and not yet started, by trigger: a webhook burst is one poll. */
+  private readonly waiting = new Map<string, Promise<StageStatus[]>>();
   private timer?: NodeJS.Timeout;
   private closed = false;
+  /** Stops a running npm ci, render or fetch when the reconciler closes. */
+  private readonly stopping = new AbortController();
+  /** Warnings already given: a poll every 30 s need not repeat them. */
+  private readonly warned = new Set<string>();
   readonly branch: string;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.branch = o.branch ?? 'main';
-    this.stages.set(MAIN_STAGE, { stage: MAIN_STAGE, ref: `refs/heads/${this.branch}` });
-    // what the store already serves survives a restart
-    for (const s of o.store.listSyncs({ limit: 500 })) {
-      const st = this.stages.get(s.stage) ?? (s.ref ? { stage: s.stage, ref: s.ref, namespace: s.stage === MAIN_STAGE ? undefined : s.stage } : undefined);
-      if (!st) continue;
-      this.stages.set(s.stage, st);
-      st.lastAttempt ??= { revision: s.revision, result: s.result, at: s.startedAt, error: s.error };
-      if (s.result === 'succeeded') st.liveRevision ??= s.revision;
+    // what the store already serves survives a restart: the stages, their live revision, their pins
+    const refs = { ...o.store.readState<Record<string, string>>(STAGES_KEY), [MAIN_STAGE]: `refs/heads/${this.branch}` };
+    for (const [stage, ref] of Object.entries(refs)) {
+      const st: StageStatus = { stage, ref, namespace: stage === MAIN_STAGE ? undefined : stage };
+      const [latest] = o.store.listSyncs({ stage, limit: 1 });
+      if (latest && !latest.teardown) st.lastAttempt = { revision: latest.revision, result: latest.result, at: latest.startedAt, error: latest.error };
+      st.liveRevision = o.store.listSyncs({ stage, result: 'succeeded', limit: 20 }).find((s) => !s.teardown)?.revision;
+      const pin = o.store.readState<{ revision: string; head?: string }>(pinKey(stage));
+      if (pin) Object.assign(st, { pinned: pin.revision, headAtPin: pin.head });
+      if (latest?.result === 'failed' && latest.error?.retryAt) st.retry = { revision: latest.revision, attempts: 1, at: latest.error.retryAt };
+      this.stages.set(stage, st);
     }
   }
 
@@ -100,11 +123,23 @@ export class Reconciler {
     (this.o.report ?? ((l) => process.stdout.write(`${l}\n`)))(line);
   }
 
-  /** Runs one piece of work at a time, in order. */
+  private once(line: string): void {
+    if (this.warned.has(line)) return;
+    this.warned.add(line);
+    this.say(line);
+  }
+
+  /** Runs one piece of work at a time, in order; nothing new once closing. */
   private serial<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
+    const guarded = () => (this.closed ? Promise.reject(new Error('the reconciler is shutting down')) : work());
+    const next = this.queue.then(guarded, guarded);
     this.queue = next.catch(() => {});
     return next;
+  }
+
+  private saveStages(): void {
+    const previews = [...this.stages.values()].filter((s) => s.stage !== MAIN_STAGE);
+    this.o.store.writeState(STAGES_KEY, previews.length ? Object.fromEntries(previews.map((s) => [s.stage, s.ref])) : undefined);
   }
 
   /** Syncs now, then every pollMs. */
@@ -115,7 +150,7 @@ export class Reconciler {
     const tick = () => {
       if (this.closed) return;
       this.poll('poll')
-        .catch((err) => this.say(`reconciler: ${(err as Error).message}`))
+        .catch((err) => this.closed || this.say(`reconciler: ${(err as Error).message}`))
         .finally(() => {
           if (!this.closed) this.timer = setTimeout(tick, every);
         });
@@ -124,42 +159,107 @@ export class Reconciler {
   }
 
   /**
-   * Looks at the remote's refs and syncs every stage whose ref moved. A
-   * revision that failed is not tried again unless `force`.
+   * Looks at the remote's refs and syncs every stage whose ref moved; heals
+   * drift in the others. A revision that failed is not tried again unless
+   * `force` (or, when it failed at a step that can pass on a retry, after a
+   * backoff). Trigger `sync` (the user's `spore sync`) also releases a
+   * rollback pin. Polls asked for while one of the same kind waits are one.
    */
   poll(trigger: string, options: { force?: boolean } = {}): Promise<StageStatus[]> {
-    return this.serial(async () => {
+    const key = `${trigger}|${options.force ?? false}`;
+    const queued = this.waiting.get(key);
+    if (queued) return queued;
+    const run = this.serial(async () => {
+      this.waiting.delete(key);
       const heads = await this.o.source.heads();
-      const wanted = new Map<string, string>([[MAIN_STAGE, `refs/heads/${this.branch}`]]);
-      if (this.o.previews) {
-        const refs = [...heads.keys()].filter((r) => this.o.previews!.patterns.some((p) => matches(r, p))).sort();
-        for (const ref of refs.slice(0, this.o.previews.max)) wanted.set(stageName(ref), ref);
-        if (refs.length > this.o.previews.max) this.say(`reconciler: ${refs.length} preview refs, only the first ${this.o.previews.max} get a stage`);
-      }
+      const wanted = this.wanted(heads);
       for (const [name, st] of [...this.stages]) {
-        if (name !== MAIN_STAGE && !wanted.has(name)) await this.teardown(st);
+        if (name !== MAIN_STAGE && wanted.get(name) !== st.ref) await this.teardown(st, heads.has(st.ref) ? `${st.ref} is no longer previewed` : `${st.ref} is gone`);
       }
       for (const [name, ref] of wanted) {
-        const sha = heads.get(ref);
         let st = this.stages.get(name);
-        if (!st) this.stages.set(name, (st = { stage: name, ref, namespace: name === MAIN_STAGE ? undefined : name }));
+        if (!st) {
+          this.stages.set(name, (st = { stage: name, ref, namespace: name === MAIN_STAGE ? undefined : name }));
+          this.saveStages();
+        }
+        const sha = heads.get(ref);
         if (!sha) {
           if (name === MAIN_STAGE) this.say(`reconciler: ${ref} does not exist in ${this.o.source.url}`);
           continue;
         }
-        if (st.pinned) {
-          if (!options.force && sha === st.headAtPin) continue; // rolled back: wait for a push or a sync
-          st.pinned = undefined;
-        }
-        if (sha === st.liveRevision && !options.force) {
-          await this.heal(st, trigger);
-          continue;
-        }
-        if (st.lastAttempt?.revision === sha && st.lastAttempt.result === 'failed' && !options.force) continue;
-        await this.syncRevision(st, sha, trigger);
+        await this.syncStage(st, sha, trigger, options.force ?? false);
       }
       return this.status();
     });
+    this.waiting.set(key, run);
+    run.catch(() => this.waiting.delete(key));
+    return run;
+  }
+
+  /** The stages the remote's refs call for: main, and a preview per matching ref (live previews keep their place under the cap). */
+  private wanted(heads: Map<string, string>): Map<string, string> {
+    const wanted = new Map<string, string>([[MAIN_STAGE, `refs/heads/${this.branch}`]]);
+    if (!this.o.previews) return wanted;
+    const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+    const gone = Object.keys(closed).filter((r) => !heads.has(r));
+    if (gone.length) {
+      for (const r of gone) delete closed[r];
+      this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
+    }
+    const refs = [...heads.keys()]
+      .filter((r) => this.o.previews!.patterns.some((p) => matches(r, p)) && closed[r] !== heads.get(r))
+      .sort((a, b) => Number(this.stages.get(stageName(b))?.ref === b) - Number(this.stages.get(stageName(a))?.ref === a) || a.localeCompare(b, 'en', { numeric: true }));
+    let taken = 0;
+    for (const ref of refs) {
+      const name = stageName(ref);
+      if (wanted.has(name)) {
+        this.once(`reconciler: ${ref} would be stage ${name}, which ${wanted.get(name)} already has; no preview for it`);
+        continue;
+      }
+      if (taken++ >= this.o.previews.max) continue;
+      wanted.set(name, ref);
+    }
+    if (taken > this.o.previews.max) this.once(`reconciler: ${taken} preview refs, only ${this.o.previews.max} get a stage (--max-previews)`);
+    return wanted;
+  }
+
+  /** Brings one stage to `sha`, unless it is pinned, already there, or `sha` failed and is not due for a retry: then only heals. */
+  private async syncStage(st: StageStatus, sha: string, trigger: string, force: boolean): Promise<void> {
+    if (st.pinned) {
+      if (!force && trigger !== 'sync' && sha === st.headAtPin) return this.heal(st, trigger); // rolled back: wait for a push or a sync
+      this.unpin(st);
+    }
+    if (!force && (sha === st.liveRevision || !this.due(st, sha))) return this.heal(st, trigger);
+    await this.syncRevision(st, sha, trigger);
+  }
+
+  /** Whether `sha` may be synced: never tried, or it failed at a transient step and its backoff is over. */
+  private due(st: StageStatus, sha: string): boolean {
+    const last = st.lastAttempt?.revision === sha ? st.lastAttempt : this.o.store.getSync({ stage: st.stage, revision: sha });
+    if (!last || last.result === 'succeeded') return true;
+    return st.retry?.revision === sha && Date.now() >= st.retry.at;
+  }
+
+  private unpin(st: StageStatus): void {
+    st.pinned = st.headAtPin = undefined;
+    this.o.store.writeState(pinKey(st.stage), undefined);
+  }
+
+  /** Tells the reconciler a pull request closed: GitHub and GitLab keep its ref, so the ref alone never goes away. */
+  closePreview(ref: string, head?: string): Promise<void> {
+    return this.serial(async () => {
+      const sha = head ?? (await this.o.source.heads()).get(ref) ?? '';
+      this.o.store.writeState(CLOSED_KEY, { ...this.o.store.readState<Record<string, string>>(CLOSED_KEY), [ref]: sha });
+      const st = this.stages.get(stageName(ref));
+      if (st && st.ref === ref) await this.teardown(st, 'its pull request closed');
+    });
+  }
+
+  /** A reopened pull request gets its preview back at the next poll. */
+  reopenPreview(ref: string): void {
+    const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+    delete closed[ref];
+    this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
   }
 
   private inventory(st: StageStatus) {
@@ -168,17 +268,20 @@ export class Reconciler {
 
   /** Renders a revision into objects (checkout, install, render or read), throwing a SyncFailure naming the step. */
   private async render(st: StageStatus, sha: string, timings: Record<string, number>): Promise<{ objects: KubeObject[]; outdir: string }> {
+    const signal = this.stopping.signal;
     const stepped = async <T>(step: string, work: () => Promise<T>): Promise<T> => {
       const t = performance.now();
       try {
         return await work();
       } catch (err) {
-        throw err instanceof SyncFailure ? err : new SyncFailure(step, (err as Error).message);
+        // a failing fetch or npm ci may be the network: worth another try; a missing lockfile is not
+        const transient = err instanceof GitError || (err instanceof InstallError && err.transient);
+        throw err instanceof SyncFailure ? err : new SyncFailure(step, (err as Error).message, undefined, transient);
       } finally {
         timings[step] = Math.round(performance.now() - t);
       }
     };
-    await stepped('fetch', () => this.o.source.fetch());
+    await stepped('fetch', () => this.o.source.fetch(signal));
     const checkout = join(this.o.workDir, 'checkouts', st.stage);
     await stepped('checkout', () => this.o.source.checkout(sha, checkout));
     const base = join(checkout, this.o.path ?? (this.o.mode === 'manifests' ? 'dist' : '.'));
@@ -190,18 +293,21 @@ export class Reconciler {
       return { objects: docs.map((d) => d.object as KubeObject), outdir: base };
     }
     await stepped('install', async () => {
-      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { onProgress: (l) => this.say(`  npm: ${l}`) });
+      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { onProgress: (l) => this.say(`  npm: ${l}`), signal });
       if (!r.cached) this.say(`reconciler: installed dependencies (lockfile ${r.key})`);
     });
     const outdir = join(this.o.workDir, 'renders', st.stage);
-    const docs = await stepped('render', () => renderApp(base, outdir, { timeoutMs: this.o.renderTimeoutMs }));
+    const docs = await stepped('render', () => renderApp(base, outdir, { timeoutMs: this.o.renderTimeoutMs, signal }));
     return { objects: docs.map((d) => d.object as KubeObject), outdir };
   }
 
   /** Validates and places objects in the stage; copies their URL archives where the dataplane reads them. */
   private prepare(st: StageStatus, objects: KubeObject[], outdir: string): KubeObject[] {
     try {
-      return prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace });
+      const skipped: string[] = [];
+      const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x) });
+      if (skipped.length) this.say(`reconciler: ${st.stage}: cluster-wide objects are the main stage's, not the preview's: left out ${skipped.join(', ')}`);
+      return prepared;
     } catch (err) {
       throw new SyncFailure('validate', (err as Error).message, (err as PrepareError).object);
     }
@@ -262,11 +368,30 @@ export class Reconciler {
         applied: Object.fromEntries(desired.map((o) => [refKey(refOf(o)), digest(o)])),
       });
       st.liveRevision = sha;
+      st.retry = undefined;
       this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} applied — ${formatPlan(p).split('\n')[0].replace('plan: ', '')}${healed.length ? `; healed drift of ${healed.join(', ')}` : ''}`);
     } catch (err) {
+      if (this.closed) {
+        // stopped by close(), not rejected: the next start tries this revision again
+        this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} not finished: shutting down`);
+        return record;
+      }
       const f = err instanceof SyncFailure ? err : new SyncFailure('sync', (err as Error).message);
       record.error = { step: f.step, object: f.object, message: f.message };
-      this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} rejected at ${f.step}${f.object ? ` (${f.object})` : ''}: ${f.message}\nreconciler: ${st.stage}: still serving ${st.liveRevision?.slice(0, 12) ?? 'nothing'}`);
+      let next = '';
+      if (f.transient) {
+        const attempts = (st.retry?.revision === sha ? st.retry.attempts : 0) + 1;
+        if (attempts <= MAX_RETRIES) {
+          const wait = Math.min((this.o.retryBaseMs ?? 30_000) * 2 ** (attempts - 1), 15 * 60_000);
+          st.retry = { revision: sha, attempts, at: Date.now() + wait };
+          record.error.retryAt = st.retry.at;
+          next = `; trying again in ${Math.round(wait / 1000)}s (attempt ${attempts + 1} of ${MAX_RETRIES + 1})`;
+        } else {
+          st.retry = undefined;
+          next = `; gave up after ${attempts} attempts (push again or spore sync --force)`;
+        }
+      }
+      this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} rejected at ${f.step}${f.object ? ` (${f.object})` : ''}: ${f.message}${next}\nreconciler: ${st.stage}: still serving ${st.liveRevision?.slice(0, 12) ?? 'nothing'}`);
     }
     record.durationMs = Date.now() - started;
     st.lastAttempt = { revision: sha, result: record.result, at: started, error: record.error };
@@ -276,19 +401,30 @@ export class Reconciler {
 
   /** Puts back what changed in the store out of band since the live revision was applied (no render needed). */
   private async heal(st: StageStatus, trigger: string): Promise<void> {
-    const last = this.o.store.getSync({ stage: st.stage, revision: st.liveRevision!, result: 'succeeded' });
+    if (!st.liveRevision) return;
+    const last = this.goodSync(st, st.liveRevision);
     if (!last?.objects) return;
     const p = await this.planFor(st, last.objects).catch(() => undefined);
     if (!p || p.counts.create + p.counts.update + p.counts.prune === 0) return;
-    await this.syncRevision(st, st.liveRevision!, `${trigger}: drift`, { objects: last.objects });
+    await this.syncRevision(st, st.liveRevision, `${trigger}: drift`, { objects: last.objects });
   }
 
-  /** Removes a stage's objects (its instances stop as their functions go) and forgets it. */
-  private async teardown(st: StageStatus): Promise<void> {
+  /** The latest good sync of `revision` in a stage (with the objects it applied). */
+  private goodSync(st: StageStatus, revision: string): SyncRecord | undefined {
+    return this.o.store.listSyncs({ stage: st.stage, result: 'succeeded', limit: 500 }).find((s) => !s.teardown && s.revision.startsWith(revision));
+  }
+
+  /** Removes a stage's objects (its instances stop as their functions go), records why, and forgets it. */
+  private async teardown(st: StageStatus, why: string): Promise<void> {
+    const started = Date.now();
     const r = await this.o.store.apply([], { prune: { labels: this.inventory(st) } });
     this.stages.delete(st.stage);
+    this.saveStages();
+    this.o.store.writeState(pinKey(st.stage), undefined);
     for (const sub of ['checkouts', 'renders']) rmSync(join(this.o.workDir, sub, st.stage), { recursive: true, force: true });
-    this.say(`reconciler: ${st.stage}: ${st.ref} is gone; removed ${r.pruned.length} object(s)`);
+    const counts = { create: 0, update: 0, unchanged: 0, prune: r.pruned.length };
+    this.o.store.recordSync({ stage: st.stage, ref: st.ref, revision: st.liveRevision ?? '', startedAt: started, durationMs: Date.now() - started, result: 'succeeded', trigger: `teardown: ${why}`, counts, teardown: true });
+    this.say(`reconciler: ${st.stage}: torn down, ${why}; removed ${r.pruned.length} object(s)`);
   }
 
   /** The plan for the branch head, without applying it. */
@@ -302,19 +438,36 @@ export class Reconciler {
     });
   }
 
-  /** Re-applies a previous good revision (the one before the live one by default) and pins it until the next push or sync. */
+  /**
+   * Re-applies a previous good revision and pins it until the next push or
+   * sync. By default the one deployed before the live one, so that rolling
+   * back twice goes two revisions back.
+   */
   rollback(revision?: string, stage = MAIN_STAGE): Promise<SyncRecord> {
     return this.serial(async () => {
       const st = this.stages.get(stage);
       if (!st) throw new Error(`no stage ${stage}`);
-      const good = this.o.store.listSyncs({ stage, result: 'succeeded', limit: 200 });
-      const target = revision ? good.find((s) => s.revision.startsWith(revision)) : good.find((s) => s.revision !== st.liveRevision);
+      const target = revision ? this.goodSync(st, revision) : this.previousGood(st);
       if (!target?.objects) throw new Error(revision ? `no good sync of ${revision} in stage ${stage} to roll back to` : `no earlier good revision in stage ${stage} to roll back to`);
       const head = (await this.o.source.heads().catch(() => new Map<string, string>())).get(st.ref);
       const rec = await this.syncRevision(st, target.revision, 'rollback', { objects: target.objects });
-      if (rec.result === 'succeeded') Object.assign(st, { pinned: target.revision, headAtPin: head });
+      if (rec.result === 'succeeded') {
+        Object.assign(st, { pinned: target.revision, headAtPin: head });
+        this.o.store.writeState(pinKey(stage), { revision: target.revision, head });
+      }
       return rec;
     });
+  }
+
+  /** The good revision a push or sync deployed before the live one (rollbacks and heals do not count). */
+  private previousGood(st: StageStatus): SyncRecord | undefined {
+    const order: SyncRecord[] = []; // newest first, each revision at its latest deployment
+    for (const s of this.o.store.listSyncs({ stage: st.stage, result: 'succeeded', limit: 500 })) {
+      if (s.teardown || !s.objects || s.trigger.startsWith('rollback') || s.trigger.endsWith('drift')) continue;
+      if (!order.some((o) => o.revision === s.revision)) order.push(s);
+    }
+    const i = order.findIndex((s) => s.revision === st.liveRevision);
+    return i < 0 ? order.find((s) => s.revision !== st.liveRevision) : order[i + 1];
   }
 
   status(): StageStatus[] {
@@ -325,9 +478,11 @@ export class Reconciler {
     return this.o.store.listSyncs({ stage, limit }).map(({ objects: _o, applied: _a, ...rest }) => rest);
   }
 
+  /** Stops polling and whatever step is running (npm ci, render, fetch), and waits for the queue to empty. */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    this.stopping.abort();
     await this.queue.catch(() => {});
   }
 }

@@ -16,7 +16,12 @@ export class RenderError extends Error {
 export interface RenderOptions {
   /** Bound on the whole render. @default 120000 ms */
   timeoutMs?: number;
+  /** Kills the synth (and what it started) and fails the render. */
+  signal?: AbortSignal;
 }
+
+/** A word for `sh`: single-quoted, so no character in a path is special. */
+const shellWord = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** The `app` command of an app folder's cdk8s.yaml. */
 export function appCommand(appDir: string): string {
@@ -49,7 +54,7 @@ export function localCommand(command: string, appDir: string): string {
   const m = /^npx\s+([\w@./-]+)(\s.*)?$/.exec(command.trim());
   if (!m || m[1].startsWith('-')) return command;
   const bin = join(appDir, 'node_modules', '.bin', m[1]);
-  return existsSync(bin) ? `${JSON.stringify(bin)}${m[2] ?? ''}` : command;
+  return existsSync(bin) ? `${shellWord(bin)}${m[2] ?? ''}` : command;
 }
 
 /** Runs the app's synth into `outdir` (emptied first) and returns the objects it wrote. */
@@ -59,24 +64,37 @@ export async function renderApp(appDir: string, outdir: string, options: RenderO
   mkdirSync(outdir, { recursive: true });
   const timeoutMs = options.timeoutMs ?? 120_000;
   await new Promise<void>((resolve, reject) => {
+    if (options.signal?.aborted) return reject(new RenderError('synth was stopped'));
     const child = spawn(command, { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let text = '';
     child.stdout.on('data', (c) => (text += c));
     child.stderr.on('data', (c) => (text += c));
-    const timer = setTimeout(() => {
+    const kill = () => {
       try {
         process.kill(-child.pid!, 'SIGKILL'); // the shell and everything it started
       } catch {
         // already gone
       }
+    };
+    const stop = () => {
+      kill();
+      reject(new RenderError('synth was stopped'));
+    };
+    options.signal?.addEventListener('abort', stop, { once: true });
+    const timer = setTimeout(() => {
+      kill();
       reject(new RenderError(`synth did not finish within ${timeoutMs / 1000}s (${command})`));
     }, timeoutMs);
-    child.on('error', (err) => {
+    const done = () => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', stop);
+    };
+    child.on('error', (err) => {
+      done();
       reject(new RenderError(`cannot run "${command}": ${err.message}`));
     });
     child.on('close', (code) => {
-      clearTimeout(timer);
+      done();
       if (code === 0) resolve();
       else reject(new RenderError(`synth failed (${command}, exit code ${code}):\n${summarize(text)}`));
     });

@@ -1,5 +1,6 @@
 // The reconciler's HTTP face: Git webhooks (GitHub and GitLab, signed) that
-// trigger a sync at once, and the endpoints `spore status|history|diff|sync|rollback` use.
+// trigger a sync at once, and the endpoints `spore status|history|diff|sync|rollback`
+// use, which need the API token.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Reconciler } from './reconciler.js';
@@ -8,6 +9,8 @@ export interface ReconcilerServerOptions {
   reconciler: Reconciler;
   /** Shared secret of the webhooks; without it the webhook endpoint refuses everything. */
   webhookSecret?: string;
+  /** Bearer token the API endpoints require (not /webhook, which is signed, nor /healthz); none: they are open. */
+  apiToken?: string;
   report?: (line: string) => void;
 }
 
@@ -32,6 +35,25 @@ export function verifyWebhook(headers: Record<string, string | string[] | undefi
 
 const SYNC_EVENTS = new Set(['push', 'pull_request', 'Push Hook', 'Merge Request Hook', 'Tag Push Hook']);
 
+/** A pull (merge) request that closed or reopened: its ref stays on the server, so the event is what says so. */
+export function previewChange(event: string, payload: any): { action: 'close' | 'reopen'; ref: string; head?: string } | { error: string } | undefined {
+  const number = (n: unknown, where: string) => (Number.isInteger(n) && (n as number) > 0 ? (n as number) : { error: `${where}: expected a pull request number (got ${JSON.stringify(n)})` });
+  if (event === 'pull_request' && (payload?.action === 'closed' || payload?.action === 'reopened')) {
+    const n = number(payload.pull_request?.number ?? payload.number, 'pull_request.number');
+    if (typeof n !== 'number') return n;
+    const head = payload.pull_request?.head?.sha;
+    return { action: payload.action === 'closed' ? 'close' : 'reopen', ref: `refs/pull/${n}/head`, head: typeof head === 'string' ? head : undefined };
+  }
+  const mr = payload?.object_attributes;
+  if (event === 'Merge Request Hook' && ['close', 'merge', 'reopen'].includes(mr?.action)) {
+    const n = number(mr.iid, 'object_attributes.iid');
+    if (typeof n !== 'number') return n;
+    const head = mr.last_commit?.id;
+    return { action: mr.action === 'reopen' ? 'reopen' : 'close', ref: `refs/merge-requests/${n}/head`, head: typeof head === 'string' ? head : undefined };
+  }
+  return undefined;
+}
+
 export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
   const r = o.reconciler;
   const say = o.report ?? ((l: string) => process.stdout.write(`${l}\n`));
@@ -39,6 +61,13 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.get('/healthz', async () => ({ status: 'ok' }));
+  // the API is the CLI's: with a token, only callers that hold it (webhooks carry their own signature)
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0];
+    if (!o.apiToken || path === '/webhook' || path === '/healthz') return;
+    const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? '';
+    if (!same(given, o.apiToken)) return reply.code(401).send({ status: 401, error: 'Unauthorized', message: 'the reconciler API needs its token: Authorization: Bearer <token> (spore finds it in the state folder\'s up.json, or give SPORE_API_TOKEN)' });
+  });
 
   app.post('/webhook', async (req, reply) => {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
@@ -48,13 +77,21 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
       return reply.code(401).send({ status: 401, error: 'Unauthorized', message: v.why });
     }
     if (v.event === 'ping') return reply.code(200).send({ pong: true });
+    let payload: unknown;
     try {
-      JSON.parse(body.toString('utf8') || '{}');
+      payload = JSON.parse(body.toString('utf8') || '{}');
     } catch {
       return reply.code(400).send({ status: 400, error: 'BadRequest', message: 'the payload is not JSON' });
     }
     if (!SYNC_EVENTS.has(v.event)) return reply.code(202).send({ accepted: false, message: `event "${v.event}" does not trigger a sync` });
-    void r.poll('webhook').catch((err) => say(`reconciler: ${(err as Error).message}`));
+    const change = previewChange(v.event, payload);
+    if (change && 'error' in change) return reply.code(400).send({ status: 400, error: 'BadRequest', message: change.error });
+    const log = (err: Error) => say(`reconciler: ${err.message}`);
+    if (change?.action === 'close') void r.closePreview(change.ref, change.head).catch(log);
+    else {
+      if (change?.action === 'reopen') r.reopenPreview(change.ref);
+      void r.poll('webhook').catch(log);
+    }
     return reply.code(202).send({ accepted: true });
   });
 

@@ -248,6 +248,16 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     return row && { ...JSON.parse(row.record), id: row.id };
   }
 
+  readState<T>(key: string): T | undefined {
+    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(`state:${key}`) as { value: string } | undefined;
+    return row && (JSON.parse(row.value) as T);
+  }
+
+  writeState(key: string, value: unknown): void {
+    if (value === undefined) this.db.prepare('DELETE FROM meta WHERE key = ?').run(`state:${key}`);
+    else this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(`state:${key}`, JSON.stringify(value));
+  }
+
   async close(): Promise<void> {
     this.events.removeAllListeners();
     if (this.db.open) this.db.close();

@@ -111,7 +111,7 @@ export interface SyncRecord {
   startedAt: number;
   durationMs: number;
   result: 'succeeded' | 'failed';
-  /** Why it ran: poll, webhook, force, rollback, drift. */
+  /** Why it ran: start, poll, webhook, sync, rollback, `…: drift`, `teardown: …`. */
   trigger: string;
   counts?: { create: number; update: number; unchanged: number; prune: number };
   /** Milliseconds per step: fetch, checkout, install, render, validate, apply. */
@@ -119,7 +119,9 @@ export interface SyncRecord {
   /** Objects put back after an out-of-band change. */
   healed?: string[];
   /** The failed step (checkout, install, render, validate, apply), the object if one is to blame, and the message. */
-  error?: { step: string; object?: string; message: string };
+  error?: { step: string; object?: string; message: string; retryAt?: number };
+  /** The stage was torn down (its ref went away or its pull request closed). */
+  teardown?: boolean;
   /** The rendered objects of a good sync (what a rollback re-applies). */
   objects?: KubeObject[];
   /** Canonical digest of each applied object by `Kind/namespace/name`, to tell drift from change. */
@@ -130,4 +132,8 @@ export interface SyncHistory {
   recordSync(record: SyncRecord): number;
   listSyncs(query: { stage?: string; limit?: number; result?: SyncRecord['result'] }): SyncRecord[];
   getSync(query: { stage: string; revision: string; result?: SyncRecord['result'] }): SyncRecord | undefined;
+  /** The reconciler's small state that must outlive the process (its stages, rollback pins, closed pull requests), by key. */
+  readState<T>(key: string): T | undefined;
+  /** Stores `value` as JSON under `key`; undefined removes it. */
+  writeState(key: string, value: unknown): void;
 }
