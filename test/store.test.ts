@@ -78,4 +78,19 @@ describe('SqliteStore', () => {
     expect(store.queryLogs({ function: 'b' })).toHaveLength(1);
     await store.close();
   });
+
+  it("keeps the reconciler's state across reopening, apart from the objects' resource versions", async () => {
+    const file = join(tempDir(), 'spore.db');
+    let store = new SqliteStore(file);
+    store.writeState('pin:main', { revision: 'abc', head: 'def' });
+    store.writeState('closed', { 'refs/pull/7/head': 'f00' });
+    store.writeState('closed', undefined);
+    await store.apply([labelled('a', { runtime: { name: 'node' } })]);
+    await store.close();
+    store = new SqliteStore(file);
+    expect(store.readState('pin:main')).toEqual({ revision: 'abc', head: 'def' });
+    expect(store.readState('closed')).toBeUndefined();
+    expect(store.readState('resourceVersion')).toBeUndefined(); // the store's own counter is not a state key
+    await store.close();
+  });
 });

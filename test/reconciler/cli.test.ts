@@ -1,5 +1,6 @@
 // `spore up --git` as a user runs it, and the reconciler's verbs against it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -57,6 +58,13 @@ describe('spore up --git', () => {
     expect(await get(`${url}/hello`)).toBe('v1');
 
     expect(cli(state, 'rollback', 'feedface').stderr).toContain('spore: no good sync of feedface in stage main to roll back to');
+
+    // the API is the CLI's: its token is in up.json (owner-only), not for any local process
+    const info = JSON.parse(readFileSync(join(state, 'up.json'), 'utf8'));
+    expect(statSync(join(state, 'up.json')).mode & 0o077).toBe(0);
+    expect((await request(`${info.reconcilerUrl}/sync`, { method: 'POST' })).statusCode).toBe(401);
+    const withUrl = spawnSync(process.execPath, [BIN, 'status', '--url', info.reconcilerUrl], { encoding: 'utf8', env: { ...process.env, SPORE_API_TOKEN: info.apiToken } });
+    expect(withUrl.stdout).toContain(`live:     ${one.slice(0, 12)}`);
     child.kill('SIGTERM');
     expect(await new Promise((r) => child.once('exit', r))).toBe(0);
   });

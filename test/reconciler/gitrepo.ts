@@ -89,7 +89,16 @@ export class Repo {
   }
 
   deleteBranch(branch: string): void {
-    git(this.work, 'push', '--quiet', 'origin', `:refs/heads/${branch}`);
+    this.deleteRef(`refs/heads/${branch}`);
+  }
+
+  /** Points any ref of the remote at a commit, as GitHub does with refs/pull/<n>/head. */
+  pushRef(ref: string, sha: string): void {
+    git(this.work, 'push', '--quiet', '--force', 'origin', `${sha}:${ref}`);
+  }
+
+  deleteRef(ref: string): void {
+    git(this.work, 'push', '--quiet', 'origin', `:${ref}`);
   }
 
   has(path: string): boolean {

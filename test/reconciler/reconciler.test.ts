@@ -1,77 +1,17 @@
 // The reconciler against real Git repositories (file:// remotes), real npm ci
 // (cached by lockfile), real renders, the SQLite store and the real dataplane.
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { packArchive } from '../../constructs/archive.js';
-import { startDataplane, type Dataplane } from '../../dataplane/index.js';
-import { GitSource } from '../../reconciler/git-source.js';
-import { Reconciler, type ReconcilerOptions } from '../../reconciler/reconciler.js';
 import { reconcilerServer } from '../../reconciler/server.js';
-import { SqliteStore } from '../../store/index.js';
 import { alive, waitFor } from '../dataplane/harness.js';
-import { tempDir } from '../helpers.js';
-import { appTemplate, handler, mainTs, Repo } from './gitrepo.js';
+import { mainTs, Repo } from './gitrepo.js';
+import { mainStage, reconcilerHarness, v } from './harness.js';
 
-let template: string;
-let deps: string; // one dependency cache for the file: the lockfile is the same everywhere
-beforeAll(() => {
-  deps = tempDir('spore-deps-');
-  template = appTemplate(deps);
-});
-
-interface Env {
-  repo: Repo;
-  store: SqliteStore;
-  dp: Dataplane;
-  rec: Reconciler;
-  lines: string[];
-  get(path: string, headers?: Record<string, string>): Promise<{ status: number; body: string }>;
-}
-const envs: Env[] = [];
-afterEach(async () => {
-  for (const e of envs.splice(0)) {
-    await e.rec.close();
-    await e.dp.close();
-    await e.store.close();
-  }
-});
-
-async function setup(options: Partial<ReconcilerOptions> = {}, repo = new Repo(template)): Promise<Env> {
-  const state = tempDir('spore-rec-');
-  const store = new SqliteStore(join(state, 'spore.db'));
-  const dp = await startDataplane({ store, stateDir: state, port: 0, report: () => {} });
-  const lines: string[] = [];
-  const rec = new Reconciler({
-    store,
-    source: new GitSource(repo.url, join(state, 'mirror')),
-    workDir: join(state, 'work'),
-    archiveDir: join(state, 'archives'),
-    app: 'shop',
-    pollMs: 3_600_000,
-    depsCache: deps,
-    report: (l) => lines.push(l),
-    ...options,
-  });
-  const env: Env = {
-    repo,
-    store,
-    dp,
-    rec,
-    lines,
-    async get(path, headers) {
-      const res = await request(`${dp.url}${path}`, { headers });
-      return { status: res.statusCode, body: await res.body.text() };
-    },
-  };
-  envs.push(env);
-  return env;
-}
-
-const v = (text: string, fns = ['hello']) => ({ 'main.ts': mainTs(fns), ...Object.fromEntries(fns.map((f) => [`functions/${f}.ts`, handler(`${text} ${f}`)])) });
-const mainStage = (e: Env) => e.rec.status().find((s) => s.stage === 'main')!;
+const { setup, template } = reconcilerHarness();
 
 describe('reconciler', () => {
   it('deploys a push within one poll', async () => {
@@ -126,7 +66,7 @@ describe('reconciler', () => {
       ['typescript error', { 'functions/hello.ts': 'export default () => new Response("x"' }, 'render', /hello\.ts:\d+:\d+: Expected "\)" but found end of file/],
       ['invalid construct', { 'main.ts': mainTs(['hello'], `node.addDependency; new NodeFunction(chart, 'Bad_Name', { environment: node, entry: 'functions/hello.ts' });`) }, 'render', /\[shop\/Bad_Name\] metadata\.name: must be a DNS-1123 label/],
       ['missing lockfile', { 'package-lock.json': undefined }, 'install', /no package-lock\.json/],
-      ['failing npm ci', { 'package.json': readFileSync(join(template, 'package.json'), 'utf8').replace('"tsx"', '"left-pad": "^1.3.0", "tsx"') }, 'install', /npm ci failed \(exit code \d+\):[\s\S]*left-pad/],
+      ['failing npm ci', { 'package.json': readFileSync(join(template(), 'package.json'), 'utf8').replace('"tsx"', '"left-pad": "^1.3.0", "tsx"') }, 'install', /npm ci failed \(exit code \d+\):[\s\S]*left-pad/],
     ];
     for (const [what, files, step, message] of cases) {
       const bad = e.repo.commit(what, { ...v('v1'), ...files });
@@ -143,10 +83,22 @@ describe('reconciler', () => {
       // …or a forced sync
       await e.rec.poll('sync', { force: true });
       expect(e.rec.history().length, what).toBe(before + 1);
-      good = e.repo.commit(`fix ${what}`, { ...v('v1'), 'package.json': readFileSync(join(template, 'package.json'), 'utf8'), 'package-lock.json': readFileSync(join(template, 'package-lock.json'), 'utf8') });
+      good = e.repo.commit(`fix ${what}`, { ...v('v1'), 'package.json': readFileSync(join(template(), 'package.json'), 'utf8'), 'package-lock.json': readFileSync(join(template(), 'package-lock.json'), 'utf8') });
       await e.rec.poll('poll');
       expect(mainStage(e).lastAttempt!.result, `fix of ${what}`).toBe('succeeded');
     }
+  });
+
+  it('serves a function whose code is too big to inline, from the archive the render wrote', async () => {
+    const e = await setup();
+    const big = randomBytes(300 * 1024).toString('base64'); // ~400 KB that gzip cannot shrink below 256 KiB
+    e.repo.commit('big', { ...v('v1'), 'functions/hello.ts': `const big = ${JSON.stringify(big)};\nexport default () => new Response(String(big.length));\n` });
+    await e.rec.start();
+    expect(mainStage(e).lastAttempt).toMatchObject({ result: 'succeeded' });
+    const pkg = (await e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Package', name: 'hello' }))!.spec as any;
+    expect(pkg.archive.inline).toBeUndefined();
+    expect(pkg.archive.url).toMatch(/^archives\/[0-9a-f]{64}\.tgz$/);
+    expect((await e.get('/hello')).body).toBe(String(big.length));
   });
 
   it('rejects an invalid pre-rendered manifest (manifests mode) naming the object', async () => {
