@@ -1,10 +1,10 @@
 // Installing a revision's dependencies: `npm ci` once per lockfile, in a cache
 // keyed by the hash of package.json, package-lock.json and .npmrc, then linked
 // into each checkout. Revisions that do not change them install nothing.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { runBounded } from './bounded.js';
 
 export class InstallError extends Error {
   constructor(
@@ -46,7 +46,7 @@ export async function installDependencies(dir: string, cacheRoot: string, option
     mkdirSync(staging, { recursive: true });
     try {
       for (const f of INPUTS) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(staging, f));
-      await run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], staging, options);
+      await npmCi(staging, options);
       writeFileSync(join(staging, COMPLETE), new Date().toISOString());
       // whole or not at all: a crash never leaves a half entry in use. Another
       // install of the same lockfile (a second reconciler sharing the cache) may
@@ -86,48 +86,16 @@ function running(pid: number): boolean {
   }
 }
 
-function run(cmd: string, args: string[], cwd: string, options: InstallOptions): Promise<void> {
+async function npmCi(cwd: string, options: InstallOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 600_000;
-  return new Promise((resolve, reject) => {
-    if (options.signal?.aborted) return reject(new InstallError('npm ci was stopped'));
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, npm_config_update_notifier: 'false' } });
-    let out = '';
-    const take = (c: Buffer) => {
-      out += c;
-      for (const line of c.toString().split('\n')) if (line.trim()) options.onProgress?.(line);
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
-    const kill = () => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL'); // npm and the install scripts it started
-      } catch {
-        // gone
-      }
-    };
-    const stop = () => {
-      kill();
-      reject(new InstallError('npm ci was stopped'));
-    };
-    options.signal?.addEventListener('abort', stop, { once: true });
-    const timer = setTimeout(() => {
-      kill();
-      reject(new InstallError(`npm ci did not finish within ${timeoutMs / 1000}s`, true));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', stop);
-    };
-    child.on('error', (err) => {
-      done();
-      reject(new InstallError(`cannot run npm: ${err.message}`));
-    });
-    child.on('close', (code) => {
-      done();
-      if (code === 0) resolve();
-      else reject(new InstallError(`npm ci failed (exit code ${code}):\n${summarizeNpm(out)}`, UNREACHABLE.test(out)));
-    });
+  const onOutput = (chunk: string) => chunk.split('\n').forEach((line) => line.trim() && options.onProgress?.(line));
+  const env = { ...process.env, npm_config_update_notifier: 'false' };
+  const r = await runBounded('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, env, timeoutMs, signal: options.signal, onOutput }).catch((err: Error) => {
+    throw new InstallError(`cannot run npm: ${err.message}`);
   });
+  if (r.ended === 'stopped') throw new InstallError('npm ci was stopped');
+  if (r.ended === 'timed out') throw new InstallError(`npm ci did not finish within ${timeoutMs / 1000}s`, true);
+  if (r.code !== 0) throw new InstallError(`npm ci failed (exit code ${r.code}):\n${summarizeNpm(r.output)}`, UNREACHABLE.test(r.output));
 }
 
 /** npm's own words about what failed, without the usage text it appends. */

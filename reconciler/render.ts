@@ -1,9 +1,9 @@
 // Rendering an app: run the program its cdk8s.yaml names, with the output sent
 // to a folder of our choosing, and read back what it wrote.
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
+import { runBounded } from './bounded.js';
 import { loadManifests } from './manifests.js';
 
 export class RenderError extends Error {
@@ -59,45 +59,16 @@ export function localCommand(command: string, appDir: string): string {
 
 /** Runs the app's synth into `outdir` (emptied first) and returns the objects it wrote. */
 export async function renderApp(appDir: string, outdir: string, options: RenderOptions = {}) {
-  const command = localCommand(appCommand(appDir), appDir);
+  const app = appCommand(appDir); // what the user wrote, for messages
+  const command = localCommand(app, appDir);
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });
   const timeoutMs = options.timeoutMs ?? 120_000;
-  await new Promise<void>((resolve, reject) => {
-    if (options.signal?.aborted) return reject(new RenderError('synth was stopped'));
-    const child = spawn(command, { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let text = '';
-    child.stdout.on('data', (c) => (text += c));
-    child.stderr.on('data', (c) => (text += c));
-    const kill = () => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL'); // the shell and everything it started
-      } catch {
-        // already gone
-      }
-    };
-    const stop = () => {
-      kill();
-      reject(new RenderError('synth was stopped'));
-    };
-    options.signal?.addEventListener('abort', stop, { once: true });
-    const timer = setTimeout(() => {
-      kill();
-      reject(new RenderError(`synth did not finish within ${timeoutMs / 1000}s (${command})`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', stop);
-    };
-    child.on('error', (err) => {
-      done();
-      reject(new RenderError(`cannot run "${command}": ${err.message}`));
-    });
-    child.on('close', (code) => {
-      done();
-      if (code === 0) resolve();
-      else reject(new RenderError(`synth failed (${command}, exit code ${code}):\n${summarize(text)}`));
-    });
+  const r = await runBounded(command, [], { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, timeoutMs, signal: options.signal }).catch((err: Error) => {
+    throw new RenderError(`cannot run "${app}": ${err.message}`);
   });
+  if (r.ended === 'stopped') throw new RenderError('synth was stopped');
+  if (r.ended === 'timed out') throw new RenderError(`synth did not finish within ${timeoutMs / 1000}s (${app})`);
+  if (r.code !== 0) throw new RenderError(`synth failed (${app}, exit code ${r.code}):\n${summarize(r.output)}`);
   return loadManifests([outdir]);
 }

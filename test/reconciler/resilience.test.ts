@@ -113,6 +113,19 @@ describe('reconciler resilience', () => {
     expect(mainStage(e).lastAttempt?.revision).not.toBe(slow); // not marked failed: the next start syncs it
   });
 
+  it('rejects a render that outlasts its bound, and kills it', async () => {
+    const e = await setup({ renderTimeoutMs: 10_000 });
+    e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    const pidFile = join(tempDir('spore-pid-'), 'pid');
+    const hang = `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(pidFile)}, String(process.pid));\nawait new Promise((r) => setTimeout(r, 600_000));\n`;
+    const slow = e.repo.commit('slow', { ...v('v2'), 'main.ts': hang + mainTs(['hello']) });
+    await e.rec.poll('poll');
+    expect(mainStage(e).lastAttempt).toMatchObject({ revision: slow, result: 'failed', error: { step: 'render', message: 'synth did not finish within 10s (npx tsx main.ts)' } });
+    await waitFor('the synth killed', () => !alive(Number(readFileSync(pidFile, 'utf8'))));
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+  });
+
   it('shares one cache entry between two installs of the same lockfile at once, and sweeps what a killed install left', async () => {
     const flaky = new TarballServer(`c${Date.now()}`);
     servers.push(flaky);
