@@ -90,6 +90,7 @@ async function send(o: TargetOptions, path: string, method: 'GET' | 'POST'): Pro
   const { url: base, token } = findReconciler(o);
   const url = `${base}${path}`;
   const res = await request(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, headersTimeout: 15 * 60_000, bodyTimeout: 15 * 60_000 }).catch((err) => {
+    if ((err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT') throw new Error(`${url}: no answer within 15 minutes; the reconciler may still be working on it (see spore status)`);
     throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
   });
   const text = await res.body.text();

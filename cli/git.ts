@@ -82,6 +82,8 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     throw err;
   }
   const reconcilerUrl = `http://${o.reconcilerHost}:${(server.server.address() as { port: number }).port}`;
+  // a new file each start, so that it is created owner-only (mode applies only to new files)
+  rmSync(join(stateDir, UP_FILE), { force: true });
   writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane?.url ?? reconcilerUrl, reconcilerUrl, apiToken, pid: process.pid, git: o.git }), { mode: 0o600 });
   say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}`);
   if (dataplane) say(`spore: serving on ${dataplane.url}`);
@@ -92,8 +94,8 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     const stop = async (signal: string) => {
       stopped = true;
       say(`spore: ${signal}, shutting down`);
-      await server.close(); // no new webhook or CLI call; then stop the running step
-      await reconciler.close();
+      // together: the reconciler stops its running step (npm ci, render), which ends the CLI calls waiting on it
+      await Promise.all([reconciler.close(), server.close()]);
       await dataplane?.close();
       await store.close();
       rmSync(join(stateDir, UP_FILE), { force: true });

@@ -1,7 +1,7 @@
 // Installing a revision's dependencies: `npm ci` once per lockfile, in a cache
 // keyed by the hash of package.json, package-lock.json and .npmrc, then linked
 // into each checkout. Revisions that do not change them install nothing.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runBounded } from './bounded.js';
@@ -42,23 +42,13 @@ export async function installDependencies(dir: string, cacheRoot: string, option
   const cached = complete();
   if (!cached) {
     sweepPartials(cacheRoot);
-    const staging = `${target}.partial-${process.pid}-${Date.now()}`;
+    const staging = `${target}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
     mkdirSync(staging, { recursive: true });
     try {
       for (const f of INPUTS) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(staging, f));
       await npmCi(staging, options);
       writeFileSync(join(staging, COMPLETE), new Date().toISOString());
-      // whole or not at all: a crash never leaves a half entry in use. Another
-      // install of the same lockfile (a second reconciler sharing the cache) may
-      // have won the race: then its entry is as good as ours.
-      if (!complete()) {
-        rmSync(target, { recursive: true, force: true }); // not complete: a leftover, never in use
-        try {
-          renameSync(staging, target);
-        } catch (err) {
-          if (!complete()) throw new InstallError(`cannot keep the installed dependencies in ${target}: ${(err as Error).message}`);
-        }
-      }
+      keep(staging, target);
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
@@ -68,21 +58,44 @@ export async function installDependencies(dir: string, cacheRoot: string, option
   return { cached, key };
 }
 
-/** Removes the staging folders of installs whose process is gone (killed mid-install). */
-function sweepPartials(cacheRoot: string): void {
-  if (!existsSync(cacheRoot)) return;
-  for (const name of readdirSync(cacheRoot)) {
-    const m = /\.partial-(\d+)-\d+$/.exec(name);
-    if (m && !running(Number(m[1]))) rmSync(join(cacheRoot, name), { recursive: true, force: true });
+/**
+ * Moves a finished install into place: whole or not at all, so a crash never
+ * leaves a half entry in use. An entry already there that is complete (another
+ * reconciler sharing the cache won the race) is as good as ours and is never
+ * removed: something may be rendering with it. An incomplete one is a leftover
+ * and is moved aside first.
+ */
+function keep(staging: string, target: string): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      renameSync(staging, target);
+      return;
+    } catch (err) {
+      if (existsSync(join(target, COMPLETE))) return;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (attempt > 0 || (code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw new InstallError(`cannot keep the installed dependencies in ${target}: ${(err as Error).message}`);
+      const aside = `${target}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
+      try {
+        renameSync(target, aside);
+      } catch {
+        // gone already, or replaced by a complete one: the next rename tells
+      }
+      rmSync(aside, { recursive: true, force: true });
+    }
   }
 }
 
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+/**
+ * Removes staging folders old enough that no install can still be writing
+ * them (killed mid-install). By age, not by process: reconcilers in other
+ * containers may share the cache.
+ */
+function sweepPartials(cacheRoot: string): void {
+  if (!existsSync(cacheRoot)) return;
+  const before = Date.now() - 2 * 60 * 60_000; // well past the install bound
+  for (const name of readdirSync(cacheRoot)) {
+    const m = /\.partial-(\d+)-[0-9a-f]+$/.exec(name);
+    if (m && Number(m[1]) < before) rmSync(join(cacheRoot, name), { recursive: true, force: true });
   }
 }
 

@@ -62,6 +62,8 @@ export interface StageStatus {
   ref: string;
   namespace?: string;
   liveRevision?: string;
+  /** The ref's commit at the last poll. */
+  head?: string;
   lastAttempt?: { revision: string; result: 'succeeded' | 'failed'; at: number; error?: SyncRecord['error'] };
   /** Set by a rollback: polling leaves the stage alone until the next push or sync. */
   pinned?: string;
@@ -77,6 +79,8 @@ const pinKey = (stage: string) => `pin:${stage}`;
 
 /** Tries of a revision that failed at fetch or npm ci (the network, the registry) before giving up on it. */
 const MAX_RETRIES = 5;
+/** Closed pull requests remembered (their refs stay on GitHub; older ones are long out of the preview window). */
+const MAX_CLOSED = 1000;
 
 /** `refs/pull/12/head` → `pr-12`; `refs/merge-requests/3/head` → `mr-3`; `refs/heads/preview/new-ui` → `preview-new-ui`. */
 export function stageName(ref: string): string {
@@ -106,17 +110,27 @@ export class Reconciler {
   constructor(private readonly o: ReconcilerOptions) {
     this.branch = o.branch ?? 'main';
     // what the store already serves survives a restart: the stages, their live revision, their pins
-    const refs = { ...o.store.readState<Record<string, string>>(STAGES_KEY), [MAIN_STAGE]: `refs/heads/${this.branch}` };
+    const refs = { [MAIN_STAGE]: `refs/heads/${this.branch}`, ...o.store.readState<Record<string, string>>(STAGES_KEY) };
     for (const [stage, ref] of Object.entries(refs)) {
       const st: StageStatus = { stage, ref, namespace: stage === MAIN_STAGE ? undefined : stage };
-      const [latest] = o.store.listSyncs({ stage, limit: 1 });
-      if (latest && !latest.teardown) st.lastAttempt = { revision: latest.revision, result: latest.result, at: latest.startedAt, error: latest.error };
-      st.liveRevision = o.store.listSyncs({ stage, result: 'succeeded', limit: 20 }).find((s) => !s.teardown)?.revision;
+      const records = this.sinceTeardown(stage);
+      const [latest] = records;
+      if (latest) st.lastAttempt = { revision: latest.revision, result: latest.result, at: latest.startedAt, error: latest.error };
+      st.liveRevision = records.find((s) => s.result === 'succeeded')?.revision;
       const pin = o.store.readState<{ revision: string; head?: string }>(pinKey(stage));
       if (pin) Object.assign(st, { pinned: pin.revision, headAtPin: pin.head });
-      if (latest?.result === 'failed' && latest.error?.retryAt) st.retry = { revision: latest.revision, attempts: 1, at: latest.error.retryAt };
+      // a retry under way: the newest attempt at a new revision (heals re-apply the live one)
+      const tried = records.find((s) => !s.trigger.endsWith('drift'));
+      if (tried?.result === 'failed' && tried.error?.retryAt) st.retry = { revision: tried.revision, attempts: tried.error.attempts ?? 1, at: tried.error.retryAt };
       this.stages.set(stage, st);
     }
+  }
+
+  /** A stage's records, newest first, back to its last teardown: what came before belongs to an earlier life of the stage. */
+  private sinceTeardown(stage: string): SyncRecord[] {
+    const records = this.o.store.listSyncs({ stage, limit: 500 });
+    const end = records.findIndex((s) => s.teardown);
+    return end < 0 ? records : records.slice(0, end);
   }
 
   private say(line: string): void {
@@ -187,12 +201,13 @@ export class Reconciler {
           if (name === MAIN_STAGE) this.say(`reconciler: ${ref} does not exist in ${this.o.source.url}`);
           continue;
         }
+        st.head = sha;
         await this.syncStage(st, sha, trigger, options.force ?? false);
       }
       return this.status();
     });
     this.waiting.set(key, run);
-    run.catch(() => this.waiting.delete(key));
+    run.catch(() => this.waiting.get(key) === run && this.waiting.delete(key));
     return run;
   }
 
@@ -248,18 +263,23 @@ export class Reconciler {
   /** Tells the reconciler a pull request closed: GitHub and GitLab keep its ref, so the ref alone never goes away. */
   closePreview(ref: string, head?: string): Promise<void> {
     return this.serial(async () => {
+      if (!this.o.previews) return;
       const sha = head ?? (await this.o.source.heads()).get(ref) ?? '';
-      this.o.store.writeState(CLOSED_KEY, { ...this.o.store.readState<Record<string, string>>(CLOSED_KEY), [ref]: sha });
+      // GitHub keeps every closed pull request's ref: remember the latest closes only
+      const closed = Object.entries({ ...this.o.store.readState<Record<string, string>>(CLOSED_KEY) }).filter(([r]) => r !== ref);
+      this.o.store.writeState(CLOSED_KEY, Object.fromEntries([...closed.slice(-(MAX_CLOSED - 1)), [ref, sha]]));
       const st = this.stages.get(stageName(ref));
       if (st && st.ref === ref) await this.teardown(st, 'its pull request closed');
     });
   }
 
-  /** A reopened pull request gets its preview back at the next poll. */
-  reopenPreview(ref: string): void {
-    const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
-    delete closed[ref];
-    this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
+  /** A reopened pull request gets its preview back at the next poll. In the queue, after a close that came first. */
+  reopenPreview(ref: string): Promise<void> {
+    return this.serial(async () => {
+      const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+      delete closed[ref];
+      this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
+    });
   }
 
   private inventory(st: StageStatus) {
@@ -275,7 +295,7 @@ export class Reconciler {
         return await work();
       } catch (err) {
         // a failing fetch or npm ci may be the network: worth another try; a missing lockfile is not
-        const transient = err instanceof GitError || (err instanceof InstallError && err.transient);
+        const transient = (err instanceof GitError && step === 'fetch') || (err instanceof InstallError && err.transient);
         throw err instanceof SyncFailure ? err : new SyncFailure(step, (err as Error).message, undefined, transient);
       } finally {
         timings[step] = Math.round(performance.now() - t);
@@ -368,7 +388,7 @@ export class Reconciler {
         applied: Object.fromEntries(desired.map((o) => [refKey(refOf(o)), digest(o)])),
       });
       st.liveRevision = sha;
-      st.retry = undefined;
+      if (st.retry?.revision === sha) st.retry = undefined; // a heal of the live revision leaves a pending retry be
       this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} applied — ${formatPlan(p).split('\n')[0].replace('plan: ', '')}${healed.length ? `; healed drift of ${healed.join(', ')}` : ''}`);
     } catch (err) {
       if (this.closed) {
@@ -384,7 +404,7 @@ export class Reconciler {
         if (attempts <= MAX_RETRIES) {
           const wait = Math.min((this.o.retryBaseMs ?? 30_000) * 2 ** (attempts - 1), 15 * 60_000);
           st.retry = { revision: sha, attempts, at: Date.now() + wait };
-          record.error.retryAt = st.retry.at;
+          Object.assign(record.error, { retryAt: st.retry.at, attempts });
           next = `; trying again in ${Math.round(wait / 1000)}s (attempt ${attempts + 1} of ${MAX_RETRIES + 1})`;
         } else {
           st.retry = undefined;
@@ -411,7 +431,7 @@ export class Reconciler {
 
   /** The latest good sync of `revision` in a stage (with the objects it applied). */
   private goodSync(st: StageStatus, revision: string): SyncRecord | undefined {
-    return this.o.store.listSyncs({ stage: st.stage, result: 'succeeded', limit: 500 }).find((s) => !s.teardown && s.revision.startsWith(revision));
+    return this.sinceTeardown(st.stage).find((s) => s.result === 'succeeded' && s.revision.startsWith(revision));
   }
 
   /** Removes a stage's objects (its instances stop as their functions go), records why, and forgets it. */
@@ -449,7 +469,9 @@ export class Reconciler {
       if (!st) throw new Error(`no stage ${stage}`);
       const target = revision ? this.goodSync(st, revision) : this.previousGood(st);
       if (!target?.objects) throw new Error(revision ? `no good sync of ${revision} in stage ${stage} to roll back to` : `no earlier good revision in stage ${stage} to roll back to`);
-      const head = (await this.o.source.heads().catch(() => new Map<string, string>())).get(st.ref);
+      // the head now, so that the pin lasts until it moves; if the remote cannot be listed, the head last seen
+      const seen = st.pinned ? st.headAtPin : (st.head ?? st.lastAttempt?.revision);
+      const head = (await this.o.source.heads().catch(() => undefined))?.get(st.ref) ?? seen;
       const rec = await this.syncRevision(st, target.revision, 'rollback', { objects: target.objects });
       if (rec.result === 'succeeded') {
         Object.assign(st, { pinned: target.revision, headAtPin: head });
@@ -462,8 +484,8 @@ export class Reconciler {
   /** The good revision a push or sync deployed before the live one (rollbacks and heals do not count). */
   private previousGood(st: StageStatus): SyncRecord | undefined {
     const order: SyncRecord[] = []; // newest first, each revision at its latest deployment
-    for (const s of this.o.store.listSyncs({ stage: st.stage, result: 'succeeded', limit: 500 })) {
-      if (s.teardown || !s.objects || s.trigger.startsWith('rollback') || s.trigger.endsWith('drift')) continue;
+    for (const s of this.sinceTeardown(st.stage)) {
+      if (s.result !== 'succeeded' || !s.objects || s.trigger.startsWith('rollback') || s.trigger.endsWith('drift')) continue;
       if (!order.some((o) => o.revision === s.revision)) order.push(s);
     }
     const i = order.findIndex((s) => s.revision === st.liveRevision);

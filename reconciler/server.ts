@@ -89,7 +89,7 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
     const log = (err: Error) => say(`reconciler: ${err.message}`);
     if (change?.action === 'close') void r.closePreview(change.ref, change.head).catch(log);
     else {
-      if (change?.action === 'reopen') r.reopenPreview(change.ref);
+      if (change?.action === 'reopen') void r.reopenPreview(change.ref).catch(log);
       void r.poll('webhook').catch(log);
     }
     return reply.code(202).send({ accepted: true });

@@ -119,7 +119,7 @@ export interface SyncRecord {
   /** Objects put back after an out-of-band change. */
   healed?: string[];
   /** The failed step (checkout, install, render, validate, apply), the object if one is to blame, and the message. */
-  error?: { step: string; object?: string; message: string; retryAt?: number };
+  error?: { step: string; object?: string; message: string; retryAt?: number; attempts?: number };
   /** The stage was torn down (its ref went away or its pull request closed). */
   teardown?: boolean;
   /** The rendered objects of a good sync (what a rollback re-applies). */

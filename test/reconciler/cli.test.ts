@@ -1,6 +1,6 @@
 // `spore up --git` as a user runs it, and the reconciler's verbs against it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,7 @@ describe('spore up --git', () => {
     const state = tempDir('spore-upgit-');
     const repo = new Repo(appTemplate(join(state, 'work', 'deps')));
     const one = repo.commit('first', { 'main.ts': mainTs(['hello']), 'functions/hello.ts': handler('v1') });
+    writeFileSync(join(state, 'up.json'), '{}', { mode: 0o644 }); // left by an earlier run: must not keep its mode
     const child = spawn(process.execPath, [BIN, 'up', '--git', repo.url, '--state-dir', state, '--port', '0', '--poll', '1h'], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let out = '';

@@ -18,8 +18,8 @@ export interface Env {
   rec: Reconciler;
   lines: string[];
   get(path: string, headers?: Record<string, string>): Promise<{ status: number; body: string }>;
-  /** Closes the reconciler and starts a new one on the same store, as a restarted process would. */
-  restart(): Promise<Reconciler>;
+  /** Closes the reconciler and starts a new one on the same store, as a restarted process would (with other options if given). */
+  restart(overrides?: Partial<ReconcilerOptions>): Promise<Reconciler>;
 }
 
 /** Registers the file's hooks; `template()` is the app template (package.json, lockfile, cdk8s.yaml). */
@@ -44,7 +44,7 @@ export function reconcilerHarness() {
     const store = new SqliteStore(join(state, 'spore.db'));
     const dp = await startDataplane({ store, stateDir: state, port: 0, report: () => {} });
     const lines: string[] = [];
-    const make = () =>
+    const make = (overrides: Partial<ReconcilerOptions> = {}) =>
       new Reconciler({
         store,
         source: new GitSource(repo.url, join(state, 'mirror')),
@@ -55,6 +55,7 @@ export function reconcilerHarness() {
         depsCache: deps,
         report: (l) => lines.push(l),
         ...options,
+        ...overrides,
       });
     const env: Env = {
       repo,
@@ -67,9 +68,9 @@ export function reconcilerHarness() {
         const res = await request(`${dp.url}${path}`, { headers });
         return { status: res.statusCode, body: await res.body.text() };
       },
-      async restart() {
+      async restart(overrides) {
         await env.rec.close();
-        env.rec = make();
+        env.rec = make(overrides);
         return env.rec;
       },
     };

@@ -2,6 +2,7 @@
 // whatever the head's state, pull-request previews that end when the pull
 // request closes (its ref stays), and what a preview's namespace holds.
 import { createHmac } from 'node:crypto';
+import { renameSync } from 'node:fs';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_PREVIEW_PATTERNS } from '../../reconciler/reconciler.js';
@@ -38,6 +39,14 @@ describe('reconciler over time', () => {
     await rec.poll('poll');
     expect((await e.get('/hello')).body).toBe('v1 hello'); // drift healed to the pinned revision
     expect(rec.history()[0]).toMatchObject({ revision: one, trigger: 'poll: drift', healed: ['Function/default/hello'] });
+
+    // a rollback while the remote cannot be listed pins against the head last seen
+    renameSync(e.repo.remote, `${e.repo.remote}.away`);
+    expect(await rec.rollback(two.slice(0, 12))).toMatchObject({ revision: two, result: 'succeeded' });
+    renameSync(`${e.repo.remote}.away`, e.repo.remote);
+    expect(mainStage(e)).toMatchObject({ pinned: two, headAtPin: three });
+    await rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v2 hello');
 
     await rec.poll('sync'); // `spore sync`: no new commit, but the pin goes
     expect((await e.get('/hello')).body).toBe('v3 hello');
@@ -95,12 +104,46 @@ describe('reconciler over time', () => {
       expect((await e.get('/hello')).body).toBe('v1 hello');
 
       expect((await hook({ action: 'reopened', number: 7, pull_request: { number: 7, head: { sha: head } } })).status).toBe(202);
-      await waitFor('the preview back', async () => (await e.get('/_stage/pr-7/hello')).body === 'pr hello');
+      await e.rec.poll('webhook'); // after the webhook's own poll
+      expect((await e.get('/_stage/pr-7/hello')).body).toBe('pr hello');
+
+      // closed and reopened at once: events are handled in the order they came
+      await hook({ action: 'closed', number: 7, pull_request: { number: 7, head: { sha: head } } });
+      await hook({ action: 'reopened', number: 7, pull_request: { number: 7, head: { sha: head } } });
+      await e.rec.poll('webhook');
+      expect((await e.get('/_stage/pr-7/hello')).body).toBe('pr hello');
+
+      // closed, then a broken commit pushed to it: what the stage served before it closed never comes back, even after a restart
+      await hook({ action: 'closed', number: 7, pull_request: { number: 7, head: { sha: head } } });
+      const broken = e.repo.commit('broken', { 'functions/hello.ts': 'export default () => (' }, 'feature');
+      e.repo.pushRef('refs/pull/7/head', broken);
+      await e.rec.poll('poll');
+      expect(stageOf(e, 'pr-7')).toMatchObject({ lastAttempt: { revision: broken, result: 'failed' } });
+      expect(stageOf(e, 'pr-7')!.liveRevision).toBeUndefined();
+      const rec = await e.restart();
+      expect(stageOf(e, 'pr-7')!.liveRevision).toBeUndefined();
+      await rec.poll('poll');
+      expect((await e.get('/_stage/pr-7/hello')).status).toBe(404);
     } finally {
       await server.close();
     }
-    // a burst of webhooks while nothing has started yet is one poll
-    expect(e.rec.poll('webhook')).toBe(e.rec.poll('webhook'));
+  });
+
+  it('answers a burst of webhooks with one poll, and a webhook during a poll with one more', async () => {
+    const e = await setup();
+    e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    e.repo.commit('v2', v('v2'));
+    const first = e.rec.poll('webhook');
+    expect(e.rec.poll('webhook')).toBe(first); // not started yet: the same poll
+    await waitFor('the poll under way', () => e.lines.some((l) => l.includes('syncing') && l.includes('(webhook)')));
+    const second = e.rec.poll('webhook'); // started: it may have listed the refs already, so another one
+    expect(second).not.toBe(first);
+    expect(e.rec.poll('webhook')).toBe(second);
+    const third = e.rec.poll('poll');
+    expect(third).not.toBe(second); // a different trigger is its own poll
+    await Promise.all([first, second, third]);
+    expect((await e.get('/hello')).body).toBe('v2 hello');
   });
 
   it("puts a preview's namespaced objects in its namespace, leaves cluster-wide ones to main, and previews pull requests by number up to the cap", async () => {

@@ -1,7 +1,6 @@
 // What the reconciler does when things around it fail: a registry that is
 // down for a while, a shutdown in the middle of a render, two installs of the
 // same lockfile at once.
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -67,11 +66,6 @@ afterEach(async () => {
   if (npmEnv.npm_config_fetch_retries === undefined) delete process.env.npm_config_fetch_retries;
 });
 
-/** A process id that is certainly not running. */
-function deadPid(): number {
-  return spawnSync(process.execPath, ['-e', '0']).pid!;
-}
-
 describe('reconciler resilience', () => {
   it('tries a revision again, with a backoff, when npm ci could not reach the registry', async () => {
     process.env.npm_config_fetch_retries = '0'; // npm's own retries would only slow the test
@@ -80,17 +74,25 @@ describe('reconciler resilience', () => {
     await flaky.up();
     await flaky.down(); // the port is known; the "registry" is now down
     const e = await setup({ retryBaseMs: 200 });
-    const files = flaky.withDependency(readFileSync(join(template(), 'package.json'), 'utf8'), readFileSync(join(template(), 'package-lock.json'), 'utf8'));
-    const sha = e.repo.commit('v1 with flaky', { ...v('v1'), ...files });
+    const good = e.repo.commit('v1', v('v1'));
     await e.rec.start();
-    expect(mainStage(e).lastAttempt).toMatchObject({ revision: sha, result: 'failed', error: { step: 'install' } });
+    const files = flaky.withDependency(readFileSync(join(template(), 'package.json'), 'utf8'), readFileSync(join(template(), 'package-lock.json'), 'utf8'));
+    const sha = e.repo.commit('v2 with flaky', { ...v('v2'), ...files });
+    await e.rec.poll('poll');
+    expect(mainStage(e)).toMatchObject({ liveRevision: good, lastAttempt: { revision: sha, result: 'failed', error: { step: 'install', attempts: 1 } } });
     expect(mainStage(e).lastAttempt!.error!.message).toMatch(/ECONNREFUSED/);
     expect(mainStage(e).retry).toMatchObject({ revision: sha, attempts: 1 });
     expect(e.lines.join('\n')).toMatch(/trying again in 0s \(attempt 2 of 6\)/);
 
+    // healing the live revision meanwhile does not cancel the retry
+    await e.store.delete({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' });
+    await e.rec.poll('poll');
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+    expect(mainStage(e).retry?.revision).toBe(sha);
+
     await flaky.up(); // back, same port: no new commit needed
     await waitFor('the revision synced on a retry', async () => (await e.rec.poll('poll'), mainStage(e).liveRevision === sha), 120_000);
-    expect((await e.get('/hello')).body).toBe('v1 hello');
+    expect((await e.get('/hello')).body).toBe('v2 hello');
     expect(mainStage(e).retry).toBeUndefined();
   });
 
@@ -109,18 +111,21 @@ describe('reconciler resilience', () => {
     expect(e.rec.history().map((h) => h.revision)).not.toContain(slow);
     await expect(e.rec.poll('poll')).rejects.toThrow('the reconciler is shutting down');
     expect((await e.get('/hello')).body).toBe('v1 hello');
-    await e.restart();
-    expect(mainStage(e).lastAttempt?.revision).not.toBe(slow); // not marked failed: the next start syncs it
+    const rec = await e.restart({ renderTimeoutMs: 5_000 });
+    expect(mainStage(e).lastAttempt?.revision).not.toBe(slow); // not marked failed…
+    await rec.poll('poll');
+    expect(mainStage(e).lastAttempt).toMatchObject({ revision: slow, error: { step: 'render' } }); // …so the next start tries it
   });
 
   it('rejects a render that outlasts its bound, and kills it', async () => {
-    const e = await setup({ renderTimeoutMs: 10_000 });
+    const e = await setup();
     e.repo.commit('v1', v('v1'));
     await e.rec.start();
+    const rec = await e.restart({ renderTimeoutMs: 10_000 }); // the bound only for the hanging revision
     const pidFile = join(tempDir('spore-pid-'), 'pid');
     const hang = `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(pidFile)}, String(process.pid));\nawait new Promise((r) => setTimeout(r, 600_000));\n`;
     const slow = e.repo.commit('slow', { ...v('v2'), 'main.ts': hang + mainTs(['hello']) });
-    await e.rec.poll('poll');
+    await rec.poll('poll');
     expect(mainStage(e).lastAttempt).toMatchObject({ revision: slow, result: 'failed', error: { step: 'render', message: 'synth did not finish within 10s (npx tsx main.ts)' } });
     await waitFor('the synth killed', () => !alive(Number(readFileSync(pidFile, 'utf8'))));
     expect((await e.get('/hello')).body).toBe('v1 hello');
@@ -131,7 +136,7 @@ describe('reconciler resilience', () => {
     servers.push(flaky);
     await flaky.up();
     const cache = tempDir('spore-cache-');
-    const stale = join(cache, `0123456789abcdef01234567.partial-${deadPid()}-1`);
+    const stale = join(cache, '0123456789abcdef01234567.partial-1000-0badf00d'); // from 1970: long dead
     mkdirSync(join(stale, 'node_modules'), { recursive: true });
     const files = flaky.withDependency(JSON.stringify({ name: 'app', version: '1.0.0' }), JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages: { '': { name: 'app', version: '1.0.0' } } }));
     const checkouts = [tempDir('spore-co-'), tempDir('spore-co-')];
