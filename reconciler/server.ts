@@ -1,7 +1,7 @@
 // The reconciler's HTTP face: Git webhooks (GitHub and GitLab, signed) that
 // trigger a sync at once, and the endpoints `spore status|history|diff|sync|rollback`
 // use, which need the API token.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Reconciler } from './reconciler.js';
 
@@ -14,11 +14,8 @@ export interface ReconcilerServerOptions {
   report?: (line: string) => void;
 }
 
-const same = (a: string, b: string) => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
+/** Compares secrets in constant time, lengths included (both are hashed first). */
+const same = (a: string, b: string) => timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 
 /** Which provider signed the request, or why it is refused. */
 export function verifyWebhook(headers: Record<string, string | string[] | undefined>, body: Buffer, secret: string | undefined): { ok: true; event: string } | { ok: false; why: string } {
