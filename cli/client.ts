@@ -108,6 +108,7 @@ function printStatus(stages: any[]): void {
       lines.push(`  last try: ${short(s.lastAttempt.revision)} ${s.lastAttempt.result} at ${new Date(s.lastAttempt.at).toISOString()}`);
       if (s.lastAttempt.error) lines.push(`  failed at ${s.lastAttempt.error.step}${s.lastAttempt.error.object ? ` (${s.lastAttempt.error.object})` : ''}: ${s.lastAttempt.error.message.split('\n').join('\n    ')}`);
     }
+    if (s.retry) lines.push(`  retry:    ${short(s.retry.revision)} again from ${new Date(s.retry.at).toISOString()} (it failed ${s.retry.attempts} time${s.retry.attempts > 1 ? 's' : ''} for want of the network)`);
     process.stdout.write(lines.join('\n') + '\n');
   }
 }
