@@ -23,6 +23,8 @@ export interface InstallOptions {
   onProgress?: (line: string) => void;
   /** Kills npm (and what it started) and fails the install. */
   signal?: AbortSignal;
+  /** See runBounded. */
+  owner?: string;
 }
 
 const INPUTS = ['package.json', 'package-lock.json', '.npmrc'];
@@ -103,7 +105,7 @@ async function npmCi(cwd: string, options: InstallOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 600_000;
   const onOutput = (chunk: string) => chunk.split('\n').forEach((line) => line.trim() && options.onProgress?.(line));
   const env = { ...process.env, npm_config_update_notifier: 'false' };
-  const r = await runBounded('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, env, timeoutMs, signal: options.signal, onOutput }).catch((err: Error) => {
+  const r = await runBounded('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, env, timeoutMs, signal: options.signal, onOutput, owner: options.owner }).catch((err: Error) => {
     throw new InstallError(`cannot run npm: ${err.message}`);
   });
   if (r.ended === 'stopped') throw new InstallError('npm ci was stopped');

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
 import { digest, formatRef, refOf, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
+import { stopLeftovers } from './bounded.js';
 import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
 import { formatPlan, plan, refKey, type Plan } from './plan.js';
@@ -158,6 +159,8 @@ export class Reconciler {
 
   /** Syncs now, then every pollMs. */
   async start(): Promise<void> {
+    const left = stopLeftovers(this.o.workDir);
+    if (left) this.say(`reconciler: stopped ${left} process(es) an earlier run left behind (npm ci or a synth)`);
     await this.poll('start').catch((err) => this.say(`reconciler: ${(err as Error).message}`));
     if (this.closed) return;
     const every = this.o.pollMs ?? 30_000;
@@ -313,11 +316,11 @@ export class Reconciler {
       return { objects: docs.map((d) => d.object as KubeObject), outdir: base };
     }
     await stepped('install', async () => {
-      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { onProgress: (l) => this.say(`  npm: ${l}`), signal });
+      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { onProgress: (l) => this.say(`  npm: ${l}`), signal, owner: this.o.workDir });
       if (!r.cached) this.say(`reconciler: installed dependencies (lockfile ${r.key})`);
     });
     const outdir = join(this.o.workDir, 'renders', st.stage);
-    const docs = await stepped('render', () => renderApp(base, outdir, { timeoutMs: this.o.renderTimeoutMs, signal }));
+    const docs = await stepped('render', () => renderApp(base, outdir, { timeoutMs: this.o.renderTimeoutMs, signal, owner: this.o.workDir }));
     return { objects: docs.map((d) => d.object as KubeObject), outdir };
   }
 

@@ -18,6 +18,8 @@ export interface RenderOptions {
   timeoutMs?: number;
   /** Kills the synth (and what it started) and fails the render. */
   signal?: AbortSignal;
+  /** See runBounded. */
+  owner?: string;
 }
 
 /** A word for `sh`: single-quoted, so no character in a path is special. */
@@ -64,7 +66,7 @@ export async function renderApp(appDir: string, outdir: string, options: RenderO
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });
   const timeoutMs = options.timeoutMs ?? 120_000;
-  const r = await runBounded(command, [], { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, timeoutMs, signal: options.signal }).catch((err: Error) => {
+  const r = await runBounded(command, [], { cwd: appDir, shell: true, env: { ...process.env, CDK8S_OUTDIR: outdir }, timeoutMs, signal: options.signal, owner: options.owner }).catch((err: Error) => {
     throw new RenderError(`cannot run "${app}": ${err.message}`);
   });
   if (r.ended === 'stopped') throw new RenderError('synth was stopped');

@@ -1,6 +1,7 @@
 // kill -9 of `spore reconciler` in the middle of a sync, then a restart: the
 // store holds one revision or the other, never a mix, and it converges.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../store/index.js';
@@ -40,6 +41,20 @@ async function served(state: string): Promise<string[]> {
   }
 }
 
+/** Processes started by a run of one of these (dead) reconcilers, found by the owner each run carries in its environment. */
+function leftovers(owners: number[]): number[] {
+  const found: number[] = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      if (env.some((e) => owners.some((o) => e.startsWith(`SPORE_RUN_OWNER=${o}:`)))) found.push(Number(pid));
+    } catch {
+      // gone
+    }
+  }
+  return found;
+}
+
 describe('a reconciler killed mid-sync', () => {
   it('leaves one whole revision, and converges after a restart', async () => {
     const state = tempDir('spore-crash-');
@@ -53,16 +68,21 @@ describe('a reconciler killed mid-sync', () => {
     expect(await served(state)).toEqual(V1);
 
     repo.commit('v2', version('v2', V2));
-    for (const delay of [0, 150, 400, 900]) {
+    const killed: number[] = [];
+    for (const delay of [0, 150, 400, 900, 1500]) {
       r = reconciler(repo.url, state);
       await waitFor('a sync under way', () => r.output().includes('syncing'), 60_000);
       await new Promise((res) => setTimeout(res, delay));
       r.child.kill('SIGKILL');
+      killed.push(r.child.pid!);
       await r.exited;
       expect([V1, V2], `killed ${delay} ms into the sync`).toContainEqual(await served(state));
     }
     r = reconciler(repo.url, state);
+    await waitFor('the last reconciler up', () => r.output().includes('spore: following'), 60_000);
     await waitFor('v2 applied', async () => JSON.stringify(await served(state)) === JSON.stringify(V2), 120_000);
+    // the synth or npm ci a killed reconciler left running was stopped by the restart
+    await waitFor('no leftover of a killed reconciler', () => leftovers(killed).length === 0);
     r.child.kill('SIGTERM');
     expect(await r.exited).toBe(0);
   });
