@@ -427,7 +427,10 @@ export class Reconciler {
     if (!st.liveRevision) return;
     const last = this.goodSync(st, st.liveRevision);
     if (!last?.objects) return;
-    const p = await this.planFor(st, last.objects).catch(() => undefined);
+    const p = await this.planFor(st, last.objects).catch((err: Error) => {
+      // an object of the app's replaced by one that is not: left alone, and said (once)
+      this.once(`reconciler: ${st.stage}: cannot heal drift: ${err.message}`);
+    });
     if (!p || p.counts.create + p.counts.update + p.counts.prune === 0) return;
     await this.syncRevision(st, st.liveRevision, `${trigger}: drift`, { objects: last.objects });
   }

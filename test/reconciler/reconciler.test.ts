@@ -149,6 +149,16 @@ describe('reconciler', () => {
     await e.rec.poll('poll');
     expect((await e.get('/hello')).body).toBe('v1 hello');
     expect(e.rec.history()[0].healed).toEqual(['Function/default/hello']);
+    // replaced by a hand-made object of the same name: never taken over, and said
+    const fn = (await e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' }))!;
+    await e.store.delete(fn);
+    const { 'spore.dev/app': _a, 'spore.dev/stage': _s, ...labels } = fn.metadata.labels!;
+    await e.store.apply([{ apiVersion: fn.apiVersion, kind: fn.kind, metadata: { name: 'hello', namespace: 'default', labels }, spec: fn.spec }]);
+    const syncs = e.rec.history().length;
+    await e.rec.poll('poll');
+    expect(e.rec.history()).toHaveLength(syncs);
+    expect((await e.store.get(fn))!.metadata.labels?.['spore.dev/app']).toBeUndefined();
+    expect(e.lines).toContain('reconciler: main: cannot heal drift: Function/default/hello exists and is not managed by app shop stage main; refusing to take it over');
   });
 
   it('gives a preview branch its own stage at its host and prefix, and tears it down with the branch', async () => {
