@@ -8,6 +8,7 @@ import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/inde
 import { digest, formatRef, refOf, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
+import { ReconcilerMetrics } from './metrics.js';
 import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
 import { formatPlan, plan, refKey, type Plan } from './plan.js';
@@ -106,10 +107,12 @@ export class Reconciler {
   private readonly stopping = new AbortController();
   /** Warnings already given: a poll every 30 s need not repeat them. */
   private readonly warned = new Set<string>();
+  readonly metrics: ReconcilerMetrics;
   readonly branch: string;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.branch = o.branch ?? 'main';
+    this.metrics = new ReconcilerMetrics(() => this.stages.size - 1);
     // what the store already serves survives a restart: the stages, their live revision, their pins
     const refs = { [MAIN_STAGE]: `refs/heads/${this.branch}`, ...o.store.readState<Record<string, string>>(STAGES_KEY) };
     for (const [stage, ref] of Object.entries(refs)) {
@@ -285,6 +288,12 @@ export class Reconciler {
     });
   }
 
+  /** Into the history, and into the metrics. */
+  private record(st: StageStatus, record: SyncRecord): void {
+    this.o.store.recordSync(record);
+    this.metrics.recordSync(record, st.stage === MAIN_STAGE ? 'main' : 'preview');
+  }
+
   private inventory(st: StageStatus) {
     return { [APP_LABEL]: this.o.app, [STAGE_LABEL]: st.stage };
   }
@@ -418,7 +427,7 @@ export class Reconciler {
     }
     record.durationMs = Date.now() - started;
     st.lastAttempt = { revision: sha, result: record.result, at: started, error: record.error };
-    this.o.store.recordSync(record);
+    this.record(st, record);
     return record;
   }
 
@@ -449,7 +458,7 @@ export class Reconciler {
     this.o.store.writeState(pinKey(st.stage), undefined);
     for (const sub of ['checkouts', 'renders']) rmSync(join(this.o.workDir, sub, st.stage), { recursive: true, force: true });
     const counts = { create: 0, update: 0, unchanged: 0, prune: r.pruned.length };
-    this.o.store.recordSync({ stage: st.stage, ref: st.ref, revision: st.liveRevision ?? '', startedAt: started, durationMs: Date.now() - started, result: 'succeeded', trigger: `teardown: ${why}`, counts, teardown: true });
+    this.record(st, { stage: st.stage, ref: st.ref, revision: st.liveRevision ?? '', startedAt: started, durationMs: Date.now() - started, result: 'succeeded', trigger: `teardown: ${why}`, counts, teardown: true });
     this.say(`reconciler: ${st.stage}: torn down, ${why}; removed ${r.pruned.length} object(s)`);
   }
 

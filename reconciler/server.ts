@@ -58,10 +58,11 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/metrics', async (_req, reply) => reply.type(r.metrics.registry.contentType).send(await r.metrics.registry.metrics()));
   // the API is the CLI's: with a token, only callers that hold it (webhooks carry their own signature)
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
-    if (!o.apiToken || path === '/webhook' || path === '/healthz') return;
+    if (!o.apiToken || path === '/webhook' || path === '/healthz' || path === '/metrics') return;
     const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? '';
     if (!same(given, o.apiToken)) return reply.code(401).send({ status: 401, error: 'Unauthorized', message: 'the reconciler API needs its token: Authorization: Bearer <token> (spore finds it in the state folder\'s up.json, or give SPORE_API_TOKEN)' });
   });
@@ -70,6 +71,7 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const v = verifyWebhook(req.headers, body, o.webhookSecret);
     if (!v.ok) {
+      r.metrics.recordWebhook('refused');
       say(`reconciler: webhook refused: ${v.why}`);
       return reply.code(401).send({ status: 401, error: 'Unauthorized', message: v.why });
     }
@@ -78,11 +80,19 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
     try {
       payload = JSON.parse(body.toString('utf8') || '{}');
     } catch {
+      r.metrics.recordWebhook('invalid');
       return reply.code(400).send({ status: 400, error: 'BadRequest', message: 'the payload is not JSON' });
     }
-    if (!SYNC_EVENTS.has(v.event)) return reply.code(202).send({ accepted: false, message: `event "${v.event}" does not trigger a sync` });
+    if (!SYNC_EVENTS.has(v.event)) {
+      r.metrics.recordWebhook('ignored');
+      return reply.code(202).send({ accepted: false, message: `event "${v.event}" does not trigger a sync` });
+    }
     const change = previewChange(v.event, payload);
-    if (change && 'error' in change) return reply.code(400).send({ status: 400, error: 'BadRequest', message: change.error });
+    if (change && 'error' in change) {
+      r.metrics.recordWebhook('invalid');
+      return reply.code(400).send({ status: 400, error: 'BadRequest', message: change.error });
+    }
+    r.metrics.recordWebhook('accepted');
     const log = (err: Error) => say(`reconciler: ${err.message}`);
     if (change?.action === 'close') void r.closePreview(change.ref, change.head).catch(log);
     else {

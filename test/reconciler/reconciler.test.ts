@@ -53,6 +53,11 @@ describe('reconciler', () => {
       expect(e.rec.history()[0].trigger).toBe('webhook');
       const gitlab = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 's3cret' }, body: payload });
       expect(gitlab.statusCode).toBe(202);
+      const metrics = await (await request(url.replace('/webhook', '/metrics'))).body.text();
+      expect(metrics).toContain('spore_webhooks_total{result="refused"} 3');
+      expect(metrics).toContain('spore_webhooks_total{result="accepted"} 2');
+      expect(metrics).toContain('spore_syncs_total{stage_type="main",kind="revision",result="succeeded"} 2');
+      expect(metrics).toMatch(/spore_sync_step_duration_seconds_count\{step="render"\} 2/);
     } finally {
       await server.close();
     }
@@ -62,6 +67,7 @@ describe('reconciler', () => {
     const e = await setup();
     let good = e.repo.commit('v1', v('v1'));
     await e.rec.start();
+    const server = reconcilerServer({ reconciler: e.rec, report: () => {} });
     const cases: [string, Record<string, string | undefined>, string, RegExp][] = [
       ['typescript error', { 'functions/hello.ts': 'export default () => new Response("x"' }, 'render', /hello\.ts:\d+:\d+: Expected "\)" but found end of file/],
       ['invalid construct', { 'main.ts': mainTs(['hello'], `node.addDependency; new NodeFunction(chart, 'Bad_Name', { environment: node, entry: 'functions/hello.ts' });`) }, 'render', /\[shop\/Bad_Name\] metadata\.name: must be a DNS-1123 label/],
@@ -87,6 +93,11 @@ describe('reconciler', () => {
       await e.rec.poll('poll');
       expect(mainStage(e).lastAttempt!.result, `fix of ${what}`).toBe('succeeded');
     }
+    const metrics = (await server.inject({ url: '/metrics' })).body;
+    expect(metrics).toContain('spore_sync_failures_total{stage_type="main",step="render"} 4'); // each bad commit, then its forced retry
+    expect(metrics).toContain('spore_sync_failures_total{stage_type="main",step="install"} 4');
+    expect(metrics).toContain('spore_syncs_total{stage_type="main",kind="revision",result="failed"} 8');
+    await server.close();
   });
 
   it('serves a function whose code is too big to inline, from the archive the render wrote', async () => {
@@ -150,14 +161,15 @@ describe('reconciler', () => {
     expect((await e.get('/hello')).body).toBe('v1 hello');
     expect(e.rec.history()[0].healed).toEqual(['Function/default/hello']);
     // replaced by a hand-made object of the same name: never taken over, and said
-    const fn = (await e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' }))!;
-    await e.store.delete(fn);
+    const ref = { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' };
+    const fn = (await e.store.get(ref))!;
+    await e.store.delete(ref);
     const { 'spore.dev/app': _a, 'spore.dev/stage': _s, ...labels } = fn.metadata.labels!;
     await e.store.apply([{ apiVersion: fn.apiVersion, kind: fn.kind, metadata: { name: 'hello', namespace: 'default', labels }, spec: fn.spec }]);
     const syncs = e.rec.history().length;
     await e.rec.poll('poll');
     expect(e.rec.history()).toHaveLength(syncs);
-    expect((await e.store.get(fn))!.metadata.labels?.['spore.dev/app']).toBeUndefined();
+    expect((await e.store.get(ref))!.metadata.labels?.['spore.dev/app']).toBeUndefined();
     expect(e.lines).toContain('reconciler: main: cannot heal drift: Function/default/hello exists and is not managed by app shop stage main; refusing to take it over');
   });
 
