@@ -39,7 +39,7 @@ export interface ReconcilerOptions {
   /** Refs that get a preview stage each; none when undefined. */
   previews?: { patterns: string[]; max: number };
   renderTimeoutMs?: number;
-  /** First wait before a revision that failed at fetch or npm ci is tried again; doubles each time. @default 30000 ms */
+  /** First wait before a revision that failed at fetch or npm ci, or a heal that failed, is tried again; doubles each time. @default 30000 ms */
   retryBaseMs?: number;
   report?: (line: string) => void;
 }
@@ -72,6 +72,8 @@ export interface StageStatus {
   headAtPin?: string;
   /** A revision that failed at a step that may pass on a second try (fetch, npm ci): when it is tried again. */
   retry?: { revision: string; attempts: number; at: number };
+  /** After a heal that failed: not before `at`, so that a lasting failure is not recorded at every poll. */
+  healAfter?: { attempts: number; at: number };
 }
 
 /** Kept in the store so that a restart picks up where the process left off. */
@@ -414,7 +416,7 @@ export class Reconciler {
       if (f.transient) {
         const attempts = (st.retry?.revision === sha ? st.retry.attempts : 0) + 1;
         if (attempts <= MAX_RETRIES) {
-          const wait = Math.min((this.o.retryBaseMs ?? 30_000) * 2 ** (attempts - 1), 15 * 60_000);
+          const wait = this.backoff(attempts);
           st.retry = { revision: sha, attempts, at: Date.now() + wait };
           Object.assign(record.error, { retryAt: st.retry.at, attempts });
           next = `; trying again in ${Math.round(wait / 1000)}s (attempt ${attempts + 1} of ${MAX_RETRIES + 1})`;
@@ -433,7 +435,7 @@ export class Reconciler {
 
   /** Puts back what changed in the store out of band since the live revision was applied (no render needed). */
   private async heal(st: StageStatus, trigger: string): Promise<void> {
-    if (!st.liveRevision) return;
+    if (!st.liveRevision || (st.healAfter && Date.now() < st.healAfter.at)) return;
     const last = this.goodSync(st, st.liveRevision);
     if (!last?.objects) return;
     const p = await this.planFor(st, last.objects).catch((err: Error) => {
@@ -441,7 +443,14 @@ export class Reconciler {
       this.once(`reconciler: ${st.stage}: cannot heal drift: ${err.message}`);
     });
     if (!p || p.counts.create + p.counts.update + p.counts.prune === 0) return;
-    await this.syncRevision(st, st.liveRevision, `${trigger}: drift`, { objects: last.objects });
+    const rec = await this.syncRevision(st, st.liveRevision, `${trigger}: drift`, { objects: last.objects });
+    const attempts = rec.result === 'failed' ? (st.healAfter?.attempts ?? 0) + 1 : 0;
+    st.healAfter = attempts ? { attempts, at: Date.now() + this.backoff(attempts) } : undefined;
+  }
+
+  /** The wait before try number `attempts + 1`: doubling from retryBaseMs, at most 15 minutes. */
+  private backoff(attempts: number): number {
+    return Math.min((this.o.retryBaseMs ?? 30_000) * 2 ** (attempts - 1), 15 * 60_000);
   }
 
   /** The latest good sync of `revision` in a stage (with the objects it applied). */

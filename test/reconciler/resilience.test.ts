@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { packArchive } from '../../constructs/archive.js';
 import { installDependencies } from '../../reconciler/install.js';
@@ -128,6 +129,27 @@ describe('reconciler resilience', () => {
     await rec.poll('poll');
     expect(mainStage(e).lastAttempt).toMatchObject({ revision: slow, result: 'failed', error: { step: 'render', message: 'synth did not finish within 10s (npx tsx main.ts)' } });
     await waitFor('the synth killed', () => !alive(Number(readFileSync(pidFile, 'utf8'))));
+    expect((await e.get('/hello')).body).toBe('v1 hello');
+  });
+
+  it('backs off healing when the store refuses the write, instead of recording a failure at every poll', async () => {
+    const e = await setup({ retryBaseMs: 60_000 });
+    e.repo.commit('v1', v('v1'));
+    await e.rec.start();
+    // the store itself fails writes of this object (a real SQLite error, as a full disk would give)
+    const db = new Database(join(e.state, 'spore.db'));
+    db.exec(`CREATE TRIGGER refuse BEFORE INSERT ON objects WHEN NEW.name = 'hello' AND NEW.kind = 'Function' BEGIN SELECT RAISE(ABORT, 'disk says no'); END`);
+    await e.store.delete({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' });
+    await e.rec.poll('poll');
+    expect(e.rec.history()[0]).toMatchObject({ trigger: 'poll: drift', result: 'failed', error: { step: 'apply', message: 'disk says no' } });
+    const failures = e.rec.history().length;
+    await e.rec.poll('poll');
+    await e.rec.poll('poll');
+    expect(e.rec.history()).toHaveLength(failures); // waiting out the backoff, not failing again
+    expect(mainStage(e).healAfter).toMatchObject({ attempts: 1 });
+    db.exec('DROP TRIGGER refuse');
+    db.close();
+    await e.rec.poll('sync', { force: true }); // a forced sync does not wait
     expect((await e.get('/hello')).body).toBe('v1 hello');
   });
 
