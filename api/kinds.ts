@@ -141,7 +141,6 @@ export interface KubeObject {
   [field: string]: unknown;
 }
 
-/** The sync wave of any object Spore writes: foundation, platform, then the spore.dev kinds by their order. */
 /**
  * Kubernetes kinds that live outside any namespace. A preview stage, which is
  * a namespace, cannot have its own copy of these. Kinds not listed (custom
@@ -153,6 +152,7 @@ export const CLUSTER_SCOPED_KINDS = new Set([
   'ValidatingWebhookConfiguration', 'MutatingWebhookConfiguration', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'FlowSchema', 'PriorityLevelConfiguration',
 ]);
 
+/** The sync wave of any object Spore writes: foundation, platform, then the spore.dev kinds by their order. */
 export function waveOf(obj: { apiVersion: string; kind: string }): number {
   if (obj.kind === 'CustomResourceDefinition' || obj.kind === 'Namespace') return WAVE_FOUNDATION;
   if (obj.apiVersion === API_VERSION && isKindName(obj.kind)) return KINDS[obj.kind].wave;

@@ -6,7 +6,12 @@ export const MAIN_STAGE = 'main';
 /** Path prefix that reaches a preview stage's routes: /_stage/<stage>/… */
 export const STAGE_PREFIX = '/_stage/';
 
-/** An app's name for its inventory label, from a folder or repository name: a DNS-1123 label. */
+/** Any text as a DNS-1123 label (lowercase letters, digits, inner dashes), at most `max` characters; '' if nothing is left. */
+export function dnsLabel(from: string, max = 63): string {
+  return from.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, max).replace(/-+$/, '');
+}
+
+/** An app's name for its inventory label, from a folder or repository name. */
 export function appName(from: string): string {
-  return from.toLowerCase().replace(/\.git$/, '').replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'app';
+  return dnsLabel(from.replace(/\.git$/i, '')) || 'app';
 }

@@ -43,7 +43,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
   if (!Number.isInteger(maxPreviews) || maxPreviews < 0) throw new Error(`--max-previews must be a whole number (got "${o.maxPreviews}")`);
   const reconcilerPort = portOf(o.reconcilerPort, '--reconciler-port');
   const stateDir = resolve(o.stateDir);
-  const app = appName(o.app ?? basename(o.git.replace(/\/+$/, '').replace(/\.git$/, '')));
+  const app = appName(o.app ?? basename(o.git.replace(/\/+$/, '')));
   if (o.app && app !== o.app) throw new Error(`--app "${o.app}": an app name is a DNS label (lowercase letters, digits and -), e.g. "${app}"`);
   const patterns = o.previewRefs ? o.previewRefs.split(',').map((p) => p.trim()).filter(Boolean) : DEFAULT_PREVIEW_PATTERNS;
   const badPattern = patterns.find((p) => !p.startsWith('refs/'));

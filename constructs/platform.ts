@@ -34,7 +34,6 @@ export interface PlatformProps extends ChartProps {
   readonly runtimeImages?: { readonly node?: string; readonly python?: string };
 }
 
-
 const ALL_KINDS = Object.keys(KINDS) as KindName[];
 const READ = ['get', 'list', 'watch'];
 

@@ -2,18 +2,11 @@
 // drift, previews and webhooks. Labels are bounded: a stage is `main` or
 // `preview` (pull-request numbers would grow without end), never its name.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { SyncRecord } from '../store/index.js';
+import { syncKind, type SyncRecord } from '../store/index.js';
 
 const STEP_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
 export type StageType = 'main' | 'preview';
-
-/** What a sync record was: a new revision, a heal, a rollback or a teardown. */
-export function syncKind(r: SyncRecord): 'revision' | 'drift' | 'rollback' | 'teardown' {
-  if (r.teardown) return 'teardown';
-  if (r.trigger.endsWith('drift')) return 'drift';
-  return r.trigger === 'rollback' ? 'rollback' : 'revision';
-}
 
 export class ReconcilerMetrics {
   readonly registry = new Registry();

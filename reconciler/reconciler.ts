@@ -4,8 +4,8 @@
 // branch, and previews for refs matching the preview patterns.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
-import { digest, formatRef, refOf, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
+import { APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
+import { digest, formatRef, refOf, syncKind, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
 import { ReconcilerMetrics } from './metrics.js';
@@ -90,7 +90,7 @@ const MAX_CLOSED = 1000;
 export function stageName(ref: string): string {
   const pr = /^refs\/(pull|merge-requests)\/(\d+)\/head$/.exec(ref);
   if (pr) return `${pr[1] === 'pull' ? 'pr' : 'mr'}-${pr[2]}`;
-  return ref.replace(/^refs\/heads\//, '').toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'preview';
+  return dnsLabel(ref.replace(/^refs\/heads\//, ''), 40) || 'preview';
 }
 
 function matches(ref: string, pattern: string): boolean {
@@ -126,7 +126,7 @@ export class Reconciler {
       const pin = o.store.readState<{ revision: string; head?: string }>(pinKey(stage));
       if (pin) Object.assign(st, { pinned: pin.revision, headAtPin: pin.head });
       // a retry under way: the newest attempt at a new revision (heals re-apply the live one)
-      const tried = records.find((s) => !s.trigger.endsWith('drift'));
+      const tried = records.find((s) => syncKind(s) !== 'drift');
       if (tried?.result === 'failed' && tried.error?.retryAt) st.retry = { revision: tried.revision, attempts: tried.error.attempts ?? 1, at: tried.error.retryAt };
       this.stages.set(stage, st);
     }
@@ -223,12 +223,9 @@ export class Reconciler {
   private wanted(heads: Map<string, string>): Map<string, string> {
     const wanted = new Map<string, string>([[MAIN_STAGE, `refs/heads/${this.branch}`]]);
     if (!this.o.previews) return wanted;
-    const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+    const closed = this.closedRefs();
     const gone = Object.keys(closed).filter((r) => !heads.has(r));
-    if (gone.length) {
-      for (const r of gone) delete closed[r];
-      this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
-    }
+    if (gone.length) this.saveClosed(Object.fromEntries(Object.entries(closed).filter(([r]) => !gone.includes(r))));
     const refs = [...heads.keys()]
       .filter((r) => this.o.previews!.patterns.some((p) => matches(r, p)) && closed[r] !== heads.get(r))
       .sort((a, b) => Number(this.stages.get(stageName(b))?.ref === b) - Number(this.stages.get(stageName(a))?.ref === a) || a.localeCompare(b, 'en', { numeric: true }));
@@ -274,8 +271,8 @@ export class Reconciler {
       if (!this.o.previews) return;
       const sha = head ?? (await this.o.source.heads()).get(ref) ?? '';
       // GitHub keeps every closed pull request's ref: remember the latest closes only
-      const closed = Object.entries({ ...this.o.store.readState<Record<string, string>>(CLOSED_KEY) }).filter(([r]) => r !== ref);
-      this.o.store.writeState(CLOSED_KEY, Object.fromEntries([...closed.slice(-(MAX_CLOSED - 1)), [ref, sha]]));
+      const others = Object.entries(this.closedRefs()).filter(([r]) => r !== ref);
+      this.saveClosed(Object.fromEntries([...others.slice(-(MAX_CLOSED - 1)), [ref, sha]]));
       const st = this.stages.get(stageName(ref));
       if (st && st.ref === ref) await this.teardown(st, 'its pull request closed');
     });
@@ -284,10 +281,18 @@ export class Reconciler {
   /** A reopened pull request gets its preview back at the next poll. In the queue, after a close that came first. */
   reopenPreview(ref: string): Promise<void> {
     return this.serial(async () => {
-      const closed = this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
-      delete closed[ref];
-      this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
+      const { [ref]: _reopened, ...closed } = this.closedRefs();
+      this.saveClosed(closed);
     });
+  }
+
+  /** Refs of closed pull requests → their head when they closed (kept in the store). */
+  private closedRefs(): Record<string, string> {
+    return this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+  }
+
+  private saveClosed(closed: Record<string, string>): void {
+    this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
   }
 
   /** Into the history, and into the metrics. */
@@ -436,7 +441,8 @@ export class Reconciler {
   /** Puts back what changed in the store out of band since the live revision was applied (no render needed). */
   private async heal(st: StageStatus, trigger: string): Promise<void> {
     if (!st.liveRevision || (st.healAfter && Date.now() < st.healAfter.at)) return;
-    const last = this.goodSync(st, st.liveRevision);
+    // one record per poll (the live revision's latest good sync), not the stage's history
+    const last = this.o.store.getSync({ stage: st.stage, revision: st.liveRevision, result: 'succeeded' });
     if (!last?.objects) return;
     const p = await this.planFor(st, last.objects).catch((err: Error) => {
       // an object of the app's replaced by one that is not: left alone, and said (once)
@@ -453,7 +459,7 @@ export class Reconciler {
     return Math.min((this.o.retryBaseMs ?? 30_000) * 2 ** (attempts - 1), 15 * 60_000);
   }
 
-  /** The latest good sync of `revision` in a stage (with the objects it applied). */
+  /** The latest good sync of `revision` (a prefix) in the stage's current life, with the objects it applied. */
   private goodSync(st: StageStatus, revision: string): SyncRecord | undefined {
     return this.sinceTeardown(st.stage).find((s) => s.result === 'succeeded' && s.revision.startsWith(revision));
   }
@@ -509,7 +515,7 @@ export class Reconciler {
   private previousGood(st: StageStatus): SyncRecord | undefined {
     const order: SyncRecord[] = []; // newest first, each revision at its latest deployment
     for (const s of this.sinceTeardown(st.stage)) {
-      if (s.result !== 'succeeded' || !s.objects || s.trigger.startsWith('rollback') || s.trigger.endsWith('drift')) continue;
+      if (s.result !== 'succeeded' || !s.objects || syncKind(s) !== 'revision') continue;
       if (!order.some((o) => o.revision === s.revision)) order.push(s);
     }
     const i = order.findIndex((s) => s.revision === st.liveRevision);

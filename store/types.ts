@@ -128,6 +128,13 @@ export interface SyncRecord {
   applied?: Record<string, string>;
 }
 
+/** What a sync record was: a new revision, a heal of drift, a rollback or a teardown. */
+export function syncKind(r: SyncRecord): 'revision' | 'drift' | 'rollback' | 'teardown' {
+  if (r.teardown) return 'teardown';
+  if (r.trigger.endsWith('drift')) return 'drift';
+  return r.trigger === 'rollback' ? 'rollback' : 'revision';
+}
+
 export interface SyncHistory {
   recordSync(record: SyncRecord): number;
   listSyncs(query: { stage?: string; limit?: number; result?: SyncRecord['result'] }): SyncRecord[];
