@@ -16,7 +16,6 @@ export interface UpOptions {
   stateDir?: string;
 }
 
-
 export interface LocalApp {
   dir: string;
   stateDir: string;
