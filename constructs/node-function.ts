@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, extname, relative, resolve } from 'node:path';
 import { buildSync, type Message } from 'esbuild';
 import type { Construct } from 'constructs';
 import { packArchive } from './archive.js';
@@ -46,10 +46,16 @@ class NodeBundleCode extends Code {
     const entry = resolve(this.props.entry);
     if (!existsSync(entry)) throw new Error(`entry file "${this.props.entry}" not found (looked for ${entry})`);
     const b = this.props.bundling ?? {};
+    // A .js entry is CommonJS unless it uses ES module syntax itself, as in
+    // Fission, whatever the app's package.json "type" says: read through stdin,
+    // esbuild decides by the file's own syntax.
+    const byOwnSyntax = ['.js', '.jsx'].includes(extname(entry));
     let result;
     try {
       result = buildSync({
-        entryPoints: [entry],
+        ...(byOwnSyntax
+          ? { stdin: { contents: readFileSync(entry, 'utf8'), resolveDir: dirname(entry), sourcefile: relative(process.cwd(), entry), loader: extname(entry) === '.jsx' ? 'jsx' : 'js' } }
+          : { entryPoints: [entry] }),
         absWorkingDir: process.cwd(), // paths in the bundle's comments stay relative, so bundles match across checkouts
         bundle: true,
         platform: 'node',
@@ -68,6 +74,14 @@ class NodeBundleCode extends Code {
     } catch (err) {
       const errors = (err as { errors?: Message[] }).errors;
       throw new Error(`bundling "${this.props.entry}" failed: ${errors?.length ? formatMessages(errors) : (err as Error).message}`);
+    }
+    const esmOnly = result.warnings.find((w) => w.id === 'commonjs-variable-in-esm' && w.location && !w.location.file.includes('node_modules'));
+    if (esmOnly) {
+      const file = esmOnly.location!.file;
+      throw new Error(
+        `bundling "${this.props.entry}" failed: ${file} uses CommonJS (module.exports / exports) but is loaded as an ES module ` +
+          `(the nearest package.json says "type": "module"): rename it to ${file.replace(/\.js$/, '.cjs')}, or use export instead of module.exports`,
+      );
     }
     const file = result.outputFiles.find((f) => f.path.endsWith(NODE_BUNDLE))!;
     return {

@@ -19,7 +19,7 @@ const slug = new NodeFunction(chart, 'slug', { environment: node, entry: 'functi
 slug.addRoute(['GET', 'POST'], '/slug');
 
 // A function written for Fission runs unchanged.
-const legacy = new NodeFunction(chart, 'fission-hello', { environment: node, entry: 'functions/fission-hello.cjs' });
+const legacy = new NodeFunction(chart, 'fission-hello', { environment: node, entry: 'functions/fission-hello.js' });
 legacy.addRoute('GET', '/fission');
 
 // Python: a folder with main.py (and a requirements.txt, if it has one).

@@ -94,6 +94,41 @@ describe('spore up', () => {
     expect(cli('list', '--state-dir', state).stderr).toContain('no running "spore up" found');
   });
 
+  it("runs Fission's Node functions (CommonJS .js files) unchanged in an ES module app", async () => {
+    // The functions Fission's own Node environment is tested with, in an app whose package.json says "type": "module".
+    const fns = ['hello', 'query', 'wordcount', 'yaml'];
+    const dir = app(
+      `import { App, Chart } from 'cdk8s';
+import { Code, Environment, Function, NodeFunction } from 'spore';
+const app = new App();
+const chart = new Chart(app, 'app');
+const node = Environment.node(chart, 'node', { poolSize: 1 });
+for (const name of ${JSON.stringify(fns)}) new NodeFunction(chart, name, { environment: node, entry: name + '.js' }).addRoute(['GET', 'POST'], '/' + name);
+// Not bundled: the runtime loads the .js file itself.
+new Function(chart, 'raw', { environment: node, code: Code.fromDirectory('raw'), entrypoint: 'hello' }).addRoute('GET', '/raw');
+app.synth();
+`,
+      {
+        'package.json': JSON.stringify({ type: 'module' }),
+        'hello.js': `module.exports = async function (context) {\n  return { status: 200, body: 'hello, world!\\n' };\n};\n`,
+        'query.js': `const url = require('url');\nmodule.exports = async function (context) {\n  const query = url.parse(context.request.url, true).query;\n  return { status: 200, body: 'Hello ' + query.user + '\\n' };\n};\n`,
+        'wordcount.js': `module.exports = async function (context) {\n  const words = String(context.request.body).split(/\\s+/).filter(Boolean);\n  return { status: 200, body: String(words.length) };\n};\n`,
+        'raw/hello.js': `module.exports = async () => ({ status: 200, body: 'raw CommonJS' });\n`,
+        'yaml.js': `const yaml = require('js-yaml');\nmodule.exports = function (context, callback) {\n  callback(200, yaml.dump({ from: 'npm' }));\n};\n`,
+      },
+    );
+    const u = up([dir, '--port', '0', '--state-dir', tempDir()]);
+    const url = await u.url();
+    expect((await get(`${url}/hello`)).body).toBe('hello, world!\n');
+    expect((await get(`${url}/query?user=ada`)).body).toBe('Hello ada\n');
+    const res = await request(`${url}/wordcount`, { method: 'POST', body: 'the quick brown fox', headers: { 'content-type': 'text/plain' } });
+    expect([res.statusCode, await res.body.text()]).toEqual([200, '4']);
+    expect((await get(`${url}/yaml`)).body).toBe('from: npm\n');
+    expect((await get(`${url}/raw`)).body).toBe('raw CommonJS');
+    u.child.kill('SIGTERM');
+    expect(await u.exited).toBe(0);
+  });
+
   it('exits non-zero at start when synth fails, naming the construct', async () => {
     const dir = app(MAIN(`'nodejs'`), { 'hello.ts': `export default () => new Response('hi');` });
     const u = up([dir, '--port', '0', '--state-dir', tempDir()]);

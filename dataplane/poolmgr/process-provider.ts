@@ -1,12 +1,13 @@
 // Instances as child processes of runtime servers (the local target).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { localPython } from '../../api/index.js';
 import type { StoredObject } from '../../store/index.js';
 import type { Instance, InstanceProvider, LogLine, StartOptions } from './provider.js';
 
@@ -17,7 +18,7 @@ const RUNTIMES_DIR = fileURLToPath(new URL('../runtimes/', import.meta.url)).rep
 /** The command of each built-in runtime. */
 export function builtinCommand(name: string): string[] {
   if (name === 'node') return [process.execPath, join(RUNTIMES_DIR, 'node/server.mjs')];
-  if (name === 'python') return [process.env.SPORE_PYTHON ?? 'python3', '-u', join(RUNTIMES_DIR, 'python/server.py')];
+  if (name === 'python') return [localPython(), '-u', join(RUNTIMES_DIR, 'python/server.py')];
   throw new Error(`unknown built-in runtime "${name}"`);
 }
 
@@ -47,7 +48,13 @@ export interface ProcessProviderOptions {
 export class ProcessProvider implements InstanceProvider {
   private readonly children = new Set<ChildProcess>();
 
-  constructor(private readonly options: ProcessProviderOptions) {}
+  constructor(private readonly options: ProcessProviderOptions) {
+    // Instances' folders sit inside the app's folder (its state folder): without a
+    // package.json of their own, Node would read the app's "type" for a function's
+    // .js files. One with no "type" lets Node decide per file by its syntax, as Fission does.
+    mkdirSync(options.workRoot, { recursive: true });
+    writeFileSync(join(options.workRoot, 'package.json'), '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n');
+  }
 
   async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {
     const runtime = (environment.spec as { runtime: { name?: string; command?: string[] } }).runtime;

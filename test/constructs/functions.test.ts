@@ -42,6 +42,19 @@ describe('NodeFunction', () => {
     expect(await mod.default({ request: {} })).toEqual({ status: 200, body: 'fission on string' });
   });
 
+  it('fails synth naming the file and the fix when a CommonJS helper sits in a "type": "module" package', () => {
+    const dir = tempDir('spore-esm-app-');
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+    writeFileSync(join(dir, 'helper.js'), 'module.exports = { greeting: "hi" };\n');
+    writeFileSync(join(dir, 'fn.js'), 'const h = require("./helper.js");\nmodule.exports = async () => ({ status: 200, body: h.greeting });\n');
+    const { app, chart } = appAndChart();
+    new NodeFunction(chart, 'fn', { environment: Environment.node(chart, 'node'), entry: join(dir, 'fn.js') });
+    const message = synthError(app);
+    expect(message).toContain('helper.js uses CommonJS (module.exports / exports) but is loaded as an ES module');
+    expect(message).toContain('rename it to');
+    expect(message).toContain('helper.cjs');
+  });
+
   it('names a chosen export in the entrypoint', () => {
     const { app, chart } = appAndChart();
     new NodeFunction(chart, 'web', { environment: Environment.node(chart, 'node'), entry: join(FIXTURES, 'node/web.ts'), handler: 'other' });

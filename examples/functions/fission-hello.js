@@ -1,5 +1,6 @@
 // Written for Fission's Node.js environment: it runs unchanged on Spore.
-// (.cjs: this example app is an ES module package, and this file is CommonJS.)
+// A .js file is CommonJS unless it uses ES module syntax itself, as in Fission,
+// even though this app's package.json says "type": "module".
 module.exports = async function (context) {
   const who = (context.request.query && context.request.query.who) || 'Fission';
   return {
