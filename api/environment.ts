@@ -4,6 +4,11 @@ import { Closed, Quantity, Seconds, StringEnum, commonStatus } from './schema-ki
 export const BUILTIN_RUNTIMES = ['node', 'python'] as const;
 export type BuiltinRuntime = (typeof BUILTIN_RUNTIMES)[number];
 
+/** The interpreter of the built-in python runtime on this host (SPORE_PYTHON, else python3): deploy-time builds install for it. */
+export function localPython(): string {
+  return process.env.SPORE_PYTHON ?? 'python3';
+}
+
 /** Defaults a Function inherits from its Environment when it does not set its own (Fission's values). */
 export const EXECUTOR_DEFAULTS = {
   concurrency: 500,

@@ -3,6 +3,8 @@ import { Closed, StringEnum, commonStatus } from './schema-kit.js';
 
 /** Archives up to this size travel inside the manifest; larger ones are written beside it and referenced by URL. */
 export const INLINE_ARCHIVE_LIMIT = 256 * 1024;
+/** Folder beside the manifests (and the prefix of relative archive URLs) where archives are written: `archives/<sha256>.tgz`. */
+export const ARCHIVES_DIR = 'archives';
 
 export const PackageSpec = Closed(
   {
@@ -26,9 +28,17 @@ export const PackageSpec = Closed(
     build: Type.Optional(
       Closed(
         {
-          requirements: Type.Optional(Type.String({ minLength: 1, description: "dependency list for the environment's builder, e.g. requirements.txt" })),
+          requirements: Type.Optional(
+            Type.String({ minLength: 1, description: 'path in the archive of a pip requirements file (requirements.txt): installed into the package at deploy time' }),
+          ),
+          sourceSha256: Type.Optional(
+            Type.String({
+              pattern: '^[a-f0-9]{64}$',
+              description: 'set by the deploy-time build: sha256 of the source archive it built from; archive is then the built package (source and dependencies)',
+            }),
+          ),
         },
-        { description: "present when the environment's builder must run before the package is served" },
+        { description: 'present when the package is built from source at deploy time before it is served' },
       ),
     ),
   },

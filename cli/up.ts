@@ -4,6 +4,7 @@ import { rmSync, watch, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, appName } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
+import { buildPackages } from '../reconciler/build.js';
 import { prepareObjects } from '../reconciler/prepare.js';
 import { renderApp } from '../reconciler/render.js';
 import { SqliteStore, type ApplyResult } from '../store/index.js';
@@ -24,7 +25,7 @@ export interface LocalApp {
   deploy(): Promise<ApplyResult>;
 }
 
-export function localApp(dir: string, stateDir: string): LocalApp {
+export function localApp(dir: string, stateDir: string, report: (line: string) => void = () => {}): LocalApp {
   const store = new SqliteStore(join(stateDir, 'spore.db'));
   const inventory = { [APP_LABEL]: appName(basename(dir)), [STAGE_LABEL]: MAIN_STAGE };
   return {
@@ -33,14 +34,18 @@ export function localApp(dir: string, stateDir: string): LocalApp {
     store,
     async deploy() {
       const outdir = join(stateDir, 'render');
+      const archiveDir = join(stateDir, 'archives');
       const docs = await renderApp(dir, outdir);
       let objects;
       try {
-        objects = prepareObjects(docs.map((d) => d.object), { outdir, archiveDir: join(stateDir, 'archives'), inventory });
+        objects = prepareObjects(docs.map((d) => d.object), { outdir, archiveDir, inventory });
       } catch (err) {
         throw new Error(`the rendered manifests are invalid:\n${(err as Error).message}`);
       }
-      return store.apply(objects, { prune: { labels: inventory } });
+      const built = await buildPackages(objects, { archiveDir, cacheDir: join(stateDir, 'cache', 'python'), onProgress: (l) => report(`  ${l}`) }).catch((err) => {
+        throw new Error(`cannot build ${err.object ?? 'a package'}: ${err.message}`);
+      });
+      return store.apply(built.objects, { prune: { labels: inventory } });
     },
   };
 }
@@ -54,8 +59,8 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
   const port = Number(options.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number (got "${options.port}")`);
   const stateDir = resolve(options.stateDir ?? join(dir, '.spore'));
-  const app = localApp(dir, stateDir);
   const say = (m: string) => process.stdout.write(`${m}\n`);
+  const app = localApp(dir, stateDir, say);
   say(`spore: synthesizing ${dir}`);
   try {
     say(`spore: applied (${summary(await app.deploy())})`);

@@ -9,7 +9,7 @@ export interface CodeConfig {
   readonly archive: Archive;
   /** Entrypoint implied by the source (e.g. the bundle's file); a Function's own entrypoint wins. */
   readonly entrypoint?: string;
-  /** A dependency list for the environment's builder (e.g. requirements.txt). */
+  /** A pip requirements file in the archive (e.g. requirements.txt), installed into the package at deploy time. */
   readonly requirements?: string;
 }
 

@@ -2,16 +2,15 @@ import { mkdirSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { App } from 'cdk8s';
 import type { Construct } from 'constructs';
-import { INLINE_ARCHIVE_LIMIT, type PackageSpec } from '../api/index.js';
+import { ARCHIVES_DIR, INLINE_ARCHIVE_LIMIT, type PackageSpec } from '../api/index.js';
 import type { Archive } from './archive.js';
 import { SporeObject, type SporeObjectOptions } from './spore-object.js';
 
-/** Folder under the output folder where archives too big to inline are written. */
-export const ARCHIVES_DIR = 'archives';
+export { ARCHIVES_DIR };
 
 export interface PackageProps extends SporeObjectOptions {
   readonly archive: Archive;
-  /** Dependency list for the environment's builder, e.g. requirements.txt. */
+  /** A pip requirements file in the archive (e.g. requirements.txt), installed into the package at deploy time. */
   readonly requirements?: string;
 }
 

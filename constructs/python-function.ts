@@ -35,7 +35,9 @@ class PythonSourceCode extends Code {
 /**
  * A Python function from a folder. `main(request)` returns a str, bytes, a
  * dict (sent as JSON) or `(body, status, headers)`; Fission's `main()` with no
- * arguments works too. A requirements.txt is recorded for the builder.
+ * arguments works too. A requirements.txt in the folder is recorded in the
+ * Package and installed into it at deploy time (pip, by `spore up` and the
+ * reconciler's build step).
  */
 export class PythonFunction extends Function {
   constructor(scope: Construct, id: string, props: PythonFunctionProps) {

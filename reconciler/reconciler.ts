@@ -8,6 +8,7 @@ import { APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '.
 import { digest, formatRef, refOf, syncKind, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
+import { buildPackages, type BuildError } from './build.js';
 import { ReconcilerMetrics } from './metrics.js';
 import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
@@ -24,6 +25,8 @@ export interface ReconcilerOptions {
   workDir: string;
   /** Installed dependencies by lockfile, shareable between apps. @default workDir/deps */
   depsCache?: string;
+  /** Python dependencies installed by deploy-time builds, by requirements. @default workDir/python */
+  buildCache?: string;
   /** Where archives referenced by URL are kept for the dataplane. */
   archiveDir: string;
   /** The app's name: the inventory label that marks its objects. */
@@ -352,6 +355,19 @@ export class Reconciler {
     }
   }
 
+  /** Installs the requirements of Python packages into them (the `build` step, timed when there is something to build). */
+  private async build(objects: KubeObject[], timings: Record<string, number>): Promise<KubeObject[]> {
+    const t = performance.now();
+    try {
+      const cacheDir = this.o.buildCache ?? join(this.o.workDir, 'python');
+      const r = await buildPackages(objects, { archiveDir: this.o.archiveDir, cacheDir, signal: this.stopping.signal, owner: this.o.workDir, onProgress: (l) => this.say(`  build: ${l}`) });
+      if (r.built.length) timings.build = Math.round(performance.now() - t);
+      return r.objects;
+    } catch (err) {
+      throw new SyncFailure('build', (err as Error).message, (err as BuildError).object, (err as BuildError).transient);
+    }
+  }
+
   /** Plans desired objects against the store; refuses to take over objects that are not this stage's. */
   private async planFor(st: StageStatus, desired: KubeObject[]): Promise<Plan> {
     const live = await this.o.store.list();
@@ -380,6 +396,7 @@ export class Reconciler {
         const t = performance.now();
         desired = this.prepare(st, objects, outdir);
         timings.validate = Math.round(performance.now() - t);
+        desired = await this.build(desired, timings);
       }
       const info = await this.o.source.commit(sha).catch(() => undefined); // the render fetched it
       if (info) Object.assign(record, { author: info.author, message: info.message });
@@ -484,7 +501,7 @@ export class Reconciler {
       const sha = (await this.o.source.heads()).get(st.ref);
       if (!sha) throw new Error(`${st.ref} does not exist in ${this.o.source.url}`);
       const { objects, outdir } = await this.render(st, sha, {});
-      return { revision: sha, plan: formatPlan(await this.planFor(st, this.prepare(st, objects, outdir))) };
+      return { revision: sha, plan: formatPlan(await this.planFor(st, await this.build(this.prepare(st, objects, outdir), {}))) };
     });
   }
 

@@ -104,6 +104,7 @@ def load(filepath, function_name):
     if os.path.isfile(filepath) and not function_name:
         function_name = os.path.splitext(os.path.basename(filepath))[0] + ".main"
     module_name, func_name = resolve_entrypoint(function_name)
+    # first on the path: the package's own copies (the dependencies its build installed) win over the host's
     sys.path.insert(0, folder)
     module = importlib.import_module(module_name)
     fn = getattr(module, func_name, None)
