@@ -3,7 +3,7 @@
 // process, as `spore up --git` runs them. Each round changes every function.
 import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -40,17 +40,16 @@ const code = (round) => Object.fromEntries(names.map((n) => [`functions/${n}.ts`
 export async function push() {
   const base = mkdtempSync(join(tmpdir(), 'spore-push-'));
   const state = join(base, 'state');
-  const deps = join(state, 'work', 'deps');
-  // the lockfile is made where the dependency cache lives, so its file: path to this checkout holds there
-  const template = join(deps, 'template');
-  write(template, { 'package.json': JSON.stringify({ name: 'bench', private: true, type: 'module', dependencies: { spore: `file:${ROOT.replace(/\/$/, '')}`, cdk8s: '^2.70.106', constructs: '^10.8.1', tsx: '^4.23.15' } }) });
-  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: template, stdio: 'pipe' });
-  const remote = join(base, 'origin.git');
+  // spore as a user's repository holds it: packed, under vendor/, with a lockfile
   const work = join(base, 'work');
+  mkdirSync(join(work, 'vendor'), { recursive: true });
+  const tarball = JSON.parse(execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', join(work, 'vendor'), ROOT], { stdio: ['ignore', 'pipe', 'pipe'] }).toString())[0].filename;
+  write(work, { 'package.json': JSON.stringify({ name: 'bench', private: true, type: 'module', dependencies: { spore: `file:vendor/${tarball}`, cdk8s: '^2.70.106', constructs: '^10.8.1', tsx: '^4.23.15' } }) });
+  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: work, stdio: 'pipe' });
+  const remote = join(base, 'origin.git');
   git(base, 'init', '--quiet', '--bare', '--initial-branch=main', remote);
   git(base, 'init', '--quiet', '--initial-branch=main', work);
   git(work, 'remote', 'add', 'origin', remote);
-  for (const f of ['package.json', 'package-lock.json']) writeFileSync(join(work, f), readFileSync(join(template, f)));
   write(work, { 'cdk8s.yaml': 'language: typescript\napp: npx tsx main.ts\n', '.gitignore': 'node_modules/\n', 'main.ts': mainTs, ...code(0) });
   const commit = (msg) => {
     git(work, 'add', '-A');

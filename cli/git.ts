@@ -23,6 +23,7 @@ export interface GitOptions {
   app?: string;
   manifests?: boolean;
   path?: string;
+  depsCache?: string;
   stateDir: string;
   reconcilerPort: string;
   reconcilerHost: string;
@@ -67,6 +68,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     branch: o.branch,
     mode: o.manifests ? 'manifests' : 'render',
     path: o.path,
+    depsCache: o.depsCache && o.depsCache !== '<state-dir>/work/deps' ? resolve(o.depsCache) : undefined,
     pollMs,
     previews: o.previews ? { patterns, max: maxPreviews } : undefined,
     report: say,

@@ -1,6 +1,6 @@
 // `spore up`: synthesize an app, apply it to the local store, and serve it
 // with the dataplane, in one process.
-import { rmSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, appName } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
@@ -15,6 +15,8 @@ export interface UpOptions {
   host: string;
   watch?: boolean;
   stateDir?: string;
+  /** The app's name (labels its objects); by default its package.json name, else its folder's. */
+  app?: string;
 }
 
 export interface LocalApp {
@@ -25,14 +27,42 @@ export interface LocalApp {
   deploy(): Promise<ApplyResult>;
 }
 
-export function localApp(dir: string, stateDir: string, report: (line: string) => void = () => {}): LocalApp {
+/**
+ * Who the app is: `--app`, else its package.json name, else its folder's
+ * name. It comes from the app, so a copied folder is the same app until its
+ * package.json says otherwise.
+ */
+export function appIdentity(dir: string, given?: string): string {
+  if (given) {
+    const name = appName(given);
+    if (name !== given) throw new Error(`--app "${given}": an app name is a DNS label (lowercase letters, digits and -), e.g. "${name}"`);
+    return name;
+  }
+  const pkg = join(dir, 'package.json');
+  const fromPackage = existsSync(pkg) ? (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name : undefined;
+  return appName(typeof fromPackage === 'string' && fromPackage ? fromPackage.replace(/^@[^/]+\//, '') : basename(dir));
+}
+
+/** A state folder serves one app: objects labelled as another's mean it was copied or shared by mistake. */
+async function checkOwner(store: SqliteStore, app: string, stateDir: string, dir: string): Promise<void> {
+  const others = new Set((await store.list()).map((o) => o.metadata.labels?.[APP_LABEL]).filter((a): a is string => Boolean(a) && a !== app));
+  if (!others.size) return;
+  throw new Error(
+    `the state folder ${stateDir} holds the objects of app ${[...others].map((a) => `"${a}"`).join(', ')}, not of "${app}" (${dir}): ` +
+      `was it copied along with the app folder? Delete it to start afresh (rm -rf ${stateDir}), pass another --state-dir, ` +
+      `or --app ${[...others][0]} if this is that app renamed.`,
+  );
+}
+
+export function localApp(dir: string, stateDir: string, report: (line: string) => void = () => {}, app = appIdentity(dir)): LocalApp {
   const store = new SqliteStore(join(stateDir, 'spore.db'));
-  const inventory = { [APP_LABEL]: appName(basename(dir)), [STAGE_LABEL]: MAIN_STAGE };
+  const inventory = { [APP_LABEL]: app, [STAGE_LABEL]: MAIN_STAGE };
   return {
     dir,
     stateDir,
     store,
     async deploy() {
+      await checkOwner(store, app, stateDir, dir);
       const outdir = join(stateDir, 'render');
       const archiveDir = join(stateDir, 'archives');
       const docs = await renderApp(dir, outdir);
@@ -60,7 +90,7 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number (got "${options.port}")`);
   const stateDir = resolve(options.stateDir ?? join(dir, '.spore'));
   const say = (m: string) => process.stdout.write(`${m}\n`);
-  const app = localApp(dir, stateDir, say);
+  const app = localApp(dir, stateDir, say, appIdentity(dir, options.app));
   say(`spore: synthesizing ${dir}`);
   try {
     say(`spore: applied (${summary(await app.deploy())})`);

@@ -1,15 +1,20 @@
 // Constructs for teams that sync Spore's manifests with Argo CD instead of
 // Spore's reconciler. They write Argo's own kinds; they never write Argo's
 // tracking annotation, which Argo manages itself.
+//
+// The flow (README, "Argo CD"): CI runs `spore publish`, which commits the
+// app's rendered manifests onto the branch `rendered` (and `rendered/pr-<n>`
+// for pull requests); Argo CD syncs those branches. The spore.dev CRDs come
+// from the platform (`spore crds`, or the Platform chart), not from the app.
 import { ApiObject } from 'cdk8s';
 import type { Construct } from 'constructs';
 
 export interface ArgoSourceProps {
-  /** Git repository URL holding the rendered manifests (the output of `cdk8s synth`). */
+  /** Git repository URL holding the rendered manifests (`spore publish` commits them onto a branch). */
   readonly repoUrl: string;
-  /** Folder of the manifests in the repository. @default 'dist' */
+  /** Folder of the manifests on that branch. @default '.' (`spore publish` writes them at the branch's root) */
   readonly path?: string;
-  /** @default 'HEAD' */
+  /** The branch (or tag, or commit) of rendered manifests. @default 'rendered' (`spore publish`'s default branch) */
   readonly targetRevision?: string;
 }
 
@@ -47,7 +52,7 @@ export class ArgoApplication extends ApiObject {
       metadata: { name: props.name ?? id, namespace: props.argoNamespace ?? 'argocd' },
       spec: {
         project: props.project ?? 'default',
-        source: { repoURL: props.repoUrl, path: props.path ?? 'dist', targetRevision: props.targetRevision ?? 'HEAD' },
+        source: { repoURL: props.repoUrl, path: props.path ?? '.', targetRevision: props.targetRevision ?? 'rendered' },
         destination: { server: props.server ?? 'https://kubernetes.default.svc', namespace: props.namespace ?? 'default' },
         syncPolicy: syncPolicy(props.automated),
       },
@@ -56,6 +61,11 @@ export class ArgoApplication extends ApiObject {
 }
 
 export interface ArgoPullRequestApplicationSetProps extends Omit<ArgoSourceProps, 'targetRevision'>, Omit<ArgoDestinationProps, 'namespace'> {
+  /**
+   * The branch of a pull request's rendered manifests; `{{number}}` is its number.
+   * @default 'rendered/pr-{{number}}' (what `spore publish --branch rendered/pr-<n>` in the pull request's CI writes)
+   */
+  readonly targetRevisionTemplate?: string;
   /** @default the construct id */
   readonly name?: string;
   /** GitHub owner and repository the pull requests are read from. */
@@ -73,7 +83,7 @@ export interface ArgoPullRequestApplicationSetProps extends Omit<ArgoSourceProps
 
 /**
  * An Argo CD ApplicationSet with the pull-request generator: one Application
- * per open pull request, synced at its head commit into its own namespace.
+ * per open pull request, synced from its rendered branch into its own namespace.
  */
 export class ArgoPullRequestApplicationSet extends ApiObject {
   constructor(scope: Construct, id: string, props: ArgoPullRequestApplicationSetProps) {
@@ -101,7 +111,7 @@ export class ArgoPullRequestApplicationSet extends ApiObject {
           metadata: { name: `${name}-{{number}}`, labels: { 'spore.dev/preview': '{{number}}', 'spore.dev/branch': '{{branch_slug}}' } },
           spec: {
             project: props.project ?? 'default',
-            source: { repoURL: props.repoUrl, path: props.path ?? 'dist', targetRevision: '{{head_sha}}' },
+            source: { repoURL: props.repoUrl, path: props.path ?? '.', targetRevision: props.targetRevisionTemplate ?? 'rendered/pr-{{number}}' },
             destination: { server: props.server ?? 'https://kubernetes.default.svc', namespace: props.namespaceTemplate ?? 'preview-{{number}}' },
             info: [{ name: 'branch', value: '{{branch}}' }],
             syncPolicy: syncPolicy(props.automated),

@@ -60,7 +60,7 @@ class NodeBundleCode extends Code {
         bundle: true,
         platform: 'node',
         format: 'esm',
-        target: 'node20',
+        target: 'node22',
         outfile: NODE_BUNDLE,
         write: false,
         banner: { js: REQUIRE_SHIM },

@@ -129,6 +129,34 @@ app.synth();
     expect(await u.exited).toBe(0);
   });
 
+  it('takes its identity from the app, so a copied app prunes what it dropped, and refuses a state folder of another app', async () => {
+    const two = MAIN('node').replace("app.synth();", "new NodeFunction(chart, 'bye', { environment: node, entry: 'hello.ts' }).addRoute('GET', '/bye');\napp.synth();");
+    const original = app(two, { 'hello.ts': `export default () => new Response('hi');`, 'package.json': JSON.stringify({ name: 'shop', type: 'module' }) });
+    const state = tempDir('spore-state-');
+    let u = up([original, '--port', '0', '--state-dir', state]);
+    let url = await u.url();
+    expect((await get(`${url}/bye`)).status).toBe(200);
+    u.child.kill('SIGTERM');
+    await u.exited;
+
+    // cp -r shop my-shop (state included), then drop a route: same app, so what it dropped is pruned
+    const copy = app(MAIN('node'), { 'hello.ts': `export default () => new Response('hi from the copy');`, 'package.json': JSON.stringify({ name: 'shop', type: 'module' }) });
+    u = up([copy, '--port', '0', '--state-dir', state]);
+    url = await u.url();
+    expect(u.output()).toMatch(/, 3 pruned\)/); // bye's Function, Package and route
+    expect((await get(`${url}/hello`)).body).toBe('hi from the copy');
+    expect((await get(`${url}/bye`)).status).toBe(404);
+    u.child.kill('SIGTERM');
+    await u.exited;
+
+    // another app (its own name) on that state folder: refused, saying whose it is and what to do
+    const other = app(MAIN('node'), { 'hello.ts': `export default () => new Response('other');`, 'package.json': JSON.stringify({ name: 'other-app', type: 'module' }) });
+    u = up([other, '--port', '0', '--state-dir', state]);
+    expect(await u.exited).toBe(1);
+    expect(u.output()).toContain(`the state folder ${state} holds the objects of app "shop", not of "other-app"`);
+    expect(u.output()).toContain(`rm -rf ${state}`);
+  });
+
   it('exits non-zero at start when synth fails, naming the construct', async () => {
     const dir = app(MAIN(`'nodejs'`), { 'hello.ts': `export default () => new Response('hi');` });
     const u = up([dir, '--port', '0', '--state-dir', tempDir()]);

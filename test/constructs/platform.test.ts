@@ -66,17 +66,17 @@ describe('Platform', () => {
 });
 
 describe('Argo CD constructs', () => {
-  it('ArgoApplication syncs a folder with prune and self-heal', () => {
+  it("ArgoApplication syncs spore publish's branch of rendered manifests, with prune and self-heal", () => {
     const app = new App({ outdir: tempDir() });
     const chart = new Chart(app, 'argo');
-    new ArgoApplication(chart, 'shop', { repoUrl: 'https://git.example.com/shop.git', path: 'dist/examples', namespace: 'shop' });
+    new ArgoApplication(chart, 'shop', { repoUrl: 'https://git.example.com/shop.git', namespace: 'shop' });
     const [a] = chart.toJson();
     expect(a).toMatchObject({
       apiVersion: 'argoproj.io/v1alpha1',
       kind: 'Application',
       metadata: { name: 'shop', namespace: 'argocd' },
       spec: {
-        source: { repoURL: 'https://git.example.com/shop.git', path: 'dist/examples', targetRevision: 'HEAD' },
+        source: { repoURL: 'https://git.example.com/shop.git', path: '.', targetRevision: 'rendered' },
         destination: { namespace: 'shop', server: 'https://kubernetes.default.svc' },
         syncPolicy: { automated: { prune: true, selfHeal: true } },
       },
@@ -84,7 +84,7 @@ describe('Argo CD constructs', () => {
     expect(JSON.stringify(a)).not.toContain('tracking-id');
   });
 
-  it('ArgoPullRequestApplicationSet makes one Application per pull request at its head commit', () => {
+  it("ArgoPullRequestApplicationSet makes one Application per pull request, from that pull request's rendered branch", () => {
     const app = new App({ outdir: tempDir() });
     const chart = new Chart(app, 'argo');
     new ArgoPullRequestApplicationSet(chart, 'shop-previews', { repoUrl: 'https://github.com/acme/shop.git', owner: 'acme', repo: 'shop', labels: ['preview'] });
@@ -93,7 +93,7 @@ describe('Argo CD constructs', () => {
     expect(set.spec.generators[0].pullRequest.github).toEqual({ owner: 'acme', repo: 'shop', labels: ['preview'] });
     const t = set.spec.template;
     expect(t.metadata.name).toBe('shop-previews-{{number}}');
-    expect(t.spec.source.targetRevision).toBe('{{head_sha}}');
+    expect(t.spec.source).toEqual({ repoURL: 'https://github.com/acme/shop.git', path: '.', targetRevision: 'rendered/pr-{{number}}' });
     expect(t.spec.destination.namespace).toBe('preview-{{number}}');
     expect(t.spec.info).toEqual([{ name: 'branch', value: '{{branch}}' }]);
   });

@@ -3,18 +3,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../store/index.js';
 import { waitFor } from '../dataplane/harness.js';
 import { tempDir } from '../helpers.js';
-import { appTemplate, handler, mainTs, Repo } from './gitrepo.js';
+import { appTemplate, depsCache, handler, INSTALL_BOUND_MS, mainTs, Repo, templateReady } from './gitrepo.js';
 
 const BIN = new URL('../../bin/spore.js', import.meta.url).pathname;
 const children: ChildProcess[] = [];
 afterAll(() => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
 
 function reconciler(url: string, state: string) {
-  const child = spawn(process.execPath, [BIN, 'reconciler', '--git', url, '--state-dir', state, '--poll', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'reconciler', '--git', url, '--state-dir', state, '--deps-cache', depsCache(), '--poll', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   child.stdout!.on('data', (c) => (out += c));
@@ -55,10 +55,12 @@ function leftovers(owners: number[]): number[] {
   return found;
 }
 
+beforeAll(templateReady, INSTALL_BOUND_MS);
+
 describe('a reconciler killed mid-sync', () => {
   it('leaves one whole revision, and converges after a restart', async () => {
     const state = tempDir('spore-crash-');
-    const template = appTemplate(join(state, 'work', 'deps'));
+    const template = appTemplate();
     const repo = new Repo(template);
     repo.commit('v1', version('v1', V1));
     let r = reconciler(repo.url, state);

@@ -3,29 +3,32 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { inject } from 'vitest';
+import { installDependencies } from '../../reconciler/install.js';
 import { tempDir } from '../helpers.js';
-
-const ROOT = new URL('../..', import.meta.url).pathname;
 
 export const git = (cwd: string, ...args: string[]) => execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 
 /**
- * An app template with a lockfile (made once per test file: npm resolves its
- * dependencies). npm records the file: dependency on this checkout relative to
- * the app, so the template is made inside the dependency cache the reconciler
- * will install in: from there the relative path is the same.
+ * The app template of the run (see test/global-setup.ts): package.json with
+ * spore from a tarball inside the repository, its lockfile, cdk8s.yaml.
  */
-export function appTemplate(depsCache: string): string {
-  const dir = join(depsCache, 'template');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'package.json'),
-    JSON.stringify({ name: 'shop', private: true, type: 'module', dependencies: { spore: `file:${ROOT.replace(/\/$/, '')}`, cdk8s: '^2.70.106', constructs: '^10.8.1', tsx: '^4.23.15' } }, null, 2),
-  );
-  execFileSync('npm', ['install', '--package-lock-only', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: 'pipe' });
-  writeFileSync(join(dir, 'cdk8s.yaml'), 'language: typescript\napp: npx tsx main.ts\n');
-  return dir;
+export function appTemplate(): string {
+  return inject('appTemplate');
 }
+
+/** The run's shared npm install cache (the template's dependencies install once). */
+export function depsCache(): string {
+  return inject('depsCache');
+}
+
+/** Waits for the template's dependencies in the shared cache (installed once for the run, in the background from the global setup). */
+export async function templateReady(): Promise<void> {
+  await installDependencies(appTemplate(), depsCache());
+}
+
+/** For a beforeAll: installing spore's dependencies (better-sqlite3 compiles) takes minutes on a cold cache. */
+export const INSTALL_BOUND_MS = 900_000;
 
 /** main.ts with `functions` NodeFunctions, each with a GET route /<name>. */
 export function mainTs(functions: string[], extra = ''): string {
@@ -56,7 +59,7 @@ export class Repo {
     git(this.work, 'config', 'user.email', 'dev@example.com');
     git(this.work, 'config', 'user.name', 'Dev');
     if (template) {
-      for (const f of ['package.json', 'package-lock.json', 'cdk8s.yaml']) cpSync(join(template, f), join(this.work, f));
+      for (const f of ['package.json', 'package-lock.json', 'cdk8s.yaml', 'vendor']) cpSync(join(template, f), join(this.work, f), { recursive: true });
       writeFileSync(join(this.work, '.gitignore'), 'node_modules/\ndist/\n');
     }
   }

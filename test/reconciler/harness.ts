@@ -1,5 +1,5 @@
 // One reconciler with its store and dataplane per test, on a real Git
-// repository, sharing one dependency cache per test file.
+// repository, sharing the run's dependency cache.
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeAll } from 'vitest';
@@ -8,7 +8,7 @@ import { GitSource } from '../../reconciler/git-source.js';
 import { Reconciler, type ReconcilerOptions, type StageStatus } from '../../reconciler/reconciler.js';
 import { SqliteStore } from '../../store/index.js';
 import { tempDir } from '../helpers.js';
-import { appTemplate, handler, mainTs, Repo } from './gitrepo.js';
+import { appTemplate, depsCache, handler, INSTALL_BOUND_MS, mainTs, Repo, templateReady } from './gitrepo.js';
 
 export interface Env {
   repo: Repo;
@@ -24,13 +24,10 @@ export interface Env {
 
 /** Registers the file's hooks; `template()` is the app template (package.json, lockfile, cdk8s.yaml). */
 export function reconcilerHarness() {
-  let template = '';
-  let deps = ''; // one dependency cache for the file: the lockfile is the same everywhere
+  const template = appTemplate();
+  const deps = depsCache(); // one dependency cache for the run: the lockfile is the same everywhere
   const envs: Env[] = [];
-  beforeAll(() => {
-    deps = tempDir('spore-deps-');
-    template = appTemplate(deps);
-  });
+  beforeAll(templateReady, INSTALL_BOUND_MS);
   afterEach(async () => {
     for (const e of envs.splice(0)) {
       await e.rec.close();

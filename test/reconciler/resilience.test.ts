@@ -11,7 +11,7 @@ import { packArchive } from '../../constructs/archive.js';
 import { installDependencies } from '../../reconciler/install.js';
 import { alive, waitFor } from '../dataplane/harness.js';
 import { tempDir } from '../helpers.js';
-import { mainTs } from './gitrepo.js';
+import { INSTALL_BOUND_MS, mainTs } from './gitrepo.js';
 import { mainStage, reconcilerHarness, v } from './harness.js';
 
 const { setup, template } = reconcilerHarness();
@@ -92,10 +92,10 @@ describe('reconciler resilience', () => {
     expect(mainStage(e).retry?.revision).toBe(sha);
 
     await flaky.up(); // back, same port: no new commit needed
-    await waitFor('the revision synced on a retry', async () => (await e.rec.poll('poll'), mainStage(e).liveRevision === sha), 120_000);
+    await waitFor('the revision synced on a retry', async () => (await e.rec.poll('poll'), mainStage(e).liveRevision === sha), INSTALL_BOUND_MS);
     expect((await e.get('/hello')).body).toBe('v2 hello');
     expect(mainStage(e).retry).toBeUndefined();
-  });
+  }, INSTALL_BOUND_MS); // the new lockfile installs all of spore's dependencies
 
   it('stops a running render on close, records no failure, and tries the revision again after a restart', async () => {
     const e = await setup();
@@ -167,7 +167,7 @@ describe('reconciler resilience', () => {
     expect(results.map((r) => r.key)).toEqual([results[0].key, results[0].key]);
     expect(readdirSync(cache)).toEqual([results[0].key]); // one entry; no staging folder left, the stale one swept
     for (const dir of checkouts) {
-      expect(readlinkSync(join(dir, 'node_modules'))).toBe(join(cache, results[0].key!, 'node_modules'));
+      expect(readlinkSync(join(dir, 'node_modules'))).toBe(join(cache, results[0].key!, 'tree', 'node_modules'));
       expect(readFileSync(join(dir, 'node_modules', 'flaky', 'index.js'), 'utf8')).toContain('module.exports');
     }
     // settings that change what npm installs are part of the key
