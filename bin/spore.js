@@ -4,5 +4,5 @@ import { main } from '../lib/cli/main.js';
 
 main(process.argv).catch((err) => {
   console.error(`spore: ${err?.message ?? err}`);
-  process.exitCode = 1;
+  process.exitCode = typeof err?.exitCode === 'number' ? err.exitCode : 1; // spore diff's errors exit 2
 });

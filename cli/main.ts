@@ -1,10 +1,12 @@
 // The `spore` command: thin; each verb calls into api/, constructs/ and (as they land) the dataplane and reconciler.
 import { createRequire } from 'node:module';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
 import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
+import { publishCommand } from './publish.js';
+import { withOutput } from './output.js';
 import { upCommand } from './up.js';
 import { validateCommand } from './validate.js';
 
@@ -18,7 +20,7 @@ export function program(): Command {
   cli
     .command('validate')
     .description('check rendered manifests (files or folders of *.yaml) against the spore.dev resource model')
-    .argument('<paths...>', 'YAML files or folders (e.g. dist/)')
+    .argument('<paths...>', 'YAML files or folders (e.g. dist/); fails when they hold no manifests')
     .action(validateCommand);
   cli
     .command('up')
@@ -39,7 +41,8 @@ export function program(): Command {
       .option('--max-previews <n>', 'live previews at most', '10')
       .option('--manifests', 'the repository holds rendered YAML (cdk8s synth in CI): apply it, run nothing')
       .option('--path <path>', 'folder in the repository with cdk8s.yaml (or the YAML with --manifests)')
-      .option('--app <name>', "the app's name, which labels (and so owns) its objects in the store (default: the repository's name)")
+      .option('--app <name>', "the app's name, which labels (and so owns) its objects in the store (default: its package.json name; with --git, the repository's name)")
+      .option('--deps-cache <dir>', 'npm install cache (reconcilers may share one)', '<state-dir>/work/deps')
       .option('--reconciler-port <port>', "port of the reconciler's webhook and API", '0')
       .option('--reconciler-host <host>', "address of the reconciler's webhook and API", '127.0.0.1');
   gitOptions(cli.commands.find((c) => c.name() === 'up')!).action((dir: string, o) => {
@@ -54,14 +57,20 @@ export function program(): Command {
     });
   const target = (c: Command) =>
     c.option('--url <url>', 'address of the running spore up').option('--state-dir <dir>', "the running spore up's state folder", '.spore').option('-n, --namespace <ns>', 'namespace', 'default');
+  const repeat = (v: string, all: string[] = []) => [...all, v];
   target(
     cli
       .command('invoke')
-      .description('call a function through the router (as routes, timers and queues do)')
+      .alias('test') // Fission's `fn test`
+      .description('call a function as its routes, timers and queues do: method, path, query, headers and body; prints the answer (exits 1 on a 4xx/5xx)')
       .argument('<function>', 'name or namespace/name')
-      .option('-X, --request <method>', 'HTTP method (default GET, POST with -d)')
-      .option('-d, --data <data>', 'request body')
-      .option('-H, --header <header>', "header 'Name: value' (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[]),
+      .option('-X, --method <method>', 'HTTP method (default GET, POST with --data)')
+      .addOption(new Option('--request <method>', 'same as --method (curl)').hideHelp())
+      .option('--path <path>', 'path under the function, as a route passes it (default /; e.g. /orders/42)')
+      .option('-q, --query <name=value>', 'query parameter (repeatable)', repeat)
+      .option('-H, --header <header>', "header 'Name: value' (repeatable)", repeat)
+      .option('-d, --data <data>', 'request body: text, @file to read a file, - to read stdin')
+      .option('-i, --include', 'print the status line and response headers before the body (curl -i)'),
   ).action(invokeCommand);
   target(
     cli
@@ -71,13 +80,27 @@ export function program(): Command {
       .option('-f, --follow', 'keep printing new lines')
       .option('--since <duration>', 'only lines newer than this, e.g. 5m'),
   ).action(logsCommand);
-  target(cli.command('status').description('per stage: the live revision, the last attempt and why it failed')).action(statusCommand);
-  target(cli.command('history').description('the syncs, newest first').option('--stage <stage>', 'only this stage').option('--limit <n>', 'how many', '20')).action(historyCommand);
-  target(cli.command('diff').description('the plan for the branch head, without applying it')).action(diffCommand);
-  target(cli.command('sync').description('look for new revisions now (and unpin a rollback)').option('--force', 'also retry a revision that failed')).action(syncCommand);
+  const reconcilerVerb = (name: string, description: string) => withOutput(target(cli.command(name).description(description)));
+  reconcilerVerb('status', 'per stage: its state, the live revision, the sync under way (step and progress), the last attempt and why it failed; exits 1 when a head failed').action(statusCommand);
+  reconcilerVerb('history', 'the syncs, newest first: revision, result (and why it failed), changes, author and commit message')
+    .option('--stage <stage>', 'only this stage')
+    .option('--limit <n>', 'how many', '20')
+    .action(historyCommand);
+  reconcilerVerb('diff', 'what syncing the branch head would change, field by field, without applying it; exits 0 when nothing, 1 when something would change, 2 on an error (as kubectl diff)')
+    // an error must not look like "changes" (1): usage errors exit 2 too
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .action(diffCommand);
+  reconcilerVerb('sync', 'look for new revisions now (and unpin a rollback), then print the status; exits 1 when a head failed').option('--force', 'also retry a revision that failed').action(syncCommand);
   target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
-  target(cli.command('list').description('functions, routes and instances of the running spore up')).action(listCommand);
+  withOutput(target(cli.command('list').description('functions, routes and instances of the running spore up'))).action(listCommand);
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
+  cli
+    .command('publish')
+    .description("synthesize the app in DIR, validate it, and commit the rendered manifests onto a branch of its repository, for Argo CD (or spore up --git --manifests) to sync")
+    .argument('[dir]', 'app folder (with cdk8s.yaml)', '.')
+    .option('--branch <branch>', 'branch that receives the rendered manifests', 'rendered')
+    .option('--push [remote]', 'push the branch after committing (default remote: origin)')
+    .action(publishCommand);
   return cli;
 }
 

@@ -11,6 +11,8 @@ export interface PlanEntry {
   wave: number;
   /** The desired object (absent for prunes). */
   object?: KubeObject;
+  /** The object in the store now (updates and prunes), for a field-level diff. */
+  live?: StoredObject;
 }
 
 export interface Plan {
@@ -39,10 +41,10 @@ export function plan(desired: readonly KubeObject[], live: readonly StoredObject
     desiredKeys.add(key);
     const current = liveByKey.get(key);
     const action: Action = !current ? 'create' : canonical(current) === canonical(o) ? 'unchanged' : 'update';
-    entries.push({ action, ref, wave: waveOf(o), object: o });
+    entries.push({ action, ref, wave: waveOf(o), object: o, ...(action === 'update' ? { live: current } : {}) });
   }
   const owned = (o: StoredObject) => Object.entries(inventory).every(([k, v]) => o.metadata.labels?.[k] === v);
-  const prunes = live.filter((o) => owned(o) && !desiredKeys.has(refKey(refOf(o)))).map((o) => ({ action: 'prune' as const, ref: refOf(o), wave: waveOf(o) }));
+  const prunes = live.filter((o) => owned(o) && !desiredKeys.has(refKey(refOf(o)))).map((o) => ({ action: 'prune' as const, ref: refOf(o), wave: waveOf(o), live: o }));
   entries.sort((a, b) => a.wave - b.wave);
   prunes.sort((a, b) => b.wave - a.wave);
   const all = [...entries, ...prunes];

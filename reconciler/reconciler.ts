@@ -12,9 +12,11 @@ import { buildPackages, type BuildError } from './build.js';
 import { ReconcilerMetrics } from './metrics.js';
 import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
+import { planChanges, type Diff } from './diff.js';
 import { formatPlan, plan, refKey, type Plan } from './plan.js';
 import { prepareObjects, type PrepareError } from './prepare.js';
 import { renderApp } from './render.js';
+import { userMessage } from './user-error.js';
 
 export { APP_LABEL, STAGE_LABEL, MAIN_STAGE };
 
@@ -77,6 +79,12 @@ export interface StageStatus {
   retry?: { revision: string; attempts: number; at: number };
   /** After a heal that failed: not before `at`, so that a lasting failure is not recorded at every poll. */
   healAfter?: { attempts: number; at: number };
+  /** The sync under way: its step (fetch, checkout, install, render, validate, build, apply), since when, and the last line it reported. */
+  running?: { revision: string; trigger: string; startedAt: number; step: string; stepStartedAt: number; progress?: string };
+  /** Set by status(): whether the stage serves its head (synced), is at it (syncing), or could not (failed: `failure` says why). */
+  state?: 'synced' | 'syncing' | 'failed' | 'pinned' | 'pending';
+  /** Set by status() when the head failed: that attempt (the last attempt may since be a heal of the live revision). */
+  failure?: { revision: string; at: number; error?: SyncRecord['error'] };
 }
 
 /** Kept in the store so that a restart picks up where the process left off. */
@@ -143,7 +151,15 @@ export class Reconciler {
   }
 
   private say(line: string): void {
+    // what a running step reports (npm's lines, a build's) is its progress in spore status
+    const running = [...this.stages.values()].find((s) => s.running)?.running;
+    if (running) running.progress = line.trim();
     (this.o.report ?? ((l) => process.stdout.write(`${l}\n`)))(line);
+  }
+
+  /** Marks the step a running sync of `st` is at (syncs run one at a time, so this is the only one). */
+  private enter(st: StageStatus, step: string): void {
+    if (st.running) Object.assign(st.running, { step, stepStartedAt: Date.now(), progress: undefined });
   }
 
   private once(line: string): void {
@@ -313,12 +329,13 @@ export class Reconciler {
     const signal = this.stopping.signal;
     const stepped = async <T>(step: string, work: () => Promise<T>): Promise<T> => {
       const t = performance.now();
+      this.enter(st, step);
       try {
         return await work();
       } catch (err) {
         // a failing fetch or npm ci may be the network: worth another try; a missing lockfile is not
         const transient = (err instanceof GitError && step === 'fetch') || (err instanceof InstallError && err.transient);
-        throw err instanceof SyncFailure ? err : new SyncFailure(step, (err as Error).message, undefined, transient);
+        throw err instanceof SyncFailure ? err : new SyncFailure(step, userMessage((err as Error).message), undefined, transient);
       } finally {
         timings[step] = Math.round(performance.now() - t);
       }
@@ -335,7 +352,7 @@ export class Reconciler {
       return { objects: docs.map((d) => d.object as KubeObject), outdir: base };
     }
     await stepped('install', async () => {
-      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { onProgress: (l) => this.say(`  npm: ${l}`), signal, owner: this.o.workDir });
+      const r = await installDependencies(base, this.o.depsCache ?? join(this.o.workDir, 'deps'), { root: checkout, onProgress: (l) => this.say(`  npm: ${l}`), signal, owner: this.o.workDir });
       if (!r.cached) this.say(`reconciler: installed dependencies (lockfile ${r.key})`);
     });
     const outdir = join(this.o.workDir, 'renders', st.stage);
@@ -386,6 +403,7 @@ export class Reconciler {
     const started = Date.now();
     const record: SyncRecord = { stage: st.stage, ref: st.ref, revision: sha, startedAt: started, durationMs: 0, result: 'failed', trigger };
     this.say(`reconciler: ${st.stage}: syncing ${sha.slice(0, 12)} (${trigger})`);
+    st.running = { revision: sha, trigger, startedAt: started, step: given ? 'apply' : 'fetch', stepStartedAt: started };
     try {
       let desired: KubeObject[];
       const timings: Record<string, number> = {};
@@ -394,12 +412,13 @@ export class Reconciler {
       else {
         const { objects, outdir } = await this.render(st, sha, timings);
         const t = performance.now();
+        this.enter(st, 'validate');
         desired = this.prepare(st, objects, outdir);
         timings.validate = Math.round(performance.now() - t);
+        this.enter(st, 'build');
         desired = await this.build(desired, timings);
       }
-      const info = await this.o.source.commit(sha).catch(() => undefined); // the render fetched it
-      if (info) Object.assign(record, { author: info.author, message: info.message });
+      this.enter(st, 'apply');
       const p = await this.planFor(st, desired);
       const last = this.o.store.getSync({ stage: st.stage, revision: st.liveRevision ?? '-', result: 'succeeded' });
       // drift: live objects that differ from what this stage last applied, where the desired object did not change
@@ -429,6 +448,7 @@ export class Reconciler {
     } catch (err) {
       if (this.closed) {
         // stopped by close(), not rejected: the next start tries this revision again
+        st.running = undefined;
         this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} not finished: shutting down`);
         return record;
       }
@@ -449,6 +469,10 @@ export class Reconciler {
       }
       this.say(`reconciler: ${st.stage}: ${sha.slice(0, 12)} rejected at ${f.step}${f.object ? ` (${f.object})` : ''}: ${f.message}${next}\nreconciler: ${st.stage}: still serving ${st.liveRevision?.slice(0, 12) ?? 'nothing'}`);
     }
+    st.running = undefined;
+    // who pushed it and why, failed or not (unknown only when the fetch failed)
+    const info = await this.o.source.commit(sha).catch(() => undefined);
+    if (info) Object.assign(record, { author: info.author, message: info.message });
     record.durationMs = Date.now() - started;
     st.lastAttempt = { revision: sha, result: record.result, at: started, error: record.error };
     this.record(st, record);
@@ -494,14 +518,15 @@ export class Reconciler {
     this.say(`reconciler: ${st.stage}: torn down, ${why}; removed ${r.pruned.length} object(s)`);
   }
 
-  /** The plan for the branch head, without applying it. */
-  diff(): Promise<{ revision: string; plan: string }> {
+  /** What syncing the branch head would change, object by object and field by field, without applying it. */
+  diff(): Promise<Diff> {
     return this.serial(async () => {
       const st = this.stages.get(MAIN_STAGE)!;
       const sha = (await this.o.source.heads()).get(st.ref);
       if (!sha) throw new Error(`${st.ref} does not exist in ${this.o.source.url}`);
       const { objects, outdir } = await this.render(st, sha, {});
-      return { revision: sha, plan: formatPlan(await this.planFor(st, await this.build(this.prepare(st, objects, outdir), {}))) };
+      const p = await this.planFor(st, await this.build(this.prepare(st, objects, outdir), {}));
+      return { revision: sha, stage: st.stage, counts: p.counts, objects: planChanges(p) };
     });
   }
 
@@ -540,7 +565,18 @@ export class Reconciler {
   }
 
   status(): StageStatus[] {
-    return [...this.stages.values()].map((s) => ({ ...s }));
+    return [...this.stages.values()].map((s) => {
+      const failure = this.headFailure(s);
+      const state = s.running ? 'syncing' : s.pinned ? 'pinned' : failure ? 'failed' : s.liveRevision && (!s.head || s.head === s.liveRevision) ? 'synced' : 'pending';
+      return { ...s, running: s.running && { ...s.running }, state, failure };
+    });
+  }
+
+  /** The failed attempt at the stage's head, when the head is not live because it failed. */
+  private headFailure(s: StageStatus): StageStatus['failure'] {
+    if (!s.head || s.head === s.liveRevision) return undefined;
+    const last = s.lastAttempt?.revision === s.head ? { ...s.lastAttempt, startedAt: s.lastAttempt.at } : this.o.store.getSync({ stage: s.stage, revision: s.head });
+    return last?.result === 'failed' ? { revision: s.head, at: last.startedAt, error: last.error } : undefined;
   }
 
   history(stage?: string, limit = 20): Omit<SyncRecord, 'objects' | 'applied'>[] {

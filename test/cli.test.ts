@@ -40,6 +40,26 @@ describe('spore CLI', () => {
     expect(run('validate', dir).stdout).toContain('1 object(s) valid');
   });
 
+  it('validate fails on a folder without manifests rather than calling it valid', () => {
+    const dir = tempDir();
+    const r = run('validate', dir);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`spore: no manifests found in ${dir} (looked for YAML documents in *.yaml and *.yml files)\n`);
+    writeFileSync(join(dir, 'empty.yaml'), '---\n# nothing\n');
+    expect(run('validate', dir).status).toBe(1);
+  });
+
+  it('diff exits 2 when it cannot diff, so that an error never reads as "changes" (1)', () => {
+    const none = run('diff', '--state-dir', tempDir());
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain('spore: no running "spore up" found');
+    const usage = run('diff', '--bogus');
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toContain("unknown option '--bogus'");
+    expect(run('diff', '--help').status).toBe(0);
+  });
+
   it('validate names the file of a YAML syntax error and missing paths', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'bad.yaml'), 'kind: [unclosed\n');

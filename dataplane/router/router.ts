@@ -130,8 +130,15 @@ export class Router {
           if (!Number.isFinite(n) || n < 0) throw new DataplaneError(400, 'BadRequest', `query parameter "${what}" must be a non-negative number`);
           return n;
         };
+        const namespace = q.namespace ?? 'default';
+        // a function that does not exist: say so, rather than an empty answer that looks like a quiet function
+        if (!(await this.o.store.get({ apiVersion: API_VERSION, kind: 'Function', namespace, name: q.function }))) {
+          const known = (await this.o.store.list({ apiVersion: API_VERSION, kind: 'Function', namespace })).map((f) => f.metadata.name);
+          const some = known.length > 20 ? `${known.slice(0, 20).join(', ')}, …` : known.join(', ') || 'none';
+          return reply.code(404).send(errorBody(404, 'NotFound', `function ${namespace}/${q.function} does not exist (functions in ${namespace}: ${some})`, ''));
+        }
         try {
-          return logs.queryLogs({ namespace: q.namespace ?? 'default', function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
+          return logs.queryLogs({ namespace, function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
         } catch (err) {
           const e = err as DataplaneError;
           return reply.code(e.status ?? 500).send(errorBody(e.status ?? 500, e.reason ?? 'Error', e.message, ''));
