@@ -1,4 +1,4 @@
-// An example Spore app. `npx cdk8s synth` writes its manifests and archives to
+// An example Spore app. `npm run synth` writes its manifests and archives to
 // dist/; `spore up` (or `npm start` at the repository root) serves it locally.
 import { App, Chart } from 'cdk8s';
 import { Environment, NodeFunction, PythonFunction, HttpTrigger } from 'spore';

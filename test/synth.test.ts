@@ -1,5 +1,5 @@
 // The root app, synthesized the way a user does it: `npx cdk8s synth` at the root.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Ajv } from 'ajv';
@@ -105,5 +105,21 @@ describe('npx cdk8s synth at the root', () => {
     for (const o of objects.filter((x) => ['Deployment', 'Service', 'ServiceAccount', 'Role', 'RoleBinding'].includes(x.kind))) {
       expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('spore-system');
     }
+  });
+});
+
+describe("an app's own synth, offline", () => {
+  it('npm run synth in the example app makes no update check (it would fail without the internet)', () => {
+    const out = tempDir('spore-dist-');
+    // an unreachable registry and a fresh home (no cached answer), as on a machine with no internet
+    const { CDK8S_CHECK_UPGRADE: _set, ...env } = process.env; // the app's own script must say it
+    const r = spawnSync('npm', ['run', 'synth', '--', '--output', out], {
+      cwd: join(ROOT, 'examples'),
+      encoding: 'utf8',
+      env: { ...env, HOME: tempDir('spore-home-'), npm_config_registry: 'http://127.0.0.1:9/' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/new version|cdk8s-cli is available|ECONNREFUSED/);
+    expect(readdirSync(out)).toContain('shop.k8s.yaml');
   });
 });
