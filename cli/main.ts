@@ -5,6 +5,7 @@ import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, r
 import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
+import { initCommand } from './init.js';
 import { publishCommand } from './publish.js';
 import { withOutput } from './output.js';
 import { upCommand } from './up.js';
@@ -94,6 +95,12 @@ export function program(): Command {
   target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
   withOutput(target(cli.command('list').description('functions, routes and instances of the running spore up'))).action(listCommand);
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
+  cli
+    .command('init')
+    .description('create a new app in DIR from the example, with spore packed into its vendor/ folder')
+    .argument('<dir>', 'a new (or empty) folder')
+    .option('--name <name>', "the app's name (default: the folder's name)")
+    .action(initCommand);
   cli
     .command('publish')
     .description("synthesize the app in DIR, validate it, and commit the rendered manifests onto a branch of its repository, for Argo CD (or spore up --git --manifests) to sync")
