@@ -1,7 +1,7 @@
 // `spore up` as a user runs it: the CLI in its own process, the example app,
 // real runtimes; then `spore list`, `invoke` and `logs` against it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -65,6 +65,14 @@ describe('spore up', () => {
     expect((await get(`${url}/fission?who=Lambda`)).body).toBe('Hello from a Lambda-style function\n');
     expect(JSON.parse((await get(`${url}/py/hello`)).body)).toEqual({ message: 'Hello from Python', method: 'GET' });
     expect(['Hello from v1\n', 'Hello from v2 (canary)\n']).toContain((await get(`${url}/greeting`)).body);
+    // the README's quick start, as a user pastes it: each curl line prints what its comment says
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const curls = [...readme.matchAll(/^curl (\S+)\s+# (.+)$/gm)];
+    expect(curls.length).toBeGreaterThanOrEqual(3);
+    for (const [, arg, said] of curls) {
+      const r = spawnSync('sh', ['-c', `curl -sS ${arg.replace('localhost:8080', url.replace('http://', ''))}`], { encoding: 'utf8' });
+      expect({ command: `curl ${arg}`, out: r.stdout.trim(), err: r.stderr }).toEqual({ command: `curl ${arg}`, out: said.trim(), err: '' });
+    }
     expect(u.output()).toContain(`GET      ${url}/hello/:name → hello`);
 
     const invoke = cli('invoke', 'process-order', '--state-dir', state, '-d', '{"id":"o-1","items":[{"sku":"a","quantity":2,"price":3}]}', '-H', 'content-type: application/json');
