@@ -9,6 +9,22 @@ import { CONTROL_FLOW, TASK_ID } from './workflow.js';
 /** Paths the router answers itself. */
 export const RESERVED_PATHS = ['/_fn', '/_spore', '/_stage', '/metrics', '/healthz'];
 
+/**
+ * Why an archive URL may not be fetched, or undefined. Absolute URLs are
+ * http(s) only: file:// would read the host's files. A relative URL names a
+ * file beside the manifests (archives/<sha256>.tgz): plain segments, no `..`,
+ * `.` or empty ones, no backslashes, so it cannot leave the manifests' folder.
+ */
+export function archiveUrlProblem(url: string): string | undefined {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1].toLowerCase();
+  if (scheme === 'http' || scheme === 'https') return /^https?:\/\/[^/?#]+/i.test(url) ? undefined : `"${url}" has no host`;
+  if (scheme) return `"${url}": archive URLs are https://, http:// or a path beside the manifests (archives/<sha256>.tgz); ${scheme}: is not allowed`;
+  if (url.includes('\\') || url.startsWith('/') || url.split('/').some((s) => s === '' || s === '.' || s === '..')) {
+    return `"${url}" must be a plain relative path inside the manifests' folder (archives/<sha256>.tgz): not absolute, no "..", "." or empty segments, no backslashes`;
+  }
+  return undefined;
+}
+
 type Rule<K extends KindName> = (obj: SporeObject<K>) => FieldError[];
 
 function exactlyOne(where: string, spec: object, a: string, b: string): FieldError[] {
@@ -33,6 +49,8 @@ export const RULES: { [K in KindName]: Rule<K> } = {
         errors.push({ path: 'spec.archive.sha256', message: 'does not match the inline archive' });
       }
     }
+    const urlProblem = spec.archive.url === undefined ? undefined : archiveUrlProblem(spec.archive.url);
+    if (urlProblem) errors.push({ path: 'spec.archive.url', message: urlProblem });
     return errors;
   },
 

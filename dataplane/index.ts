@@ -46,7 +46,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   const metrics = new Metrics({ defaultMetrics: true });
   const logs = new LogSink(o.store);
   const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances') });
-  const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives') });
+  const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, report: o.report });
   await poolmgr.start();
   const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : { logs: o.store }, bodyLimit: o.bodyLimit, report: o.report });

@@ -17,6 +17,7 @@ export class Metrics {
   readonly warm: Gauge<'namespace' | 'environment'>;
   readonly specialized: Gauge<'namespace' | 'function'>;
   readonly busy: Gauge<'namespace' | 'function'>;
+  readonly archivesRejected: Counter<'reason'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const r = [this.registry];
@@ -33,6 +34,8 @@ export class Metrics {
     this.warm = new Gauge({ name: 'spore_pool_warm_instances', help: 'Generic instances ready to be specialized', labelNames: ['namespace', 'environment'], registers: r });
     this.specialized = new Gauge({ name: 'spore_function_specialized_instances', help: 'Instances specialized for a function', labelNames: fnLabels, registers: r });
     this.busy = new Gauge({ name: 'spore_function_busy_instances', help: 'Specialized instances serving at least one call', labelNames: fnLabels, registers: r });
+    // reason is one of ArchiveRejection's few values
+    this.archivesRejected = new Counter({ name: 'spore_archive_rejected_total', help: 'Package archives refused: archive_size, unpacked_size, files, not_a_file, url, checksum, unsafe_entry, invalid', labelNames: ['reason'], registers: r });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 

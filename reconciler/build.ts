@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { packArchive, readArchive, readDirectory, type ArchiveEntry } from '../api/archive.js';
+import { archiveLimitsFromEnv, packArchive, readArchive, readArchiveFile, readDirectory, type ArchiveEntry, type ArchiveLimits } from '../api/archive.js';
 import { API_VERSION, ARCHIVES_DIR, localPython, type KubeObject, type PackageSpec } from '../api/index.js';
 import { formatRef, refOf } from '../store/index.js';
 import { runBounded } from './bounded.js';
@@ -44,6 +44,8 @@ export interface BuildOptions {
   owner?: string;
   /** pip's output, line by line, and a line per package built. */
   onProgress?: (line: string) => void;
+  /** Bounds of the source archive read into memory. @default archiveLimitsFromEnv(): the SPORE_* variables, else DEFAULT_ARCHIVE_LIMITS */
+  limits?: ArchiveLimits;
 }
 
 export interface Built {
@@ -110,7 +112,8 @@ async function probe(o: BuildOptions): Promise<Interpreter> {
 
 async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions) {
   const requirements = spec.build!.requirements!;
-  const source = await readArchive(sourceBytes(spec, o.archiveDir)).catch((err: Error) => {
+  const limits = o.limits ?? archiveLimitsFromEnv();
+  const source = await readArchive(sourceBytes(spec, o.archiveDir, limits), { limits }).catch((err: Error) => {
     throw new BuildError(`the source archive: ${err.message}`);
   });
   const file = posix.normalize(requirements.replace(/^\.\//, ''));
@@ -135,14 +138,19 @@ async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions)
   return { key, cached, sha256: archive.sha256, size: archive.size };
 }
 
-function sourceBytes(spec: PackageSpec, archiveDir: string): Buffer {
-  const { inline, url, sha256 } = spec.archive;
+function sourceBytes(spec: PackageSpec, archiveDir: string, limits: ArchiveLimits): Buffer {
+  const { inline, url, sha256, size } = spec.archive;
   let bytes: Buffer;
+  if (size > limits.maxArchiveBytes) throw new BuildError(`spec.archive.size is ${size} bytes, more than the ${limits.maxArchiveBytes} an archive may have (SPORE_ARCHIVE_MAX_BYTES)`);
   if (inline !== undefined) bytes = Buffer.from(inline, 'base64');
   else if (url && !/^[a-z]+:\/\//.test(url)) {
     const file = join(archiveDir, url.split('/').pop()!); // where prepare copied it
     if (!existsSync(file)) throw new BuildError(`spec.archive.url: ${url} is not in the archive folder ${archiveDir}`);
-    bytes = readFileSync(file);
+    try {
+      bytes = readArchiveFile(file, size);
+    } catch (err) {
+      throw new BuildError(`spec.archive.url: ${url}: ${(err as Error).message}`);
+    }
   } else throw new BuildError(`spec.archive.url: ${url}: a package built at deploy time must be in the rendered output (inline or archives/<sha256>.tgz)`);
   const actual = createHash('sha256').update(bytes).digest('hex');
   if (actual !== sha256) throw new BuildError(`the source archive's sha256 is ${actual}, spec.archive.sha256 says ${sha256}`);

@@ -1,8 +1,9 @@
 // From rendered objects to what is applied: placed in the stage's namespace,
 // validated as a set, their URL archives copied where the dataplane reads
 // them, and labelled with the inventory that marks them as the app's.
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
+import { ArchiveError, archiveLimitsFromEnv, readArchiveFile, type ArchiveLimits } from '../api/archive.js';
 import { API_VERSION, CLUSTER_SCOPED_KINDS, formatErrors, validateSet, type KubeObject } from '../api/index.js';
 import { formatRef, refOf } from '../store/index.js';
 import { withInventory } from './plan.js';
@@ -30,6 +31,8 @@ export interface PrepareOptions {
    */
   namespace?: string;
   skipped?: (object: string) => void;
+  /** @default archiveLimitsFromEnv(): the SPORE_* variables, else DEFAULT_ARCHIVE_LIMITS */
+  limits?: ArchiveLimits;
 }
 
 export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): KubeObject[] {
@@ -44,12 +47,34 @@ export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): 
   const errors = validateSet(placed);
   if (errors.length) throw new PrepareError(formatErrors(errors), errors[0].object);
   for (const x of placed) {
-    const url = x.kind === 'Package' && x.apiVersion === API_VERSION ? ((x as any).spec.archive.url as string | undefined) : undefined;
-    if (!url || /^[a-z]+:\/\//.test(url)) continue;
+    const archive = x.kind === 'Package' && x.apiVersion === API_VERSION ? ((x as any).spec.archive as { url?: string; size: number }) : undefined;
+    const url = archive?.url;
+    if (!url || /^[a-z]+:\/\//i.test(url)) continue;
+    const fail = (message: string) => new PrepareError(`spec.archive.url: ${url}: ${message}`, formatRef(refOf(x)));
+    // validateSet let only plain relative paths through; a folder on the way may still be a link out
     const file = join(o.outdir, url);
-    if (!existsSync(file)) throw new PrepareError(`spec.archive.url: ${url} is not in the rendered output`, formatRef(refOf(x)));
+    let folder: string;
+    try {
+      folder = realpathSync(dirname(file));
+    } catch {
+      throw fail('is not in the rendered output');
+    }
+    const inside = relative(realpathSync(o.outdir), folder);
+    if (inside.split(sep)[0] === '..') throw fail(`leads out of the rendered output ${o.outdir} through a symbolic link`);
+    const limit = (o.limits ?? archiveLimitsFromEnv()).maxArchiveBytes;
+    if (archive.size > limit) throw fail(`spec.archive.size is ${archive.size} bytes, more than the ${limit} an archive may have (SPORE_ARCHIVE_MAX_BYTES)`);
+    let bytes: Buffer;
+    try {
+      bytes = readArchiveFile(join(folder, url.split('/').pop()!), archive.size);
+    } catch (err) {
+      if (err instanceof ArchiveError) throw fail(err.message);
+      throw err;
+    }
     mkdirSync(o.archiveDir, { recursive: true });
-    copyFileSync(file, join(o.archiveDir, url.split('/').pop()!));
+    const target = join(o.archiveDir, url.split('/').pop()!);
+    const partial = `${target}.partial-${process.pid}`;
+    writeFileSync(partial, bytes);
+    renameSync(partial, target); // the dataplane never reads half an archive
   }
   return withInventory(placed, o.inventory);
 }

@@ -1,17 +1,21 @@
 // Getting a Package's code into an instance's folder: fetch (inline or URL),
 // verify the sha256, refuse archives whose entries would land outside the
-// folder (zip-slip) or that hold devices or links out, then extract.
+// folder (zip-slip), that hold devices or links out, or that pass the limits
+// (archive size, unpacked size, entries), then extract.
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { isAbsolute, join, posix } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
 import * as tar from 'tar';
 import { request } from 'undici';
+import { ArchiveError, archiveLimitsFromEnv, readArchiveFile, walkArchive, type ArchiveLimits, type ArchiveRejection } from '../../api/archive.js';
+import { archiveUrlProblem } from '../../api/rules.js';
 import type { StoredObject } from '../../store/index.js';
 
 export class PackageError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly reason?: ArchiveRejection,
+  ) {
     super(message);
     this.name = 'PackageError';
   }
@@ -29,12 +33,22 @@ export interface PackageFetcherOptions {
   archiveDir: string;
   /** Verified archives kept in memory, by sha256. @default 64 */
   cacheEntries?: number;
+  /** Bytes of verified archives kept in memory. @default 256 MiB */
+  cacheBytes?: number;
+  /** @default archiveLimitsFromEnv(): the SPORE_* variables, else DEFAULT_ARCHIVE_LIMITS */
+  limits?: ArchiveLimits;
+  /** Told of every archive refused, with the reason (for the metric). */
+  onRejected?: (reason: ArchiveRejection) => void;
 }
 
 export class PackageFetcher {
   private readonly cache = new Map<string, Buffer>();
+  private cached = 0;
+  readonly limits: ArchiveLimits;
 
-  constructor(private readonly options: PackageFetcherOptions) {}
+  constructor(private readonly options: PackageFetcherOptions) {
+    this.limits = options.limits ?? archiveLimitsFromEnv();
+  }
 
   /** The archive bytes of a Package, verified against its sha256. */
   async bytes(pkg: StoredObject): Promise<Buffer> {
@@ -42,30 +56,48 @@ export class PackageFetcher {
     const name = `Package ${pkg.metadata.namespace}/${pkg.metadata.name}`;
     const hit = this.cache.get(archive.sha256);
     if (hit) return hit;
+    const refuse = (message: string, reason: ArchiveRejection) => this.refuse(new PackageError(`${name}: ${message}`, reason));
+    if (archive.size > this.limits.maxArchiveBytes) {
+      throw refuse(`spec.archive.size is ${archive.size} bytes, more than the ${this.limits.maxArchiveBytes} an archive may have (SPORE_ARCHIVE_MAX_BYTES); refusing to fetch it`, 'archive_size');
+    }
     let bytes: Buffer;
     if (archive.inline !== undefined) bytes = Buffer.from(archive.inline, 'base64');
     else if (archive.url) bytes = await this.download(archive.url, name, archive.size);
     else throw new PackageError(`${name} has neither inline bytes nor a URL`);
-    if (bytes.length !== archive.size) throw new PackageError(`${name}: the archive has ${bytes.length} bytes, the Package says ${archive.size}; refusing to run it`);
+    if (bytes.length !== archive.size) throw refuse(`the archive is ${bytes.length < archive.size ? 'shorter' : 'longer'} than spec.archive.size (${archive.size} bytes); refusing to run it`, 'archive_size');
     const sha = createHash('sha256').update(bytes).digest('hex');
-    if (sha !== archive.sha256) throw new PackageError(`${name}: checksum mismatch: the archive's sha256 is ${sha}, the Package says ${archive.sha256}; refusing to run it`);
+    // the actual checksum is not said: it would tell what lies at a URL the Package was not meant to read
+    if (sha !== archive.sha256) throw refuse(`checksum mismatch: the archive's sha256 is not spec.archive.sha256 (${archive.sha256}); refusing to run it`, 'checksum');
     this.cache.set(archive.sha256, bytes);
-    if (this.cache.size > (this.options.cacheEntries ?? 64)) this.cache.delete(this.cache.keys().next().value!);
+    this.cached += bytes.length;
+    while (this.cache.size > (this.options.cacheEntries ?? 64) || (this.cache.size > 1 && this.cached > (this.options.cacheBytes ?? 256 * 1024 ** 2))) {
+      const [oldest, old] = this.cache.entries().next().value!;
+      this.cache.delete(oldest);
+      this.cached -= old.length;
+    }
     return bytes;
   }
 
+  private refuse(err: PackageError): PackageError {
+    if (err.reason) this.options.onRejected?.(err.reason);
+    return err;
+  }
+
   private async download(url: string, name: string, limit: number): Promise<Buffer> {
+    const problem = archiveUrlProblem(url);
+    if (problem) throw this.refuse(new PackageError(`${name}: spec.archive.url: ${problem}`, 'url'));
     try {
-      if (/^https?:\/\//.test(url)) {
+      if (/^https?:\/\//i.test(url)) {
         const res = await request(url, { maxRedirections: 3, headersTimeout: 30_000, bodyTimeout: 60_000 });
         if (res.statusCode !== 200) {
           await res.body.dump();
           throw new Error(`HTTP ${res.statusCode}`);
         }
-        const declared = Number(res.headers['content-length'] ?? 0);
-        if (declared > limit) {
+        // the response's own size is never said: it would tell what lies at the URL
+        const tooLong = () => new ArchiveError(`the response is longer than spec.archive.size (${limit} bytes)`, 'archive_size');
+        if (Number(res.headers['content-length'] ?? 0) > limit) {
           res.body.destroy();
-          throw new Error(`it is ${declared} bytes, the Package says ${limit}`);
+          throw tooLong();
         }
         const chunks: Buffer[] = [];
         let received = 0;
@@ -73,43 +105,44 @@ export class PackageFetcher {
           received += chunk.length;
           if (received > limit) {
             res.body.destroy();
-            throw new Error(`it is larger than the ${limit} bytes the Package says`);
+            throw tooLong();
           }
           chunks.push(chunk);
         }
         return Buffer.concat(chunks);
       }
-      if (url.startsWith('file://')) return await readFile(fileURLToPath(url));
-      if (isAbsolute(url) || url.split('/').includes('..')) throw new Error('a relative archive URL must stay inside the archive folder');
-      return await readFile(join(this.options.archiveDir, url.split('/').pop()!)); // archives/<sha>.tgz is kept as <sha>.tgz
+      // archives/<sha>.tgz is kept as <sha>.tgz in the archive folder
+      return readArchiveFile(join(this.options.archiveDir, url.split('/').pop()!), limit);
     } catch (err) {
-      throw new PackageError(`${name}: cannot fetch ${url}: ${(err as Error).message}`);
+      const reason = err instanceof ArchiveError ? err.reason : undefined;
+      throw this.refuse(new PackageError(`${name}: cannot fetch spec.archive.url ${url}: ${(err as Error).message}`, reason));
     }
   }
 
   /** Writes and checks the archive, then extracts it into `dir` (which must be empty or new). */
   async extract(bytes: Buffer, dir: string, name: string): Promise<void> {
+    // checked whole before anything is written: a refused archive leaves nothing behind
+    const problems: string[] = [];
+    try {
+      await walkArchive(bytes, this.limits, (entry) => {
+        const problem = unsafe(entry.path, entry.type, entry.linkpath);
+        if (problem) problems.push(problem);
+      });
+    } catch (err) {
+      const e = err as ArchiveError;
+      const limit = e.reason === 'unpacked_size' ? ' (SPORE_UNPACKED_MAX_BYTES)' : e.reason === 'files' ? ' (SPORE_UNPACKED_MAX_FILES)' : '';
+      throw this.refuse(new PackageError(`${name}: refusing to extract the archive: ${e.message}${limit}`, e.reason ?? 'invalid'));
+    }
+    if (problems.length) throw this.refuse(new PackageError(`${name}: unsafe archive, refusing to extract it: ${problems.slice(0, 5).join('; ')}`, 'unsafe_entry'));
     mkdirSync(dir, { recursive: true });
     const file = `${dir}.tgz`;
     writeFileSync(file, bytes);
-    const problems: string[] = [];
-    try {
-      await tar.t({
-        file,
-        strict: true,
-        onReadEntry: (entry) => {
-          const problem = unsafe(entry.path, entry.type, entry.linkpath);
-          if (problem) problems.push(problem);
-        },
-      });
-    } catch (err) {
-      throw new PackageError(`${name}: the archive is not a valid .tgz: ${(err as Error).message}`);
-    }
-    if (problems.length) throw new PackageError(`${name}: unsafe archive, refusing to extract it: ${problems.slice(0, 5).join('; ')}`);
     try {
       await tar.x({ file, cwd: dir, strict: true, preservePaths: false, preserveOwner: false });
     } catch (err) {
       throw new PackageError(`${name}: cannot extract the archive: ${(err as Error).message}`);
+    } finally {
+      rmSync(file, { force: true });
     }
   }
 }

@@ -96,6 +96,24 @@ describe('validateObject', () => {
     expect(validateObject(neither)).toEqual([{ path: 'spec.archive', message: 'set exactly one of inline or url' }]);
   });
 
+  it('confines archive URLs: http(s), or a plain relative path inside the manifests folder', () => {
+    const byUrl = (url: string) => spore('Package', 'p', { archive: { sha256: 'b'.repeat(64), size: 10, url } });
+    for (const ok of ['archives/' + 'b'.repeat(64) + '.tgz', 'x.tgz', 'https://example.com/a.tgz', 'HTTP://10.0.0.1:8080/a.tgz']) expect(validateObject(byUrl(ok)), ok).toEqual([]);
+    const relative = (url: string) => ({
+      path: 'spec.archive.url',
+      message: `"${url}" must be a plain relative path inside the manifests' folder (archives/<sha256>.tgz): not absolute, no "..", "." or empty segments, no backslashes`,
+    });
+    for (const bad of ['../../../../etc/hostname', 'archives/../../x.tgz', '/etc/hostname', './x.tgz', 'archives//x.tgz', 'archives\\..\\x.tgz']) {
+      expect(validateObject(byUrl(bad)), bad).toEqual([relative(bad)]);
+    }
+    expect(validateObject(byUrl('file:///tmp/fifo'))).toEqual([
+      { path: 'spec.archive.url', message: '"file:///tmp/fifo": archive URLs are https://, http:// or a path beside the manifests (archives/<sha256>.tgz); file: is not allowed' },
+    ]);
+    expect(validateObject(byUrl('https:///a.tgz'))).toEqual([{ path: 'spec.archive.url', message: '"https:///a.tgz" has no host' }]);
+    // what `spore validate` and every apply run
+    expect(formatErrors(validateSet([env, byUrl('../../../../etc/hostname'), fn]))).toContain('Package/default/p: spec.archive.url: "../../../../etc/hostname" must be a plain relative path');
+  });
+
   it('checks HTTP triggers: path or prefix, function or weights summing to 100', () => {
     expect(validateObject(route('r', {}))).toEqual([{ path: 'spec', message: 'set exactly one of path or prefix' }]);
     expect(validateObject(route('r', { path: 'hello' }))).toEqual([{ path: 'spec.path', message: 'must be a URL path such as /hello or /users/:id (got "hello")' }]);
