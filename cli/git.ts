@@ -24,6 +24,7 @@ export interface GitOptions {
   manifests?: boolean;
   path?: string;
   depsCache?: string;
+  allowCommands?: boolean;
   stateDir: string;
   reconcilerPort: string;
   reconcilerHost: string;
@@ -70,6 +71,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     path: o.path,
     depsCache: o.depsCache && o.depsCache !== '<state-dir>/work/deps' ? resolve(o.depsCache) : undefined,
     pollMs,
+    allowCommands: o.allowCommands ?? false,
     previews: o.previews ? { patterns, max: maxPreviews } : undefined,
     report: say,
   });

@@ -44,6 +44,7 @@ export function program(): Command {
       .option('--path <path>', 'folder in the repository with cdk8s.yaml (or the YAML with --manifests)')
       .option('--app <name>', "the app's name, which labels (and so owns) its objects in the store (default: its package.json name; with --git, the repository's name)")
       .option('--deps-cache <dir>', 'npm install cache (reconcilers may share one)', '<state-dir>/work/deps')
+      .option('--allow-commands', "let the repository's Environments name local commands (runtime.command, builder.command): they run on this host")
       .option('--reconciler-port <port>', "port of the reconciler's webhook and API", '0')
       .option('--reconciler-host <host>', "address of the reconciler's webhook and API", '127.0.0.1');
   gitOptions(cli.commands.find((c) => c.name() === 'up')!).action((dir: string, o) => {

@@ -39,7 +39,12 @@ export function appIdentity(dir: string, given?: string): string {
     return name;
   }
   const pkg = join(dir, 'package.json');
-  const fromPackage = existsSync(pkg) ? (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name : undefined;
+  let fromPackage: unknown;
+  try {
+    fromPackage = existsSync(pkg) ? (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name : undefined;
+  } catch (err) {
+    throw new Error(`${pkg} is not valid JSON: ${(err as Error).message}`);
+  }
   return appName(typeof fromPackage === 'string' && fromPackage ? fromPackage.replace(/^@[^/]+\//, '') : basename(dir));
 }
 
@@ -68,7 +73,7 @@ export function localApp(dir: string, stateDir: string, report: (line: string) =
       const docs = await renderApp(dir, outdir);
       let objects;
       try {
-        objects = prepareObjects(docs.map((d) => d.object), { outdir, archiveDir, inventory });
+        objects = prepareObjects(docs.map((d) => d.object), { outdir, archiveDir, inventory, allowCommands: true });
       } catch (err) {
         throw new Error(`the rendered manifests are invalid:\n${(err as Error).message}`);
       }

@@ -119,7 +119,9 @@ async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions)
   const file = posix.normalize(requirements.replace(/^\.\//, ''));
   const listed = source.find((e) => e.path === file);
   if (!listed) throw new BuildError(`spec.build.requirements: ${requirements} is not in the package's archive`);
-  const key = createHash('sha256').update(listed.data).update('\0').update(python.tag).digest('hex').slice(0, 24);
+  // requirements that name other files of the package (-r, -c, -e, local paths) depend on those too: key on the whole source then
+  const namesFiles = listed.data.toString('utf8').split('\n').some((l) => /^\s*(-[rce]\b|--(requirement|constraint|editable)\b|\.{0,2}\/|file:)/.test(l));
+  const key = createHash('sha256').update(namesFiles ? `source ${spec.archive.sha256}` : listed.data).update('\0').update(python.tag).digest('hex').slice(0, 24);
   const entry = join(o.cacheDir, key);
   const cached = existsSync(join(entry, COMPLETE));
   if (!cached) await install(source, file, python, entry, o);

@@ -31,8 +31,27 @@ export interface PrepareOptions {
    */
   namespace?: string;
   skipped?: (object: string) => void;
+  /**
+   * Whether an Environment may name a local command (`spec.runtime.command`,
+   * `spec.builder.command`): a command runs on this host as Spore, so only the
+   * operator may allow it for what a repository holds.
+   */
+  allowCommands: boolean;
   /** @default archiveLimitsFromEnv(): the SPORE_* variables, else DEFAULT_ARCHIVE_LIMITS */
   limits?: ArchiveLimits;
+}
+
+/** The object and field of each local command in the set. */
+function commandsIn(objects: readonly KubeObject[]): { object: string; field: string; command: string[] }[] {
+  const found = [];
+  for (const x of objects) {
+    if (x.kind !== 'Environment' || x.apiVersion !== API_VERSION) continue;
+    const spec = (x as { spec?: { runtime?: { command?: string[] }; builder?: { command?: string[] } } }).spec;
+    for (const [field, command] of [['spec.runtime.command', spec?.runtime?.command], ['spec.builder.command', spec?.builder?.command]] as const) {
+      if (command?.length) found.push({ object: formatRef(refOf(x)), field, command });
+    }
+  }
+  return found;
 }
 
 export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): KubeObject[] {
@@ -46,6 +65,15 @@ export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): 
   }
   const errors = validateSet(placed);
   if (errors.length) throw new PrepareError(formatErrors(errors), errors[0].object);
+  const commands = o.allowCommands ? [] : commandsIn(placed);
+  if (commands.length) {
+    const c = commands[0];
+    throw new PrepareError(
+      `${c.object}: ${c.field}: ${JSON.stringify(c.command)} would run on this host, and commands from a repository are refused ` +
+        `(use a built-in runtime: runtime.name node or python; or, if you trust everyone who can push, start the reconciler with --allow-commands)`,
+      c.object,
+    );
+  }
   for (const x of placed) {
     const archive = x.kind === 'Package' && x.apiVersion === API_VERSION ? ((x as any).spec.archive as { url?: string; size: number }) : undefined;
     const url = archive?.url;

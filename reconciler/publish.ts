@@ -39,6 +39,9 @@ export async function publishRendered(appDir: string, options: PublishOptions = 
   if (!(await git.checkIsRepo())) throw new Error(`${appDir} is not in a Git repository: publish commits the rendered manifests onto a branch of the app's repository`);
   const source = (await git.revparse(['HEAD']).catch(() => '')).trim();
   if (!source) throw new Error(`the repository of ${appDir} has no commit yet: commit the app first`);
+  // the rendered branch is the tool's alone: writing onto a branch someone has checked out would turn their work tree into a diff
+  const worktrees = await git.raw(['worktree', 'list', '--porcelain']);
+  if (worktrees.split('\n').includes(`branch refs/heads/${branch}`)) throw new Error(`--branch ${branch} is checked out in a work tree of this repository: publish onto a branch of its own (the default, rendered)`);
   const dirty = (await git.status()).files.length > 0;
   const outdir = mkdtempSync(join(tmpdir(), 'spore-publish-'));
   const index = join(outdir, '..', `${outdir.split('/').pop()}.index`);
@@ -50,7 +53,7 @@ export async function publishRendered(appDir: string, options: PublishOptions = 
     try {
       prepareObjects(
         docs.map((d) => d.object),
-        { outdir, archiveDir: scratch, inventory: {} },
+        { outdir, archiveDir: scratch, inventory: {}, allowCommands: true }, // a local command means nothing on a cluster; validity is what is checked here
       );
     } finally {
       rmSync(scratch, { recursive: true, force: true });
@@ -70,7 +73,7 @@ export async function publishRendered(appDir: string, options: PublishOptions = 
       // CI machines often have no Git identity: the commit is then signed as the tool that made it
       const identity = named ? {} : { GIT_AUTHOR_NAME: 'spore publish', GIT_AUTHOR_EMAIL: 'publish@spore.invalid', GIT_COMMITTER_NAME: 'spore publish', GIT_COMMITTER_EMAIL: 'publish@spore.invalid' };
       commit = (await simpleGit(appDir).env({ ...gitEnv(), ...identity }).raw(['commit-tree', tree, ...(parent ? ['-p', parent] : []), '-m', message])).trim();
-      await git.raw(['update-ref', ref, commit, ...(parent ? [parent] : [])]);
+      await git.raw(['update-ref', ref, commit, parent || '0'.repeat(40)]); // only if the branch is still where we read it (or still absent)
     }
     if (options.push) await git.raw(['push', options.push, `${ref}:${ref}`]);
     return { branch, commit, changed: commit !== parent, objects: docs.length, source };

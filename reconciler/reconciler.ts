@@ -39,6 +39,8 @@ export interface ReconcilerOptions {
   mode?: 'render' | 'manifests';
   /** Folder of the repository holding cdk8s.yaml (render) or the YAML (manifests). @default '.' / 'dist' */
   path?: string;
+  /** Let Environments of the repository name local commands (they run on this host). @default false */
+  allowCommands?: boolean;
   /** @default 30000 ms */
   pollMs?: number;
   /** Refs that get a preview stage each; none when undefined. */
@@ -364,7 +366,7 @@ export class Reconciler {
   private prepare(st: StageStatus, objects: KubeObject[], outdir: string): KubeObject[] {
     try {
       const skipped: string[] = [];
-      const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x) });
+      const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x), allowCommands: this.o.allowCommands ?? false });
       if (skipped.length) this.say(`reconciler: ${st.stage}: cluster-wide objects are the main stage's, not the preview's: left out ${skipped.join(', ')}`);
       return prepared;
     } catch (err) {

@@ -3,7 +3,7 @@
 // its lockfile. Suites that deploy apps from Git copy the template; they share
 // one dependency cache, so the template's dependencies install once per run.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -40,5 +40,8 @@ export default function setup(project: TestProject): () => Promise<void> {
     () => {},
     () => {}, // a failure shows again in the suites that wait
   );
-  return () => installing;
+  return async () => {
+    await installing;
+    rmSync(base, { recursive: true, force: true });
+  };
 }

@@ -57,7 +57,7 @@ describe('spore publish (rendered manifests for Argo CD)', () => {
     child.kill('SIGTERM');
   });
 
-  it('refuses an app that is not in a Git repository, or whose synth fails, and commits nothing', () => {
+  it('refuses an app that is not in a Git repository, the branch the user has checked out, or an app whose synth fails, and commits nothing', () => {
     const loose = tempDir('spore-loose-');
     writeFileSync(join(loose, 'cdk8s.yaml'), 'app: node main.js\n');
     const r = spore('publish', loose);
@@ -65,6 +65,10 @@ describe('spore publish (rendered manifests for Argo CD)', () => {
     expect(r.stderr).toContain('is not in a Git repository');
 
     const dir = exampleRepo();
+    const onMain = spore('publish', dir, '--branch', 'main'); // the branch the user works on
+    expect(onMain.status).toBe(1);
+    expect(onMain.stderr).toContain('--branch main is checked out in a work tree of this repository');
+    expect(git(dir, 'status', '--porcelain')).toBe('');
     writeFileSync(join(dir, 'main.ts'), `throw new Error('broken app');\n`);
     const broken = spore('publish', dir);
     expect(broken.status).toBe(1);

@@ -83,6 +83,17 @@ describe('Python dependencies (spore up)', () => {
     expect(await u.exited).toBe(0);
   });
 
+  it('installs again when a file the requirements name (-r) changes', async () => {
+    const dir = pyApp({ 'py/main.py': mainPy('v1'), 'py/requirements.txt': '-r base.txt\n', 'py/base.txt': `six==${PINNED}\n` });
+    const u = up([dir, '--port', '0', '--watch', '--state-dir', tempDir('spore-pybuild-')]);
+    const url = await u.url();
+    expect(await getJson(`${url}/py`)).toMatchObject({ version: PINNED });
+    writeFileSync(join(dir, 'py/base.txt'), 'six==1.14.0\n');
+    await waitFor('six 1.14.0 served', async () => (await getJson(`${url}/py`)).version === '1.14.0', 120_000);
+    u.child.kill('SIGTERM');
+    expect(await u.exited).toBe(0);
+  });
+
   it("refuses to deploy when the requirements do not install, with pip's message", async () => {
     const dir = pyApp({ 'py/main.py': mainPy('v1'), 'py/requirements.txt': `six==99.0.0\n` });
     const u = up([dir, '--port', '0', '--state-dir', tempDir('spore-pybuild-')]);

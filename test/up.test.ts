@@ -125,7 +125,7 @@ app.synth();
         'yaml.js': `const yaml = require('js-yaml');\nmodule.exports = function (context, callback) {\n  callback(200, yaml.dump({ from: 'npm' }));\n};\n`,
       },
     );
-    const u = up([dir, '--port', '0', '--state-dir', tempDir()]);
+    const u = up([dir, '--port', '0']); // the default state folder: inside the "type": "module" app, with the instances' folders
     const url = await u.url();
     expect((await get(`${url}/hello`)).body).toBe('hello, world!\n');
     expect((await get(`${url}/query?user=ada`)).body).toBe('Hello ada\n');

@@ -22,9 +22,15 @@ export function depsCache(): string {
   return inject('depsCache');
 }
 
-/** Waits for the template's dependencies in the shared cache (installed once for the run, in the background from the global setup). */
+/**
+ * Waits for the template's dependencies in the shared cache (installed once for
+ * the run, in the background from the global setup). Installs into a copy of
+ * the template: suites run at once, and each links its own node_modules.
+ */
 export async function templateReady(): Promise<void> {
-  await installDependencies(appTemplate(), depsCache());
+  const copy = tempDir('spore-template-');
+  for (const f of ['package.json', 'package-lock.json', 'vendor']) cpSync(join(appTemplate(), f), join(copy, f), { recursive: true });
+  await installDependencies(copy, depsCache());
 }
 
 /** For a beforeAll: installing spore's dependencies (better-sqlite3 compiles) takes minutes on a cold cache. */

@@ -2,7 +2,7 @@
 // file: folders, workspaces and vendored tarballs inside the repository; a
 // path outside it refused by name. Real npm, no registry needed.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InstallError, installDependencies } from '../../reconciler/install.js';
@@ -24,7 +24,7 @@ const lock = (dir: string) => execFileSync('npm', ['install', '--package-lock-on
 const run = (dir: string, code: string) => execFileSync(process.execPath, ['-e', code], { cwd: dir, encoding: 'utf8' });
 
 describe('installing dependencies', () => {
-  it('installs file: folders, workspaces and vendored tarballs from inside the repository, again when their files change', async () => {
+  it('installs file: folders, workspaces and vendored tarballs from inside the repository; a linked folder is used from the checkout', async () => {
     const repo = tempDir('spore-repo-');
     // a tarball made with npm pack, committed under vendor/ (how the README says to depend on spore)
     const src = tempDir('spore-tarball-src-');
@@ -53,12 +53,15 @@ describe('installing dependencies', () => {
     expect(await installDependencies(join(again, 'app'), cache, { root: again })).toEqual({ cached: true, key: first.key });
     expect(run(join(again, 'app'), probe)).toBe('hello ada|from a tarball|a,b\n');
 
-    // the linked folder changed and the lockfile did not: what is installed follows the folder
+    // the linked folder's code changed and the lockfile did not: nothing to install, and the code is the checkout's
     write(again, { 'lib/greet/index.js': "module.exports = (n) => 'bonjour ' + n;\n" });
-    const changed = await installDependencies(join(again, 'app'), cache, { root: again });
-    expect(changed.key).not.toBe(first.key);
+    expect(await installDependencies(join(again, 'app'), cache, { root: again })).toEqual({ cached: true, key: first.key });
     expect(run(join(again, 'app'), probe)).toBe('bonjour ada|from a tarball|a,b\n');
-    expect(readFileSync(join(repo, 'lib/greet/index.js'), 'utf8')).toContain('hello'); // the first checkout is untouched
+    expect(run(join(repo, 'app'), probe)).toBe('hello ada|from a tarball|a,b\n'); // the first checkout is its own
+    // what npm installs for it changed: a new install
+    write(again, { 'lib/greet/package.json': pkg('greet', { description: 'now with a description' }) });
+    expect((await installDependencies(join(again, 'app'), cache, { root: again })).key).not.toBe(first.key);
+    expect(run(join(again, 'app'), probe)).toBe('bonjour ada|from a tarball|a,b\n');
   });
 
   it('refuses a lockfile path outside the repository, naming the package and the fix', async () => {
@@ -71,6 +74,34 @@ describe('installing dependencies', () => {
     expect(err).toBeInstanceOf(InstallError);
     expect(err.message).toContain('package-lock.json installs "shared" from ../shared, which is outside the repository');
     expect(err.message).toContain('npm pack ../shared --pack-destination vendor');
+  });
+
+  it('refuses a link in the repository that leads outside it', async () => {
+    const outside = tempDir('spore-outside-');
+    write(outside, { 'shared/package.json': pkg('shared'), 'shared/index.js': 'module.exports = 1;\n' });
+    const repo = tempDir('spore-repo-');
+    write(repo, { 'package.json': JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { shared: 'file:lib' } }) });
+    execFileSync('ln', ['-s', join(outside, 'shared'), join(repo, 'lib')]);
+    lock(repo);
+    const err = await installDependencies(repo, tempDir('spore-cache-'), { root: repo }).catch((e) => e);
+    expect(err).toBeInstanceOf(InstallError);
+    expect(err.message).toContain('package-lock.json installs "shared" from lib, a link that leads outside the repository');
+  });
+
+  it('takes over the lock a killed install left, instead of waiting for it', async () => {
+    const repo = tempDir('spore-repo-');
+    write(repo, { 'lib/greet/package.json': pkg('greet'), 'lib/greet/index.js': 'module.exports = 1;\n', 'package.json': JSON.stringify({ name: 'app', version: '1.0.0', dependencies: { greet: 'file:lib/greet' } }) });
+    lock(repo);
+    const cache = tempDir('spore-cache-');
+    const { key } = await installDependencies(repo, cache, { root: repo });
+    rmSync(join(cache, key!), { recursive: true });
+    // a lock untouched for a minute: its holder is gone
+    mkdirSync(join(cache, `${key}.lock`));
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(join(cache, `${key}.lock`), old, old);
+    const lines: string[] = [];
+    expect(await installDependencies(repo, cache, { root: repo, onProgress: (l) => lines.push(l) })).toEqual({ cached: false, key });
+    expect(readdirSync(cache)).toEqual([key]);
   });
 
   it('rejects such a revision in the reconciler at install, and keeps serving the last good one', async () => {

@@ -1,13 +1,14 @@
 // The reconciler against real Git repositories (file:// remotes), real npm ci
 // (cached by lockfile), real renders, the SQLite store and the real dataplane.
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { packArchive } from '../../constructs/archive.js';
 import { reconcilerServer } from '../../reconciler/server.js';
 import { alive, waitFor } from '../dataplane/harness.js';
+import { tempDir } from '../helpers.js';
 import { mainTs, Repo } from './gitrepo.js';
 import { mainStage, reconcilerHarness, v } from './harness.js';
 
@@ -125,6 +126,26 @@ describe('reconciler', () => {
     await e.rec.poll('poll');
     expect(mainStage(e).lastAttempt!.error).toEqual({ step: 'validate', object: 'Function/default/hello', message: 'Function/default/hello: spec.executor.functionTimeoutSeconds: must be >= 1 (got -1)' });
     expect((await e.get('/_fn/default/hello')).body).toBe('manifest mode');
+  });
+
+  it('refuses an Environment command from a repository unless the operator allows commands, and runs nothing', async () => {
+    const marker = join(tempDir('spore-marker-'), 'ran');
+    const env = `apiVersion: spore.dev/v1alpha1\nkind: Environment\nmetadata: {name: custom}\nspec: {runtime: {command: [sh, -c, "touch ${marker}; sleep 5"]}, poolSize: 1}\n`;
+    const repo = new Repo();
+    const bad = repo.commit('an environment with a command', { 'dist/app.k8s.yaml': env });
+    const e = await setup({ mode: 'manifests' }, repo);
+    await e.rec.start();
+    expect(mainStage(e).lastAttempt).toMatchObject({ revision: bad, result: 'failed', error: { step: 'validate', object: 'Environment/default/custom' } });
+    expect(mainStage(e).lastAttempt!.error!.message).toContain('spec.runtime.command: ["sh","-c","touch');
+    expect(mainStage(e).lastAttempt!.error!.message).toContain('--allow-commands');
+    expect(await e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', namespace: 'default', name: 'custom' })).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 500)); // a pool would have started by now
+    expect(existsSync(marker)).toBe(false);
+
+    const rec = await e.restart({ allowCommands: true });
+    await rec.poll('sync', { force: true });
+    expect(mainStage(e).liveRevision).toBe(bad);
+    await waitFor('the allowed command run by the pool', () => existsSync(marker), 30_000);
   });
 
   it('removes what leaves the repository, and never touches what Spore did not create', async () => {

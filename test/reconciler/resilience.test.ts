@@ -167,7 +167,7 @@ describe('reconciler resilience', () => {
     expect(results.map((r) => r.key)).toEqual([results[0].key, results[0].key]);
     expect(readdirSync(cache)).toEqual([results[0].key]); // one entry; no staging folder left, the stale one swept
     for (const dir of checkouts) {
-      expect(readlinkSync(join(dir, 'node_modules'))).toBe(join(cache, results[0].key!, 'tree', 'node_modules'));
+      expect(readlinkSync(join(dir, 'node_modules', 'flaky'))).toBe(join(cache, results[0].key!, 'tree', 'node_modules', 'flaky'));
       expect(readFileSync(join(dir, 'node_modules', 'flaky', 'index.js'), 'utf8')).toContain('module.exports');
     }
     // settings that change what npm installs are part of the key
