@@ -45,7 +45,11 @@ export interface Dataplane {
 export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   const metrics = new Metrics({ defaultMetrics: true });
   const logs = new LogSink(o.store);
-  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances') });
+  const onLineCut = (dropped: number) => {
+    metrics.logLinesCut.inc();
+    metrics.logBytesDropped.inc(dropped);
+  };
+  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), onLineCut });
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, report: o.report });
   await poolmgr.start();

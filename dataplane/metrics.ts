@@ -18,6 +18,8 @@ export class Metrics {
   readonly specialized: Gauge<'namespace' | 'function'>;
   readonly busy: Gauge<'namespace' | 'function'>;
   readonly archivesRejected: Counter<'reason'>;
+  readonly logLinesCut: Counter;
+  readonly logBytesDropped: Counter;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const r = [this.registry];
@@ -36,6 +38,9 @@ export class Metrics {
     this.busy = new Gauge({ name: 'spore_function_busy_instances', help: 'Specialized instances serving at least one call', labelNames: fnLabels, registers: r });
     // reason is one of ArchiveRejection's few values
     this.archivesRejected = new Counter({ name: 'spore_archive_rejected_total', help: 'Package archives refused: archive_size, unpacked_size, files, not_a_file, url, checksum, unsafe_entry, invalid', labelNames: ['reason'], registers: r });
+    // no labels: the provider that cuts a line knows its instance, not yet its function
+    this.logLinesCut = new Counter({ name: 'spore_log_lines_cut_total', help: 'Log lines cut at the bound on bytes per line', registers: r });
+    this.logBytesDropped = new Counter({ name: 'spore_log_bytes_dropped_total', help: 'Bytes of log lines dropped past the bound on bytes per line', registers: r });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 

@@ -4,10 +4,10 @@
 // its owner in its environment, so that what a killed (-9) owner left running
 // is found and stopped when the owner starts again.
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { ownerEnv } from '../api/process-owner.js';
 
-/** Inherited by everything a run starts: `<owner pid>:<owner name>`. */
-const OWNER_ENV = 'SPORE_RUN_OWNER';
+/** See api/process-owner.ts: the one mechanism for owners' leftovers. */
+export { stopLeftovers } from '../api/process-owner.js';
 
 export interface BoundedOptions {
   cwd: string;
@@ -33,7 +33,7 @@ export interface BoundedResult {
 export function runBounded(command: string, args: string[], o: BoundedOptions): Promise<BoundedResult> {
   if (o.signal?.aborted) return Promise.resolve({ code: null, output: '', ended: 'stopped' });
   return new Promise((resolve, reject) => {
-    const env = { ...(o.env ?? process.env), ...(o.owner ? { [OWNER_ENV]: `${process.pid}:${o.owner}` } : {}) };
+    const env = { ...(o.env ?? process.env), ...(o.owner ? ownerEnv(o.owner) : {}) };
     const child = spawn(command, args, { cwd: o.cwd, env, shell: o.shell, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let output = '';
     let ended: BoundedResult['ended'] = 'exited';
@@ -70,46 +70,4 @@ export function runBounded(command: string, args: string[], o: BoundedOptions): 
       if (ended === 'exited') resolve({ code, output, ended });
     });
   });
-}
-
-/**
- * Kills the processes that runs of `owner` started from a process that is no
- * longer alive (a reconciler killed with -9 cannot stop its npm ci or synth).
- * Reads /proc: elsewhere it finds nothing. Returns how many it stopped.
- */
-export function stopLeftovers(owner: string): number {
-  let stopped = 0;
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((n) => /^\d+$/.test(n));
-  } catch {
-    return 0;
-  }
-  for (const pid of pids) {
-    let environ: string;
-    try {
-      environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
-    } catch {
-      continue; // gone, or not ours to read
-    }
-    const entry = environ.split('\0').find((e) => e.startsWith(`${OWNER_ENV}=`));
-    const m = entry && /^[^=]+=(\d+):(.*)$/.exec(entry);
-    if (!m || m[2] !== owner || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-      stopped++;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return stopped;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -81,6 +81,8 @@ function toObject(row: Row): StoredObject {
 export interface SqliteStoreOptions {
   /** Log lines kept per function; the oldest are dropped first. @default 10000 */
   logsPerFunction?: number;
+  /** Bytes of log lines kept per function; the oldest lines are dropped first. @default 8 MiB */
+  logBytesPerFunction?: number;
   /** Clock for timestamps (tests). */
   now?: () => Date;
 }
@@ -89,6 +91,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly logsPerFunction: number;
+  private readonly logBytesPerFunction: number;
   private readonly now: () => Date;
 
   constructor(
@@ -103,6 +106,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     this.db.exec(SCHEMA);
     this.events.setMaxListeners(0);
     this.logsPerFunction = options.logsPerFunction ?? 10_000;
+    this.logBytesPerFunction = options.logBytesPerFunction ?? 8 * 1024 * 1024;
     this.now = options.now ?? (() => new Date());
   }
 
@@ -205,6 +209,10 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     const trim = this.db.prepare(
       'DELETE FROM logs WHERE namespace = ? AND function = ? AND id <= (SELECT id FROM logs WHERE namespace = ? AND function = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
     );
+    // the newest line past the budget, counting bytes from the newest down
+    const trimBytes = this.db.prepare(
+      `DELETE FROM logs WHERE namespace = ? AND function = ? AND id <= (SELECT id FROM (SELECT id, SUM(length(CAST(line AS BLOB))) OVER (ORDER BY id DESC) AS total FROM logs WHERE namespace = ? AND function = ?) WHERE total > ? ORDER BY id DESC LIMIT 1)`,
+    );
     this.db.transaction(() => {
       const touched = new Set<string>();
       for (const e of entries) {
@@ -214,6 +222,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
       for (const key of touched) {
         const [ns, fn] = JSON.parse(key) as [string, string];
         trim.run(ns, fn, ns, fn, this.logsPerFunction);
+        trimBytes.run(ns, fn, ns, fn, this.logBytesPerFunction);
       }
     })();
   }

@@ -1,14 +1,16 @@
 // Instances as child processes of runtime servers (the local target).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { localPython } from '../../api/index.js';
+import { ownerEnv, stopLeftovers, stopRun } from '../../api/process-owner.js';
 import type { StoredObject } from '../../store/index.js';
+import { readLines } from '../logs.js';
+import { InstanceCgroups } from './cgroup.js';
 import type { Instance, InstanceProvider, LogLine, StartOptions } from './provider.js';
 
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
@@ -43,10 +45,14 @@ export interface ProcessProviderOptions {
   startTimeoutMs?: number;
   /** Grace between SIGTERM and SIGKILL. @default 2000 ms */
   killGraceMs?: number;
+  /** Called when a line longer than the bound is cut, with the bytes dropped. */
+  onLineCut?: (droppedBytes: number) => void;
 }
 
 export class ProcessProvider implements InstanceProvider {
-  private readonly children = new Set<ChildProcess>();
+  private readonly kills = new Set<() => Promise<void>>();
+  /** An instance's life is bounded by a cgroup where Spore may make one, else by its process group; both by the owner mark. */
+  private readonly cgroups = InstanceCgroups.detect();
 
   constructor(private readonly options: ProcessProviderOptions) {
     // Instances' folders sit inside the app's folder (its state folder): without a
@@ -54,6 +60,9 @@ export class ProcessProvider implements InstanceProvider {
     // .js files. One with no "type" lets Node decide per file by its syntax, as Fission does.
     mkdirSync(options.workRoot, { recursive: true });
     writeFileSync(join(options.workRoot, 'package.json'), '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n');
+    // what the instances of a Spore killed with -9 left running
+    stopLeftovers(options.workRoot);
+    void this.cgroups?.sweep().catch(() => {}); // best effort: the marks were stopped above
   }
 
   async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {
@@ -67,21 +76,18 @@ export class ProcessProvider implements InstanceProvider {
     const id = randomUUID().slice(0, 8);
     const workDir = join(this.options.workRoot, id);
     mkdirSync(workDir, { recursive: true });
-    const child = spawn(command[0], command.slice(1), {
+    const cgroup = this.cgroups?.create(id);
+    const argv = cgroup ? InstanceCgroups.wrap(cgroup, command) : command;
+    const child = spawn(argv[0], argv.slice(1), {
       cwd: workDir,
-      env: { ...process.env, ...options.env, PORT: String(port), HOST: '127.0.0.1', SPORE_INSTANCE: id },
+      // the owner mark lets kill() find what left the group, and the next start find what a killed Spore left
+      env: { ...process.env, ...options.env, PORT: String(port), HOST: '127.0.0.1', SPORE_INSTANCE: id, ...ownerEnv(this.options.workRoot, id) },
       stdio: ['pipe', 'pipe', 'pipe'], // our end of stdin closing tells the runtime to exit
+      detached: true, // its own process group, killed whole
     });
-    this.children.add(child);
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.children.delete(child);
-        resolve({ code, signal });
-      });
-      child.once('error', () => {
-        this.children.delete(child);
-        resolve({ code: null, signal: null });
-      });
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', () => resolve({ code: null, signal: null }));
     });
     let announce: ((port: number) => void) | undefined;
     const announced = new Promise<number>((resolve) => (announce = resolve));
@@ -95,22 +101,36 @@ export class ProcessProvider implements InstanceProvider {
       const m = TAG.exec(line);
       options.onLog?.(m ? { stream, line: m[2], requestId: m[1] || undefined } : { stream, line });
     };
-    createInterface({ input: child.stdout! }).on('line', emit('stdout'));
-    createInterface({ input: child.stderr! }).on('line', emit('stderr'));
+    readLines(child.stdout!, emit('stdout'), this.options.onLineCut);
+    readLines(child.stderr!, emit('stderr'), this.options.onLineCut);
     child.stdin!.on('error', () => {}); // the child may be gone already
 
     const grace = this.options.killGraceMs ?? 2000;
     let killing: Promise<void> | undefined;
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // the group is empty
+      }
+    };
     const kill = () =>
       (killing ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), grace);
+        if (child.pid && child.exitCode === null && child.signalCode === null) {
+          signalGroup('SIGTERM');
+          const timer = setTimeout(() => signalGroup('SIGKILL'), grace);
           await exited;
           clearTimeout(timer);
         }
+        // whatever the runtime started goes with it: its group, its cgroup, and what carries its mark
+        if (child.pid) signalGroup('SIGKILL');
+        if (cgroup) await InstanceCgroups.kill(cgroup);
+        stopRun(this.options.workRoot, id);
         rmSync(workDir, { recursive: true, force: true });
+        this.kills.delete(kill);
       })());
+    this.kills.add(kill);
+    void exited.then(kill); // a runtime that dies on its own takes what it started too
     try {
       const timeoutMs = this.options.startTimeoutMs ?? 10_000;
       const actual = announces ? await this.within(announced, exited, timeoutMs) : port;
@@ -153,15 +173,6 @@ export class ProcessProvider implements InstanceProvider {
   }
 
   async shutdown(): Promise<void> {
-    const waits = [...this.children].map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          c.once('exit', () => resolve());
-          c.kill('SIGTERM');
-          setTimeout(() => c.kill('SIGKILL'), this.options.killGraceMs ?? 2000).unref();
-        }),
-    );
-    await Promise.all(waits);
+    await Promise.all([...this.kills].map((kill) => kill()));
   }
 }

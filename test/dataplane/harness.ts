@@ -82,8 +82,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function harness(o: { queueSize?: number; bodyLimit?: number } = {}): Promise<Harness> {
-  const dir = tempDir('spore-dp-');
+export async function harness(o: { queueSize?: number; bodyLimit?: number; stateDir?: string } = {}): Promise<Harness> {
+  const dir = o.stateDir ?? tempDir('spore-dp-');
   const store = new SqliteStore(join(dir, 'spore.db'));
   const reports: string[] = [];
   const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, bodyLimit: o.bodyLimit, report: (m) => reports.push(m) });
