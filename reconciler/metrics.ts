@@ -26,7 +26,7 @@ export class ReconcilerMetrics {
     this.failures = new Counter({ name: 'spore_sync_failures_total', help: 'Rejected revisions by the step that failed', labelNames: ['stage_type', 'step'], registers: r });
     this.healed = new Counter({ name: 'spore_sync_healed_objects_total', help: 'Objects put back after an out-of-band change', labelNames: ['stage_type'], registers: r });
     this.lastSuccess = new Gauge({ name: 'spore_sync_last_success_timestamp_seconds', help: 'When a sync last succeeded', labelNames: ['stage_type'], registers: r });
-    this.webhooks = new Counter({ name: 'spore_webhooks_total', help: 'Webhooks by what became of them: accepted, ignored (an event that syncs nothing), refused (signature), invalid (payload)', labelNames: ['result'], registers: r });
+    this.webhooks = new Counter({ name: 'spore_webhooks_total', help: 'Webhooks by what became of them: accepted, ignored (an event that syncs nothing), refused (signature), invalid (payload), duplicate (a delivery id seen before)', labelNames: ['result'], registers: r });
     new Gauge({ name: 'spore_preview_stages', help: 'Live preview stages', registers: r, collect() { this.set(previews()); } });
   }
 
@@ -41,7 +41,7 @@ export class ReconcilerMetrics {
     if (record.result === 'succeeded') this.lastSuccess.set({ stage_type: stageType }, (record.startedAt + record.durationMs) / 1000);
   }
 
-  recordWebhook(result: 'accepted' | 'ignored' | 'refused' | 'invalid'): void {
+  recordWebhook(result: 'accepted' | 'ignored' | 'refused' | 'invalid' | 'duplicate'): void {
     this.webhooks.inc({ result });
   }
 }

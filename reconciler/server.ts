@@ -54,6 +54,7 @@ export function previewChange(event: string, payload: any): { action: 'close' | 
 export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
   const r = o.reconciler;
   const say = o.report ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const deliveries = new RecentIds(10_000, 24 * 60 * 60_000);
   const app = Fastify({ logger: false, bodyLimit: 25 * 1024 * 1024 });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -76,6 +77,12 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
       return reply.code(401).send({ status: 401, error: 'Unauthorized', message: v.why });
     }
     if (v.event === 'ping') return reply.code(200).send({ pong: true });
+    // a delivery the sender retries, or one replayed by whoever caught it, acts once
+    const delivery = req.headers['x-github-delivery'] ?? req.headers['x-gitlab-event-uuid'];
+    if (typeof delivery === 'string' && !deliveries.first(delivery)) {
+      r.metrics.recordWebhook('duplicate');
+      return reply.code(200).send({ accepted: false, message: `delivery ${delivery} was received before` });
+    }
     let payload: unknown;
     try {
       payload = JSON.parse(body.toString('utf8') || '{}');
@@ -115,4 +122,26 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
     return r.rollback(q.revision, q.stage).catch((err) => reply.code(400).send(fail(err)));
   });
   return app;
+}
+
+/** Ids seen in the last `ttlMs`, at most `max` of them (the oldest forgotten first). */
+class RecentIds {
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly max: number,
+    private readonly ttlMs: number,
+  ) {}
+
+  /** Whether `id` is new (and remembers it). */
+  first(id: string): boolean {
+    const now = Date.now();
+    for (const [k, at] of this.seen) {
+      if (this.seen.size < this.max && now - at < this.ttlMs) break; // in insertion order: the rest are newer
+      this.seen.delete(k);
+    }
+    if (this.seen.has(id)) return false;
+    this.seen.set(id, now);
+    return true;
+  }
 }

@@ -65,7 +65,9 @@ export class RouteTable {
       let router = this.routers.get(stage);
       if (!router) this.routers.set(stage, (router = newRouter()));
       try {
-        for (const path of paths) for (const m of methods) router.on(m as any, path, constraints ? { constraints } : {}, () => {}, target);
+        // HEAD is GET without the body (RFC 9110): a GET route answers it too
+        const routed = methods.includes('GET') && !methods.includes('HEAD') ? [...methods, 'HEAD'] : methods;
+        for (const path of paths) for (const m of routed) router.on(m as any, path, constraints ? { constraints } : {}, () => {}, target);
         this.routes.push({ stage, namespace: target.namespace, trigger: target.trigger, methods, path: spec.path ?? `${spec.prefix}/*`, host: spec.host, functions: target.functions });
       } catch (err) {
         options.onConflict?.(`HttpTrigger ${t.metadata.namespace}/${t.metadata.name} not routed: ${(err as Error).message}`);

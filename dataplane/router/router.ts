@@ -56,7 +56,24 @@ export class Router {
 
   constructor(private readonly o: RouterOptions) {
     this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
-    this.server = Fastify({ logger: false, return503OnClosing: true, keepAliveTimeout: 65_000, bodyLimit: this.bodyLimit });
+    this.server = Fastify({
+      logger: false,
+      return503OnClosing: true,
+      keepAliveTimeout: 65_000,
+      bodyLimit: this.bodyLimit,
+      // what fastify itself refuses (a URL that does not decode, say) gets Spore's error shape too
+      frameworkErrors: (err, req, reply) => {
+        const status = (err as { statusCode?: number }).statusCode ?? 400;
+        this.fail(reply, new DataplaneError(status, status === 400 ? 'BadRequest' : 'Error', status === 400 ? `the request cannot be read: ${err.message}` : 'the request failed'), this.requestId(req));
+      },
+    });
+    // methods the router does not route (TRACE, PROPFIND, …) and anything thrown: one JSON shape, with the request id
+    this.server.setNotFoundHandler((req, reply) => this.fail(reply, new DataplaneError(404, 'NotFound', `no route for ${req.method} ${req.url.split('?')[0]}`), this.requestId(req)));
+    this.server.setErrorHandler((err: { statusCode?: number; message?: string }, req, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+      // a 4xx is the client's to read; a 500's details stay out of the answer
+      this.fail(reply, new DataplaneError(status, status === 500 ? 'InternalError' : 'BadRequest', status === 500 ? 'the router failed to handle the request' : String(err.message)), this.requestId(req));
+    });
     this.server.removeAllContentTypeParsers();
     this.server.addContentTypeParser('*', (_req, _payload, done) => done(null)); // bodies stream through untouched
     this.routes();

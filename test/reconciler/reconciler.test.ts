@@ -52,11 +52,17 @@ describe('reconciler', () => {
       expect(signed.statusCode).toBe(202);
       await waitFor('v2 served', async () => (await e.get('/hello')).body === 'v2 hello', 60_000);
       expect(e.rec.history()[0].trigger).toBe('webhook');
-      const gitlab = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 's3cret' }, body: payload });
+      const gitlab = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 's3cret', 'x-gitlab-event-uuid': 'gl-1' }, body: payload });
       expect(gitlab.statusCode).toBe(202);
+      // the same delivery again (a retry, or a replay): answered, and nothing runs
+      const syncs = e.rec.history().length;
+      const again = await request(url, { method: 'POST', headers: { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': 's3cret', 'x-gitlab-event-uuid': 'gl-1' }, body: payload });
+      expect([again.statusCode, await again.body.json()]).toEqual([200, { accepted: false, message: 'delivery gl-1 was received before' }]);
       const metrics = await (await request(url.replace('/webhook', '/metrics'))).body.text();
       expect(metrics).toContain('spore_webhooks_total{result="refused"} 3');
       expect(metrics).toContain('spore_webhooks_total{result="accepted"} 2');
+      expect(metrics).toContain('spore_webhooks_total{result="duplicate"} 1');
+      expect(e.rec.history().length).toBe(syncs);
       expect(metrics).toContain('spore_syncs_total{stage_type="main",kind="revision",result="succeeded"} 2');
       expect(metrics).toMatch(/spore_sync_step_duration_seconds_count\{step="render"\} 2/);
     } finally {
