@@ -49,9 +49,10 @@ export async function coldStart() {
       const t = performance.now();
       const instance = await provider.start({ ...env, metadata: { ...env.metadata, namespace: 'default' } });
       await fetcher.extract(await fetcher.bytes({ ...pkg, metadata: { ...pkg.metadata, namespace: 'default' } }), join(instance.workDir, 'code'), 'bench');
-      const s = await request(`${instance.url}/v2/specialize`, { method: 'POST', body: JSON.stringify({ filepath: join(instance.workDir, 'code'), functionName: 'index' }) });
+      const credential = { 'x-spore-instance-token': instance.token }; // as the pool manager and router hold it
+      const s = await request(`${instance.url}/v2/specialize`, { method: 'POST', headers: credential, body: JSON.stringify({ filepath: join(instance.workDir, 'code'), functionName: 'index' }) });
       await s.body.text();
-      const res = await request(`${instance.url}/`);
+      const res = await request(`${instance.url}/`, { headers: credential });
       await res.body.text();
       fresh.push(performance.now() - t);
       await instance.kill();

@@ -37,11 +37,11 @@ export function startProcess(cmd, args, ready, env = {}) {
 }
 
 /** Sequential calls, returning each call's latency in milliseconds. */
-export async function latencies(url, count) {
+export async function latencies(url, count, headers = {}) {
   const out = [];
   for (let i = 0; i < count; i++) {
     const t = performance.now();
-    const res = await request(url).catch((err) => {
+    const res = await request(url, { headers }).catch((err) => {
       throw new Error(`${url} (call ${i + 1}): ${err.message}`);
     });
     await res.body.text();

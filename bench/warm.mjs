@@ -28,8 +28,6 @@ export async function warm() {
   try {
     const route = `${url}/hello/bench`;
     await latencies(route, 50); // cold start, then warm
-    const status = await (await request(`${url}/_spore/status`)).body.json();
-    const instance = status.functions.find((f) => f.name === 'hello').instances[0];
 
     // the same bundle on a bare node:http server
     const docs = yaml.loadAll(readFileSync(join(state, 'render', 'shop.k8s.yaml'), 'utf8'));
@@ -65,7 +63,13 @@ server.listen(0, '127.0.0.1', () => console.log('bare on http://127.0.0.1:' + se
       }
       rounds.sort((x, y) => x.ratio - y.ratio);
       const { b, s } = rounds[Math.floor(rounds.length / 2)];
-      const direct = await latencies(`${instance.url}/hello/bench`, 2000);
+      // the same runtime, specialized with the same bundle, called directly with its credential (as the router does)
+      const { ProcessProvider } = await import('../lib/dataplane/index.js');
+      const provider = new ProcessProvider({ workRoot: join(dir, 'instances') });
+      const instance = await provider.start({ apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: { name: 'node', namespace: 'default' }, spec: { runtime: { name: 'node' } } });
+      const credential = { 'x-spore-instance-token': instance.token };
+      await (await request(`${instance.url}/v2/specialize`, { method: 'POST', headers: credential, body: JSON.stringify({ filepath: dir, functionName: 'index' }) })).body.text();
+      const direct = await latencies(`${instance.url}/hello/bench`, 2000, { ...credential, 'x-spore-param-name': 'bench' }).finally(() => provider.shutdown());
       const routed = await latencies(route, 2000);
       const added = percentile(routed, 50) - percentile(direct, 50);
       return {

@@ -11,7 +11,7 @@ import { DataplaneError } from '../errors.js';
 import type { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
 import { PackageError, type PackageFetcher } from './package-fetcher.js';
-import type { Instance, InstanceProvider, LogLine } from './provider.js';
+import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine } from './provider.js';
 
 export interface PoolManagerOptions {
   store: ResourceStore;
@@ -427,7 +427,7 @@ export class PoolManager {
       const env = Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value]));
       const res = await request(`${instance.url}/v2/specialize`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...(instance.token ? { [INSTANCE_TOKEN]: instance.token } : {}) },
         body: JSON.stringify({ filepath: codeDir, functionName: spec.entrypoint ?? '', env }),
         headersTimeout: executor.specializationTimeoutSeconds * 1000,
         bodyTimeout: executor.specializationTimeoutSeconds * 1000,

@@ -1,6 +1,6 @@
 // Instances as child processes of runtime servers (the local target).
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { ownerEnv, stopLeftovers, stopRun } from '../../api/process-owner.js';
 import type { StoredObject } from '../../store/index.js';
 import { readLines } from '../logs.js';
 import { InstanceCgroups } from './cgroup.js';
-import type { Instance, InstanceProvider, LogLine, StartOptions } from './provider.js';
+import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine, type StartOptions } from './provider.js';
 
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
 // and from the build (lib/dataplane/poolmgr) they are in dataplane/runtimes.
@@ -81,7 +81,8 @@ export class ProcessProvider implements InstanceProvider {
     const child = spawn(argv[0], argv.slice(1), {
       cwd: workDir,
       // the owner mark lets kill() find what left the group, and the next start find what a killed Spore left
-      env: { ...process.env, ...options.env, PORT: String(port), HOST: '127.0.0.1', SPORE_INSTANCE: id, ...ownerEnv(this.options.workRoot, id) },
+      // nothing of Spore's or the host's environment (tokens, secrets, paths): the function's own env and what a runtime needs
+      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: workDir, LANG: process.env.LANG ?? 'C.UTF-8', ...options.env, PORT: String(port), HOST: '127.0.0.1', SPORE_INSTANCE: id, ...ownerEnv(this.options.workRoot, id) },
       stdio: ['pipe', 'pipe', 'pipe'], // our end of stdin closing tells the runtime to exit
       detached: true, // its own process group, killed whole
     });
@@ -104,6 +105,9 @@ export class ProcessProvider implements InstanceProvider {
     readLines(child.stdout!, emit('stdout'), this.options.onLineCut);
     readLines(child.stderr!, emit('stderr'), this.options.onLineCut);
     child.stdin!.on('error', () => {}); // the child may be gone already
+    // the credential travels on stdin, which only we hold: not in the environment, which /proc shows
+    const token = randomBytes(24).toString('base64url');
+    child.stdin!.write(`${token}\n`);
 
     const grace = this.options.killGraceMs ?? 2000;
     let killing: Promise<void> | undefined;
@@ -135,8 +139,8 @@ export class ProcessProvider implements InstanceProvider {
       const timeoutMs = this.options.startTimeoutMs ?? 10_000;
       const actual = announces ? await this.within(announced, exited, timeoutMs) : port;
       const url = `http://127.0.0.1:${actual}`;
-      await this.waitHealthy(url, id, exited, timeoutMs);
-      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill };
+      await this.waitHealthy(url, id, token, exited, timeoutMs);
+      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill, token };
     } catch (err) {
       await kill();
       throw err;
@@ -153,14 +157,14 @@ export class ProcessProvider implements InstanceProvider {
     ]).finally(() => clearTimeout(timer));
   }
 
-  private async waitHealthy(url: string, id: string, exited: Promise<{ code: number | null; signal: string | null }>, timeoutMs: number): Promise<void> {
+  private async waitHealthy(url: string, id: string, token: string, exited: Promise<{ code: number | null; signal: string | null }>, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let gone: { code: number | null; signal: string | null } | undefined;
     void exited.then((e) => (gone = e));
     for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
       if (gone) throw new Error(`runtime exited while starting (code ${gone.code}, signal ${gone.signal})`);
       try {
-        const res = await request(`${url}/healthz`, { headersTimeout: 1000, bodyTimeout: 1000 });
+        const res = await request(`${url}/healthz`, { headers: { [INSTANCE_TOKEN]: token }, headersTimeout: 1000, bodyTimeout: 1000 });
         const body = (await res.body.json().catch(() => ({}))) as { instance?: string };
         // a runtime that says who it is must be this one (not another process on a reused port)
         if (res.statusCode === 200 && (body.instance === undefined || body.instance === id)) return;

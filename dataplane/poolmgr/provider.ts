@@ -19,9 +19,18 @@ export interface Instance {
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
   /** A folder only this instance uses (its code goes here). */
   readonly workDir: string;
+  /**
+   * The instance's credential: sent as `X-Spore-Instance-Token` on every request
+   * to it (specialize, health, calls). Only the pool manager and the router hold
+   * it, so nothing else — another function included — can specialize or call it.
+   */
+  readonly token?: string;
   /** Stops the instance (gracefully, then forcibly) and removes its folder. */
   kill(): Promise<void>;
 }
+
+/** The header that carries an instance's credential. */
+export const INSTANCE_TOKEN = 'x-spore-instance-token';
 
 export interface StartOptions {
   /** Called for every line the instance prints. */

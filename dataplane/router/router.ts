@@ -11,6 +11,7 @@ import type { LogStore, ResourceStore, StoredObject } from '../../store/index.js
 import { DataplaneError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Lease, PoolManager } from '../poolmgr/poolmgr.js';
+import { INSTANCE_TOKEN } from '../poolmgr/provider.js';
 import { RouteTable } from './route-table.js';
 
 export const REQUEST_ID = 'x-spore-request-id';
@@ -226,12 +227,13 @@ export class Router {
     const raw = req.raw.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i].toLowerCase();
-      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-param-') || k === REQUEST_ID) continue;
+      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-param-') || k === REQUEST_ID || k === INSTANCE_TOKEN) continue;
       const prev = headers[k];
       headers[k] = prev === undefined ? raw[i + 1] : ([] as string[]).concat(prev, raw[i + 1]);
     }
     if (declared) headers['content-length'] = String(declared);
     headers[REQUEST_ID] = requestId;
+    if (lease.instance.token) headers[INSTANCE_TOKEN] = lease.instance.token;
     headers['x-forwarded-for'] = req.ip;
     headers['x-forwarded-proto'] = 'http';
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;

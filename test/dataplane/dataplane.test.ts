@@ -51,8 +51,8 @@ describe('serving', () => {
     expect(JSON.parse(notFound.body)).toMatchObject({ status: 404, error: 'NotFound', message: 'no route for GET /nowhere' });
     const wrongMethod = await h.get('/users/ada', { method: 'DELETE' });
     expect(wrongMethod.status).toBe(405);
-    expect(wrongMethod.headers.allow).toBe('GET');
-    expect(JSON.parse(wrongMethod.body).message).toBe('/users/ada does not accept DELETE (it accepts GET)');
+    expect(wrongMethod.headers.allow).toBe('GET, HEAD'); // a GET route answers HEAD too
+    expect(JSON.parse(wrongMethod.body).message).toBe('/users/ada does not accept DELETE (it accepts GET, HEAD)');
   });
 
   it('invokes through /_fn/<namespace>/<name> the same way', async () => {

@@ -13,8 +13,9 @@ afterAll(() => provider.shutdown());
 
 const envOf = (runtime: string) => ({ apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: { name: runtime, namespace: 'default', generation: 1, resourceVersion: '1', creationTimestamp: '' }, spec: { runtime: { name: runtime } } });
 
-async function post(url: string, body: unknown) {
-  const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+/** The pool manager's side: every request carries the instance's credential. */
+async function post(instance: Instance, path: string, body: unknown) {
+  const res = await request(`${instance.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-spore-instance-token': instance.token! }, body: JSON.stringify(body) });
   return { status: res.statusCode, body: await res.body.text() };
 }
 
@@ -26,12 +27,12 @@ async function specialized(runtime: 'node' | 'python', files: Record<string, str
     mkdirSync(dirname(join(code, path)), { recursive: true });
     writeFileSync(join(code, path), text);
   }
-  const r = await post(`${instance.url}/v2/specialize`, { filepath: code, functionName, env });
+  const r = await post(instance, '/v2/specialize', { filepath: code, functionName, env });
   return { instance, specialize: r };
 }
 
 async function call(instance: Instance, path = '/', init: Parameters<typeof request>[1] = {}) {
-  const res = await request(`${instance.url}${path}`, init);
+  const res = await request(`${instance.url}${path}`, { ...init, headers: { ...(init?.headers as Record<string, string>), 'x-spore-instance-token': instance.token! } });
   return { status: res.statusCode, headers: res.headers, body: await res.body.text() };
 }
 
@@ -39,7 +40,7 @@ describe('Node runtime', () => {
   it('follows the specialize contract: 202, then 400 "not a generic instance"; 500 with the load error', async () => {
     const { instance, specialize } = await specialized('node', { 'index.js': `module.exports = () => 'hi'` }, 'index');
     expect(specialize).toEqual({ status: 202, body: '{"specialized":true}' });
-    const again = await post(`${instance.url}/v2/specialize`, { filepath: instance.workDir, functionName: 'index' });
+    const again = await post(instance, '/v2/specialize', { filepath: instance.workDir, functionName: 'index' });
     expect(again.status).toBe(400);
     expect(again.body).toContain('not a generic instance');
     const broken = await specialized('node', { 'index.mjs': `import './missing.mjs';` }, 'index');
@@ -49,7 +50,7 @@ describe('Node runtime', () => {
     expect(JSON.parse(noExport.specialize.body).error).toMatch(/hello\.mjs has no export "handler" \(it exports: a\)/);
     const generic = await provider.start(envOf('node') as any);
     expect((await call(generic, '/x')).status).toBe(503);
-    expect((await post(`${generic.url}/v2/specialize`, { filepath: '/no/such/dir' })).body).toContain('does not exist');
+    expect((await post(generic, '/v2/specialize', { filepath: '/no/such/dir' })).body).toContain('does not exist');
   });
 
   it('serves Web handlers: Request in, Response out, headers and status kept', async () => {
@@ -74,7 +75,7 @@ describe('Node runtime', () => {
       },
       'index',
     );
-    const res = await request(`${instance.url}/`, { method: 'POST', body: Readable.from((async function* () { for (let i = 0; i < 5; i++) yield Buffer.alloc(1000, 'x'); })()) });
+    const res = await request(`${instance.url}/`, { method: 'POST', headers: { 'x-spore-instance-token': instance.token! }, body: Readable.from((async function* () { for (let i = 0; i < 5; i++) yield Buffer.alloc(1000, 'x'); })()) });
     const chunks: string[] = [];
     let endedBeforeFirst = false;
     let ended = false;
@@ -144,7 +145,7 @@ describe('Python runtime', () => {
   it('follows the specialize contract', async () => {
     const { instance, specialize } = await specialized('python', { 'main.py': `def main(request):\n    return "hi"\n` });
     expect(specialize.status).toBe(202);
-    expect((await post(`${instance.url}/v2/specialize`, { filepath: instance.workDir })).status).toBe(400);
+    expect((await post(instance, '/v2/specialize', { filepath: instance.workDir })).status).toBe(400);
     const broken = await specialized('python', { 'main.py': `def main(:\n` });
     expect(broken.specialize.status).toBe(500);
     expect(JSON.parse(broken.specialize.body).error).toMatch(/^cannot load the function: SyntaxError/);
@@ -198,4 +199,40 @@ describe('Python runtime', () => {
     expect(streamed.headers['transfer-encoding']).toBe('chunked');
     expect((await call(instance)).body).toBe('hallo');
   });
+});
+
+describe('an instance answers only its pool manager and router', () => {
+  for (const runtime of ['node', 'python'] as const) {
+    it(`${runtime}: no credential, no specialize and no call; the function sees neither the credential nor Spore's environment`, async () => {
+      process.env.SPORE_TEST_SECRET = 'host secret'; // as SPORE_API_TOKEN or a cloud key would be in Spore's environment
+      try {
+        const generic = await provider.start(envOf(runtime) as any);
+        // another process (another function, a local user) that found the port
+        const hijack = await request(`${generic.url}/v2/specialize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ filepath: '/tmp' }) });
+        expect(hijack.statusCode).toBe(403);
+        await hijack.body.text();
+        const forged = await request(`${generic.url}/v2/specialize`, { method: 'POST', headers: { 'x-spore-instance-token': 'guess' }, body: '{}' });
+        expect(forged.statusCode).toBe(403);
+        await forged.body.text();
+
+        const files: Record<string, string> =
+          runtime === 'node'
+            ? { 'index.mjs': `export default (req) => Response.json({ token: req.headers.get('x-spore-instance-token'), env: process.env })` }
+            : { 'main.py': 'import os\n\ndef main(request):\n    return {"token": request.headers.get("X-Spore-Instance-Token"), "env": dict(os.environ)}\n' };
+        const { instance, specialize } = await specialized(runtime, files, runtime === 'node' ? 'index' : '', { OWN: 'mine' });
+        expect(specialize.status).toBe(202);
+        const direct = await request(`${instance.url}/`);
+        expect(direct.statusCode).toBe(403);
+        await direct.body.text();
+        const seen = JSON.parse((await call(instance)).body);
+        expect(seen.token).toBeNull();
+        expect(seen.env.OWN).toBe('mine');
+        expect(seen.env.SPORE_TEST_SECRET).toBeUndefined();
+        expect(Object.values(seen.env)).not.toContain(instance.token);
+        expect(seen.env.HOME).toBe(instance.workDir);
+      } finally {
+        delete process.env.SPORE_TEST_SECRET;
+      }
+    });
+  }
 });

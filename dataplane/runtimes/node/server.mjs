@@ -10,6 +10,7 @@
 // A one-argument function gets a Request that is also a Fission context
 // (`.request` is Express-like): the result's type says which form it was.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -34,9 +35,33 @@ for (const [method, stream] of [['log', 'stdout'], ['info', 'stdout'], ['debug',
 process.on('uncaughtException', (err) => console.error('uncaught exception in function:', err));
 process.on('unhandledRejection', (err) => console.error('unhandled rejection in function:', err));
 // The pool manager holds our stdin: when it goes away, so do we (no orphans).
+// Its first line is this instance's credential: every request must carry it
+// (X-Spore-Instance-Token), so only the pool manager and the router, never
+// another function or local process, can specialize or call this instance.
+let token;
+let tokenLine = '';
+process.stdin.on('data', (chunk) => {
+  if (token !== undefined) return;
+  tokenLine += chunk;
+  const nl = tokenLine.indexOf('\n');
+  if (nl >= 0) token = Buffer.from(tokenLine.slice(0, nl).trim());
+});
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
 process.stdin.resume();
+const TOKEN = 'x-spore-instance-token';
+let warming = true;
+
+/** Whether the caller holds this instance's credential; answers it if not. The function never sees the header. */
+function admitted(req, reply) {
+  if (warming) return true;
+  const given = req.headers[TOKEN];
+  delete req.headers[TOKEN];
+  if (token === undefined) return void reply.code(503).send({ error: 'the instance has not received its credential yet' });
+  const ok = typeof given === 'string' && given.length === token.length && timingSafeEqual(Buffer.from(given), token);
+  if (!ok) return void reply.code(403).send({ error: 'this instance answers only its pool manager and router' });
+  return true;
+}
 
 let handler; // { kind: 'fetch' | 'function', fn }
 
@@ -106,6 +131,7 @@ async function readAll(stream) {
 const health = () => ({ status: 'ok', specialized: Boolean(handler), instance: process.env.SPORE_INSTANCE });
 
 app.post('/v2/specialize', async (req, reply) => {
+  if (!admitted(req, reply)) return reply;
   if (handler) return reply.code(400).send({ error: 'not a generic instance: already specialized' });
   let body;
   try {
@@ -162,7 +188,7 @@ function expressRequest(raw, buf) {
 
 function webRequest(raw, body) {
   const headers = new Headers();
-  for (let i = 0; i < raw.rawHeaders.length; i += 2) headers.append(raw.rawHeaders[i], raw.rawHeaders[i + 1]);
+  for (let i = 0; i < raw.rawHeaders.length; i += 2) if (raw.rawHeaders[i].toLowerCase() !== TOKEN) headers.append(raw.rawHeaders[i], raw.rawHeaders[i + 1]);
   const hasBody = raw.method !== 'GET' && raw.method !== 'HEAD';
   return new Request(new URL(raw.url, `http://${raw.headers.host ?? 'function'}`), {
     method: raw.method,
@@ -227,6 +253,7 @@ app.route({
   method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
   url: '/*',
   handler: async (req, reply) => {
+    if (!admitted(req, reply)) return reply;
     if (!handler) return req.url === '/healthz' && req.method === 'GET' ? health() : reply.code(503).send({ error: 'generic instance: not specialized yet' });
     const id = req.headers[REQUEST_ID];
     return context.run(typeof id === 'string' ? id : undefined, async () => {
@@ -254,6 +281,7 @@ app.route({
   handler = { kind: 'function', fn: () => new Response('warm') };
   await app.inject({ method: 'POST', url: '/warm?x=1', payload: 'x', headers: { 'content-type': 'text/plain' } });
   handler = undefined;
+  warming = false;
 }
 
 await app.listen({ port, host });

@@ -9,6 +9,7 @@ main() with no arguments works too. A raising handler gives a 500 and the
 instance goes on serving.
 """
 
+import hmac
 import importlib
 import inspect
 import json
@@ -189,8 +190,24 @@ class Handler(BaseHTTPRequestHandler):
             return self._stream(status, body, headers)
         raise TypeError(f"main returned {type(body).__name__}; return str, bytes, a dict, or (body, status, headers)")
 
+    def _admitted(self):
+        # only the pool manager and the router hold the credential: no other process or function may specialize or call us
+        given = self.headers.get(TOKEN)
+        del self.headers[TOKEN]  # the function never sees it
+        if not _token or given is None or not hmac.compare_digest(given.encode("utf-8"), _token):
+            self.close_connection = True  # a body we did not read must not be taken for the next request
+        if not _token:
+            self._json(503, {"error": "the instance has not received its credential yet"})
+            return False
+        if given is None or not hmac.compare_digest(given.encode("utf-8"), _token):
+            self._json(403, {"error": "this instance answers only its pool manager and router"})
+            return False
+        return True
+
     def _invoke(self):
         global _handler
+        if not self._admitted():
+            return
         if self.path == "/healthz" and self.command == "GET" and _handler is None:  # once specialized, the function's path
             return self._json(200, {"status": "ok", "specialized": _handler is not None, "instance": os.environ.get("SPORE_INSTANCE")})
         if self.path == "/v2/specialize" and self.command == "POST":
@@ -238,9 +255,15 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _invoke
 
 
+_token = None  # this instance's credential: the first line the pool manager writes on our stdin
+TOKEN = "X-Spore-Instance-Token"
+
+
 def _exit_when_parent_goes():
     # The pool manager holds our stdin: when it closes, we leave (no orphans).
+    global _token
     try:
+        _token = sys.stdin.buffer.readline().strip()
         while sys.stdin.buffer.read(65536):
             pass
     finally:
