@@ -74,7 +74,8 @@ function marked(owner: string, which: (ownerPid: number, run: string | undefined
   return found;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process exists (one of another user's counts). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -8,13 +8,14 @@
 // interpreter's version and platform: a revision that only changes code
 // installs nothing.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { archiveLimitsFromEnv, packArchive, readArchive, readArchiveFile, readDirectory, type ArchiveEntry, type ArchiveLimits } from '../api/archive.js';
 import { API_VERSION, ARCHIVES_DIR, localPython, type KubeObject, type PackageSpec } from '../api/index.js';
 import { formatRef, refOf } from '../store/index.js';
 import { runBounded } from './bounded.js';
+import { isComplete, keepEntry, stagingFor, sweepStaging } from './cache-entry.js';
 
 export class BuildError extends Error {
   constructor(
@@ -61,7 +62,6 @@ export interface Built {
 /** pip failures that are the network or the index, not the requirements: the same install may pass later. */
 const UNREACHABLE =
   /Retrying \(Retry\(|NewConnectionError|ConnectTimeoutError|ReadTimeoutError|Max retries exceeded|ProxyError|Temporary failure in name resolution|Name or service not known|Connection (refused|reset)|Network is unreachable|HTTP error (429|5\d\d)|\b(429|50[0-4]) (Client|Server) Error/;
-const COMPLETE = '.spore-complete';
 const SITE = 'site';
 
 /** Builds every Package that names a requirements file; returns the objects to apply, built Packages replaced. */
@@ -123,7 +123,7 @@ async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions)
   const namesFiles = listed.data.toString('utf8').split('\n').some((l) => /^\s*(-[rce]\b|--(requirement|constraint|editable)\b|\.{0,2}\/|file:)/.test(l));
   const key = createHash('sha256').update(namesFiles ? `source ${spec.archive.sha256}` : listed.data).update('\0').update(python.tag).digest('hex').slice(0, 24);
   const entry = join(o.cacheDir, key);
-  const cached = existsSync(join(entry, COMPLETE));
+  const cached = isComplete(entry);
   if (!cached) await install(source, file, python, entry, o);
   // the function's own files win over a dependency's of the same path
   const files = new Map<string, ArchiveEntry>();
@@ -163,8 +163,8 @@ function sourceBytes(spec: PackageSpec, archiveDir: string, limits: ArchiveLimit
 async function install(source: ArchiveEntry[], requirements: string, python: Interpreter, entry: string, o: BuildOptions): Promise<void> {
   const cacheDir = join(entry, '..');
   mkdirSync(cacheDir, { recursive: true });
-  sweepPartials(cacheDir);
-  const staging = `${entry}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
+  sweepStaging(cacheDir);
+  const staging = stagingFor(entry);
   const src = join(staging, 'src');
   try {
     // pip runs in the source, as in Fission's builder: what the requirements name relative to it (-r, -c, ./lib) is there
@@ -184,8 +184,11 @@ async function install(source: ArchiveEntry[], requirements: string, python: Int
     if (r.ended === 'timed out') throw new BuildError(`pip install -r ${requirements} did not finish within ${timeoutMs / 1000}s`, undefined, true);
     if (r.code !== 0) throw new BuildError(`pip install -r ${requirements} failed (exit code ${r.code}):\n${summarizePip(r.output)}`, undefined, UNREACHABLE.test(r.output));
     rmSync(src, { recursive: true, force: true });
-    writeFileSync(join(staging, COMPLETE), new Date().toISOString());
-    keep(staging, entry);
+    try {
+      keepEntry(staging, entry);
+    } catch (err) {
+      throw new BuildError(`cannot keep the installed dependencies in ${entry}: ${(err as Error).message}`);
+    }
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
@@ -199,36 +202,3 @@ export function summarizePip(output: string): string {
   return kept.slice(0, 20).join('\n');
 }
 
-/**
- * Moves a finished install into place: whole or not at all. An entry already
- * there and complete (a concurrent build of the same requirements) is as good
- * as ours and is never removed; an incomplete one is a leftover, moved aside.
- */
-function keep(staging: string, entry: string): void {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      renameSync(staging, entry);
-      return;
-    } catch (err) {
-      if (existsSync(join(entry, COMPLETE))) return;
-      const code = (err as NodeJS.ErrnoException).code;
-      if (attempt > 0 || (code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw new BuildError(`cannot keep the installed dependencies in ${entry}: ${(err as Error).message}`);
-      const aside = `${entry}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
-      try {
-        renameSync(entry, aside);
-      } catch {
-        // gone already, or replaced by a complete one: the next rename tells
-      }
-      rmSync(aside, { recursive: true, force: true });
-    }
-  }
-}
-
-/** Removes staging folders old enough that no build can still be writing them (killed mid-install). */
-function sweepPartials(cacheDir: string): void {
-  const before = Date.now() - 2 * 60 * 60_000; // well past the install bound
-  for (const name of readdirSync(cacheDir)) {
-    const m = /\.partial-(\d+)-[0-9a-f]+$/.exec(name);
-    if (m && Number(m[1]) < before) rmSync(join(cacheDir, name), { recursive: true, force: true });
-  }
-}

@@ -12,9 +12,10 @@
 // repository cannot be installed by anyone who has only the repository: it is
 // refused by name.
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, utimesSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { runBounded } from './bounded.js';
+import { isComplete, keepEntry, stagingFor, sweepStaging } from './cache-entry.js';
 
 export class InstallError extends Error {
   constructor(
@@ -42,7 +43,6 @@ export interface InstallOptions {
 const INPUTS = ['package.json', 'package-lock.json', '.npmrc'];
 /** npm failures that are the network or the registry, not the lockfile: the same install may pass later. */
 const UNREACHABLE = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ENOTFOUND|ENETUNREACH|EHOSTUNREACH|E429|E5\d\d)\b|socket hang up|network connectivity/i;
-const COMPLETE = '.spore-complete';
 
 /**
  * Links installed dependencies into the checkout: at the folder of the
@@ -73,22 +73,25 @@ export async function installDependencies(dir: string, cacheRoot: string, option
   }
   const key = hash.digest('hex').slice(0, 24);
   const target = join(cacheRoot, key);
-  const complete = () => existsSync(join(target, COMPLETE));
+  const complete = () => isComplete(target);
   const cached = complete();
   if (!cached) {
     const release = await lockEntry(target, complete, options);
     try {
       if (!complete()) {
-        sweepPartials(cacheRoot);
-        const staging = `${target}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
+        sweepStaging(cacheRoot);
+        const staging = stagingFor(target);
         const lockCopy = join(staging, 'tree', at);
         mkdirSync(lockCopy, { recursive: true });
         try {
           for (const f of INPUTS) if (existsSync(join(lockDir, f))) copyFileSync(join(lockDir, f), join(lockCopy, f));
           for (const l of locals) cpSync(join(root, l.path), join(staging, 'tree', l.path), { recursive: true, verbatimSymlinks: true, filter: (src) => !/[\\/](node_modules|\.git)$/.test(src) });
           await npmCi(lockCopy, options);
-          writeFileSync(join(staging, COMPLETE), new Date().toISOString());
-          keep(staging, target);
+          try {
+            keepEntry(staging, target);
+          } catch (err) {
+            throw new InstallError(`cannot keep the installed dependencies in ${target}: ${(err as Error).message}`);
+          }
         } finally {
           rmSync(staging, { recursive: true, force: true });
         }
@@ -155,7 +158,7 @@ async function lockEntry(target: string, complete: () => boolean, options: Insta
         try {
           utimesSync(lock, now, now);
         } catch {
-          // taken over: the install goes on; keep() settles who wins
+          // taken over: the install goes on; keepEntry() settles who wins
         }
       }, 5_000);
       return () => {
@@ -239,47 +242,6 @@ function hashTree(hash: ReturnType<typeof createHash>, path: string, root: strin
       hash.update(`${name}\0`);
       hashTree(hash, join(path, name), root);
     }
-  }
-}
-
-/**
- * Moves a finished install into place: whole or not at all, so a crash never
- * leaves a half entry in use. An entry already there that is complete (another
- * reconciler sharing the cache won the race) is as good as ours and is never
- * removed: something may be rendering with it. An incomplete one is a leftover
- * and is moved aside first.
- */
-function keep(staging: string, target: string): void {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      renameSync(staging, target);
-      return;
-    } catch (err) {
-      if (existsSync(join(target, COMPLETE))) return;
-      const code = (err as NodeJS.ErrnoException).code;
-      if (attempt > 0 || (code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw new InstallError(`cannot keep the installed dependencies in ${target}: ${(err as Error).message}`);
-      const aside = `${target}.partial-${Date.now()}-${randomBytes(4).toString('hex')}`;
-      try {
-        renameSync(target, aside);
-      } catch {
-        // gone already, or replaced by a complete one: the next rename tells
-      }
-      rmSync(aside, { recursive: true, force: true });
-    }
-  }
-}
-
-/**
- * Removes staging folders old enough that no install can still be writing
- * them (killed mid-install). By age, not by process: reconcilers in other
- * containers may share the cache.
- */
-function sweepPartials(cacheRoot: string): void {
-  if (!existsSync(cacheRoot)) return;
-  const before = Date.now() - 2 * 60 * 60_000; // well past the install bound
-  for (const name of readdirSync(cacheRoot)) {
-    const m = /\.partial-(\d+)-[0-9a-f]+$/.exec(name);
-    if (m && Number(m[1]) < before) rmSync(join(cacheRoot, name), { recursive: true, force: true });
   }
 }
 

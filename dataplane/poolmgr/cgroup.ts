@@ -5,6 +5,7 @@
 // process provider still has the process group and the owner mark (api/process-owner.ts).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { alive } from '../../api/process-owner.js';
 
 const PREFIX = 'spore-instance.';
 
@@ -69,14 +70,5 @@ export class InstanceCgroups {
       swept++;
     }
     return swept;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

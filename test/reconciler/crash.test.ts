@@ -69,17 +69,23 @@ describe('a reconciler killed mid-sync', () => {
     await r.exited;
     expect(await served(state)).toEqual(V1);
 
-    repo.commit('v2', version('v2', V2));
     const killed: number[] = [];
-    for (const delay of [0, 150, 400, 900, 1500]) {
+    let live = V1;
+    for (const [i, delay] of [0, 150, 400, 900, 1500].entries()) {
+      // a new revision each time, so that every start has a sync to be killed in (a fast one may finish first)
+      const next = i % 2 === 0 ? V2 : V1;
+      repo.commit(`v${i + 2}`, version(`v${i + 2}`, next));
       r = reconciler(repo.url, state);
       await waitFor('a sync under way', () => r.output().includes('syncing'), 60_000);
       await new Promise((res) => setTimeout(res, delay));
       r.child.kill('SIGKILL');
       killed.push(r.child.pid!);
       await r.exited;
-      expect([V1, V2], `killed ${delay} ms into the sync`).toContainEqual(await served(state));
+      const now = await served(state);
+      expect([live, next], `killed ${delay} ms into the sync`).toContainEqual(now);
+      live = now;
     }
+    repo.commit('last', version('last', V2));
     r = reconciler(repo.url, state);
     await waitFor('the last reconciler up', () => r.output().includes('spore: following'), 60_000);
     await waitFor('v2 applied', async () => JSON.stringify(await served(state)) === JSON.stringify(V2), 120_000);
