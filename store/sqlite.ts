@@ -1,6 +1,6 @@
 // The local store: one SQLite file (better-sqlite3) holding the applied
 // resources, with the same model as the CRDs, and the functions' logs.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
@@ -99,11 +99,21 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     options: SqliteStoreOptions = {},
   ) {
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
+    // an empty file is not an empty store: something truncated it, and starting afresh would prune and forget silently
+    if (file !== ':memory:' && existsSync(file) && statSync(file).size === 0) {
+      throw new Error(`${file} is empty (0 bytes), not a Spore store: restore it from a backup, or delete it (and ${file}-wal, ${file}-shm) to start with an empty store`);
+    }
+    try {
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.exec(SCHEMA);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (!/^SQLITE_(CORRUPT|NOTADB)/.test(code)) throw err;
+      throw new Error(`${file} is damaged (${(err as Error).message}): restore it from a backup, or delete it (and ${file}-wal, ${file}-shm) to start with an empty store; what it held is then re-applied from the app or the repository`);
+    }
     this.events.setMaxListeners(0);
     this.logsPerFunction = options.logsPerFunction ?? 10_000;
     this.logBytesPerFunction = options.logBytesPerFunction ?? 8 * 1024 * 1024;

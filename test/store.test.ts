@@ -1,4 +1,5 @@
 // The SQLite store: a real file, reopened to prove what lasts.
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SqliteStore, type WatchEvent } from '../store/index.js';
@@ -93,4 +94,21 @@ describe('SqliteStore', () => {
     expect(store.readState('resourceVersion')).toBeUndefined(); // the store's own counter is not a state key
     await store.close();
   });
+
+  it('refuses an empty or damaged database file, naming it and what to do, rather than starting an empty store', async () => {
+    const empty = join(tempDir(), 'spore.db');
+    writeFileSync(empty, '');
+    expect(() => new SqliteStore(empty)).toThrow(`${empty} is empty (0 bytes), not a Spore store: restore it from a backup, or delete it`);
+    expect(statSync(empty).size).toBe(0); // left as it was
+
+    const damaged = join(tempDir(), 'spore.db');
+    const store = new SqliteStore(damaged);
+    await store.apply([labelled('a', { runtime: { name: 'node' } })]);
+    await store.close();
+    const bytes = readFileSync(damaged);
+    bytes.fill(0x5a, 0, 100); // the header, as a bad disk or a stray write would leave it
+    writeFileSync(damaged, bytes);
+    expect(() => new SqliteStore(damaged)).toThrow(new RegExp(`^${damaged.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is damaged \\(.+\\): restore it from a backup, or delete it`));
+  });
 });
+

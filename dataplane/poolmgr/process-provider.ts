@@ -1,7 +1,7 @@
 // Instances as child processes of runtime servers (the local target).
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,6 +63,10 @@ export class ProcessProvider implements InstanceProvider {
     // what the instances of a Spore killed with -9 left running
     stopLeftovers(options.workRoot);
     void this.cgroups?.sweep().catch(() => {}); // best effort: the marks were stopped above
+    // and the folders they left: no instance of ours exists yet (one Spore per state folder)
+    for (const entry of readdirSync(options.workRoot, { withFileTypes: true })) {
+      if (entry.isDirectory()) rmSync(join(options.workRoot, entry.name), { recursive: true, force: true });
+    }
   }
 
   async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {

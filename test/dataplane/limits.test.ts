@@ -1,7 +1,7 @@
 // Bounds a function cannot push past: the bytes of a log line and of a
 // function's stored log, and the life of what its instance starts.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -144,7 +144,11 @@ describe(`what an instance starts ends with it (${cgroups ? 'cgroup v2' : 'proce
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     expect(sleeping(bounded(pids))).toHaveLength(bounded(pids).length);
+    const leftFolders = readdirSync(join(dir, 'instances'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    expect(leftFolders.length).toBeGreaterThan(0); // the killed Spore's instances' folders, code included
     h = await harness({ stateDir: dir });
     await waitFor('the leftovers stopped', () => sleeping(bounded(pids)).length === 0);
+    const now = readdirSync(join(dir, 'instances'));
+    expect(leftFolders.filter((f) => now.includes(f))).toEqual([]); // and their folders removed
   });
 });
