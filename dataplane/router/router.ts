@@ -71,6 +71,7 @@ export class Router {
     // methods the router does not route (TRACE, PROPFIND, …) and anything thrown: one JSON shape, with the request id
     this.server.setNotFoundHandler((req, reply) => this.fail(reply, new DataplaneError(404, 'NotFound', `no route for ${req.method} ${req.url.split('?')[0]}`), this.requestId(req)));
     this.server.setErrorHandler((err: { statusCode?: number; message?: string }, req, reply) => {
+      if (err instanceof DataplaneError) return this.fail(reply, err, this.requestId(req)); // the router's own refusals, thrown where they arise
       const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
       // a 4xx is the client's to read; a 500's details stay out of the answer
       this.fail(reply, new DataplaneError(status, status === 500 ? 'InternalError' : 'BadRequest', status === 500 ? 'the router failed to handle the request' : String(err.message)), this.requestId(req));
@@ -139,9 +140,9 @@ export class Router {
     if (this.o.admin) {
       const logs = this.o.admin.logs;
       s.get('/_spore/status', async () => ({ ...this.o.poolmgr.snapshot(), routes: this.table.routes }));
-      s.get('/_spore/logs', async (req, reply) => {
+      s.get('/_spore/logs', async (req) => {
         const q = req.query as Record<string, string | undefined>;
-        if (!q.function) return reply.code(400).send(errorBody(400, 'BadRequest', 'query parameter "function" is required', ''));
+        if (!q.function) throw new DataplaneError(400, 'BadRequest', 'query parameter "function" is required');
         const num = (v: string | undefined, what: string) => {
           if (v === undefined) return undefined;
           const n = Number(v);
@@ -153,14 +154,9 @@ export class Router {
         if (!(await this.o.store.get({ apiVersion: API_VERSION, kind: 'Function', namespace, name: q.function }))) {
           const known = (await this.o.store.list({ apiVersion: API_VERSION, kind: 'Function', namespace })).map((f) => f.metadata.name);
           const some = known.length > 20 ? `${known.slice(0, 20).join(', ')}, …` : known.join(', ') || 'none';
-          return reply.code(404).send(errorBody(404, 'NotFound', `function ${namespace}/${q.function} does not exist (functions in ${namespace}: ${some})`, ''));
+          throw new DataplaneError(404, 'NotFound', `function ${namespace}/${q.function} does not exist (functions in ${namespace}: ${some})`);
         }
-        try {
-          return logs.queryLogs({ namespace, function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
-        } catch (err) {
-          const e = err as DataplaneError;
-          return reply.code(e.status ?? 500).send(errorBody(e.status ?? 500, e.reason ?? 'Error', e.message, ''));
-        }
+        return logs.queryLogs({ namespace, function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
       });
     }
     s.route({
