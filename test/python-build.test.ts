@@ -2,34 +2,24 @@
 // function's package at deploy time by real pip from real PyPI, cached by the
 // requirements and the interpreter; a requirement that does not install
 // rejects the deploy with pip's words.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitFor } from './dataplane/harness.js';
 import { tempDir } from './helpers.js';
+import { sporeUp } from './spore-up.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/spore.js');
 /** A release of six the host does not have (checked below), so that only the package's own copy can answer with it. */
 const PINNED = '1.15.0';
-const children: ChildProcess[] = [];
 const apps: string[] = [];
 afterAll(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   for (const a of apps) rmSync(a, { recursive: true, force: true });
 });
 
-function up(args: string[]) {
-  const child = spawn(process.execPath, [BIN, 'up', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (c) => (out += c));
-  child.stderr!.on('data', (c) => (out += c));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, output: () => out, exited, url: () => waitFor('spore up to serve', () => /serving on (http:\/\/\S+)\n/.exec(out)?.[1], 120_000) };
-}
+const up = sporeUp(120_000);
 
 /** An app folder inside the repository (so that it resolves `spore` and cdk8s) with one PythonFunction at GET /py. */
 function pyApp(files: Record<string, string>): string {

@@ -1,31 +1,21 @@
 // `spore up` as a user runs it: the CLI in its own process, the example app,
 // real runtimes; then `spore list`, `invoke` and `logs` against it.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { alive, waitFor } from './dataplane/harness.js';
 import { tempDir } from './helpers.js';
+import { BIN, sporeUp } from './spore-up.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/spore.js');
-const children: ChildProcess[] = [];
 const apps: string[] = [];
 afterAll(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   for (const a of apps) rmSync(a, { recursive: true, force: true });
 });
 
-function up(args: string[]) {
-  const child = spawn(process.execPath, [BIN, 'up', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (c) => (out += c));
-  child.stderr!.on('data', (c) => (out += c));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, output: () => out, exited, url: () => waitFor('spore up to serve', () => /serving on (http:\/\/\S+)\n/.exec(out)?.[1], 60_000) };
-}
+const up = sporeUp();
 
 const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
 const get = async (url: string) => {
