@@ -58,7 +58,8 @@ function admitted(req, reply) {
   const given = req.headers[TOKEN];
   delete req.headers[TOKEN];
   if (token === undefined) return void reply.code(503).send({ error: 'the instance has not received its credential yet' });
-  const ok = typeof given === 'string' && given.length === token.length && timingSafeEqual(Buffer.from(given), token);
+  const bytes = typeof given === 'string' ? Buffer.from(given) : undefined; // compared as bytes: a non-ASCII header is a wrong one, not a crash
+  const ok = bytes !== undefined && bytes.length === token.length && timingSafeEqual(bytes, token);
   if (!ok) return void reply.code(403).send({ error: 'this instance answers only its pool manager and router' });
   return true;
 }
