@@ -2,12 +2,15 @@
 // template that depends on that tarball from inside its own repository, with
 // its lockfile. Suites that deploy apps from Git copy the template; they share
 // one dependency cache, so the template's dependencies install once per run.
+// And one Kubernetes API server (etcd + kube-apiserver, test/cluster/) for the
+// suites that need a cluster; they wait for it with clusterReady().
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { installDependencies } from '../reconciler/install.js';
+import { startForRun } from './cluster/run-state.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -15,6 +18,8 @@ declare module 'vitest' {
     appTemplate: string;
     /** One npm install cache for every reconciler of the run. */
     depsCache: string;
+    /** The run's API server folder: its state, logs and, once it is up, outcome.json. */
+    clusterDir: string;
   }
 }
 
@@ -40,8 +45,14 @@ export default function setup(project: TestProject): () => Promise<void> {
     () => {},
     () => {}, // a failure shows again in the suites that wait
   );
+  // Started in the background too (the first run on a machine builds the binaries).
+  const clusterDir = join(base, 'cluster');
+  mkdirSync(clusterDir);
+  project.provide('clusterDir', clusterDir);
+  const stopCluster = startForRun(clusterDir);
   return async () => {
     await installing;
+    await stopCluster();
     rmSync(base, { recursive: true, force: true });
   };
 }
