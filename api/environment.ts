@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Closed, Quantity, Seconds, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, Quantity, Seconds, StringEnum, commonStatus } from './schema-kit.js';
 
 export const BUILTIN_RUNTIMES = ['node', 'python'] as const;
 export type BuiltinRuntime = (typeof BUILTIN_RUNTIMES)[number];
@@ -35,7 +35,10 @@ export const EnvironmentSpec = Closed(
           Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'command starting the runtime server locally; gets PORT in its environment' }),
         ),
       },
-      { description: 'the runtime server: a built-in name, or an image and a local command' },
+      {
+        description: 'the runtime server: a built-in name, or an image and a local command',
+        ...Cel({ rule: 'has(self.name) || has(self.image) || has(self.command)', message: 'set name (node or python), or an image and/or a command' }),
+      },
     ),
     builder: Type.Optional(
       Closed(

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Closed, LocalRef, Name, Seconds, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, LocalRef, Name, Seconds, StringEnum, commonStatus } from './schema-kit.js';
 
 export const EXECUTOR_TYPES = ['pool', 'dedicated'] as const;
 
@@ -17,7 +17,11 @@ export const ExecutorSpec = Closed(
     functionTimeoutSeconds: Type.Optional(Seconds('time bound of one call; past it the call gets 504 and the instance is killed', 1, 3_600)),
     specializationTimeoutSeconds: Type.Optional(Seconds('time bound for loading the code into an instance', 1, 600)),
   },
-  { description: 'how instances are created, shared and released', default: {} },
+  {
+    description: 'how instances are created, shared and released',
+    default: {},
+    ...Cel({ rule: '!has(self.minScale) || !has(self.maxScale) || self.minScale <= self.maxScale', message: 'minScale must not be more than maxScale', fieldPath: '.minScale' }),
+  },
 );
 export type ExecutorSpec = Static<typeof ExecutorSpec>;
 

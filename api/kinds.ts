@@ -47,6 +47,7 @@ export const KINDS = {
       { name: 'Runtime', type: 'string', jsonPath: '.spec.runtime.name' },
       { name: 'Image', type: 'string', jsonPath: '.spec.runtime.image', priority: 1 },
       { name: 'Pool', type: 'integer', jsonPath: '.spec.poolSize' },
+      ready,
       age,
     ],
   },
@@ -57,6 +58,7 @@ export const KINDS = {
       { name: 'Size', type: 'integer', jsonPath: '.spec.archive.size' },
       { name: 'Sha256', type: 'string', jsonPath: '.spec.archive.sha256', priority: 1 },
       { name: 'Build', type: 'string', jsonPath: '.status.buildStatus' },
+      ready,
       age,
     ],
   },
@@ -79,13 +81,14 @@ export const KINDS = {
       { name: 'Prefix', type: 'string', jsonPath: '.spec.prefix', priority: 1 },
       { name: 'Host', type: 'string', jsonPath: '.spec.host', priority: 1 },
       fn,
+      ready,
       age,
     ],
   },
   TimerTrigger: {
     kind: 'TimerTrigger', plural: 'timertriggers', shortNames: ['tt', 'timer', 'timers'], spec: TimerTriggerSpec, status: TriggerStatus, wave: 2,
     description: 'Invokes a function on a cron schedule.',
-    printerColumns: [{ name: 'Cron', type: 'string', jsonPath: '.spec.cron' }, fn, age],
+    printerColumns: [{ name: 'Cron', type: 'string', jsonPath: '.spec.cron' }, fn, ready, age],
   },
   QueueTrigger: {
     kind: 'QueueTrigger', plural: 'queuetriggers', shortNames: ['qt', 'mqt'], spec: QueueTriggerSpec, status: TriggerStatus, wave: 2,
@@ -94,18 +97,19 @@ export const KINDS = {
       { name: 'Broker', type: 'string', jsonPath: '.spec.broker.kind' },
       { name: 'Topic', type: 'string', jsonPath: '.spec.topic' },
       fn,
+      ready,
       age,
     ],
   },
   WatchTrigger: {
     kind: 'WatchTrigger', plural: 'watchtriggers', shortNames: ['wt', 'watch', 'watches'], spec: WatchTriggerSpec, status: TriggerStatus, wave: 2,
     description: 'Invokes a function when watched Kubernetes objects change.',
-    printerColumns: [{ name: 'Kind', type: 'string', jsonPath: '.spec.resource.kind' }, fn, age],
+    printerColumns: [{ name: 'Kind', type: 'string', jsonPath: '.spec.resource.kind' }, fn, ready, age],
   },
   Workflow: {
     kind: 'Workflow', plural: 'workflows', shortNames: ['wf', 'wfs'], spec: WorkflowSpec, status: WorkflowStatus, wave: 2,
     description: 'Functions composed into a graph of tasks.',
-    printerColumns: [{ name: 'Output', type: 'string', jsonPath: '.spec.output' }, { name: 'Phase', type: 'string', jsonPath: '.status.phase' }, age],
+    printerColumns: [{ name: 'Output', type: 'string', jsonPath: '.spec.output' }, { name: 'Phase', type: 'string', jsonPath: '.status.phase' }, ready, age],
   },
 } satisfies Record<string, KindInfo>;
 

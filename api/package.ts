@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Closed, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, exactlyOneOf, StringEnum, commonStatus } from './schema-kit.js';
 
 /** Archives up to this size travel inside the manifest; larger ones are written beside it and referenced by URL. */
 export const INLINE_ARCHIVE_LIMIT = 256 * 1024;
@@ -23,7 +23,7 @@ export const PackageSpec = Closed(
           Type.String({ minLength: 1, description: 'where the archive is fetched: absolute URL, or a path relative to the manifests (archives/<sha256>.tgz)' }),
         ),
       },
-      { description: 'the code archive (.tgz): exactly one of inline or url' },
+      { description: 'the code archive (.tgz): exactly one of inline or url', ...Cel(exactlyOneOf('inline', 'url')) },
     ),
     build: Type.Optional(
       Closed(

@@ -24,6 +24,18 @@ export function Closed<T extends TProperties>(properties: T, options: ObjectOpti
   return Type.Object(properties, { additionalProperties: false, ...options });
 }
 
+/**
+ * Rules the API server checks (CEL, `x-kubernetes-validations`) for what a
+ * schema cannot say. Spore's validator checks the same in rules.ts, naming
+ * the field; these make the API server refuse what `kubectl apply` sends too.
+ */
+export function Cel(...rules: { rule: string; message: string; fieldPath?: string }[]) {
+  return { 'x-kubernetes-validations': rules };
+}
+
+/** The CEL rule "exactly one of two optional fields". */
+export const exactlyOneOf = (a: string, b: string) => ({ rule: `has(self.${a}) != has(self.${b})`, message: `set exactly one of ${a} or ${b}` });
+
 /** DNS-1123 label: what Kubernetes requires of names used in URLs, labels and pods. */
 export const DNS_LABEL = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
 

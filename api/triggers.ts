@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Closed, HTTP_METHODS, LocalRef, MapOf, Name, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, exactlyOneOf, HTTP_METHODS, LocalRef, MapOf, Name, StringEnum, commonStatus } from './schema-kit.js';
 
 const FunctionRef = LocalRef('Function');
 
@@ -19,11 +19,23 @@ export const HttpTriggerSpec = Closed(
     functions: Type.Optional(
       Type.Array(Closed({ name: Name('Function name'), weight: Type.Integer({ minimum: 0, maximum: 100, description: 'percent of calls' }) }), {
         minItems: 2,
+        maxItems: 10,
         description: 'canary: weighted functions; weights sum to 100',
+        // each function once: the API server keeps the list keyed by name
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+        ...Cel({ rule: 'self.map(f, f.weight).sum() == 100', message: 'weights must sum to 100' }),
       }),
     ),
   },
-  { description: 'routes HTTP requests to a function (exactly one of path/prefix, and of function/functions)' },
+  {
+    description: 'routes HTTP requests to a function (exactly one of path/prefix, and of function/functions)',
+    ...Cel(exactlyOneOf('path', 'prefix'), exactlyOneOf('function', 'functions'), {
+      rule: '!self.keepPrefix || has(self.prefix)',
+      message: 'keepPrefix only applies with prefix',
+      fieldPath: '.keepPrefix',
+    }),
+  },
 );
 export type HttpTriggerSpec = Static<typeof HttpTriggerSpec>;
 
@@ -52,7 +64,7 @@ export const QueueTriggerSpec = Closed(
           url: Type.Optional(Type.String({ minLength: 1, description: 'broker address, e.g. nats://nats:4222' })),
           secretRef: Type.Optional(Closed({ name: Name('Secret name'), key: Type.String({ minLength: 1 }) }, { description: 'Secret key holding the address' })),
         },
-        { description: 'exactly one of url or secretRef' },
+        { description: 'exactly one of url or secretRef', ...Cel(exactlyOneOf('url', 'secretRef')) },
       ),
     }),
     topic: Type.String({ minLength: 1, maxLength: 255, description: 'NATS subject or Kafka topic consumed' }),

@@ -33,7 +33,8 @@ export function objectSchema(kind: KindName): TSchema {
 }
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
-ajv.addKeyword({ keyword: 'x-kubernetes-preserve-unknown-fields' });
+// the API server's own keywords: rules.ts checks what they say, with field paths
+for (const keyword of ['x-kubernetes-preserve-unknown-fields', 'x-kubernetes-validations', 'x-kubernetes-list-type', 'x-kubernetes-list-map-keys']) ajv.addKeyword({ keyword });
 const validators = new Map<KindName, ValidateFunction>(KIND_NAMES.map((k) => [k, ajv.compile(objectSchema(k))]));
 
 const PATTERN_HINTS: Record<string, string> = {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { allCrds, crdFor, KIND_NAMES } from '../../api/index.js';
+import { toStructural } from '../../api/crd.js';
 
 /** Walks a schema and lists what a structural schema (apiextensions.k8s.io/v1) must not have. */
 function structuralProblems(schema: any, path = ''): string[] {
@@ -46,6 +47,23 @@ describe('CRDs', () => {
     expect(executor.properties.functionTimeoutSeconds).toMatchObject({ type: 'integer', minimum: 1, maximum: 3600 });
     const env = (crdFor('Environment') as any).spec.versions[0].schema.openAPIV3Schema;
     expect(env.properties.spec.properties.poolSize).toMatchObject({ type: 'integer', default: 3 });
+  });
+
+  it('completes defaults with their nested defaults (the API server validates a default against its own schema)', () => {
+    const fnSchema = (crdFor('Function') as any).spec.versions[0].schema.openAPIV3Schema;
+    expect(fnSchema.properties.spec.properties.executor.default).toEqual({ type: 'pool' });
+    expect(() => toStructural({ type: 'object', properties: { n: { type: 'integer', minimum: 1 } }, default: { n: 0 } }, 'spec.x')).toThrow(
+      'the default of spec.x is not valid against its own schema: /n must be >= 1',
+    );
+  });
+
+  it('writes lists of unique values as x-kubernetes-list-type: set, never uniqueItems (refused by the API server)', () => {
+    const spec = (kind: (typeof KIND_NAMES)[number]) => (crdFor(kind) as any).spec.versions[0].schema.openAPIV3Schema.properties.spec;
+    expect(JSON.stringify(allCrds())).not.toContain('uniqueItems');
+    expect(spec('HttpTrigger').properties.methods['x-kubernetes-list-type']).toBe('set');
+    expect(spec('Workflow').properties.tasks.additionalProperties.properties.requires['x-kubernetes-list-type']).toBe('set');
+    expect(spec('HttpTrigger').properties.functions).toMatchObject({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] });
+    expect(spec('HttpTrigger')['x-kubernetes-validations'].map((v: any) => v.message)).toContain('set exactly one of path or prefix');
   });
 
   it('shows environment, executor and readiness for Functions and path/function for HttpTriggers', () => {
