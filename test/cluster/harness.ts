@@ -7,7 +7,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
 
@@ -23,15 +23,18 @@ export interface Cluster {
 /** How long the servers may take to answer (a shared 2-core machine can be slow): a bound on giving up, not a measure. */
 const START_LIMIT_MS = 180_000;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
+/** Ports free on loopback, held open together while chosen so that no two are the same. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<Server>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -68,7 +71,13 @@ async function terminate(pid: number, child?: ChildProcess): Promise<void> {
     return;
   }
   for (let waited = 0; !gone(pid); waited += 100) {
-    if (waited === 15_000) process.kill(pid, 'SIGKILL');
+    if (waited === 15_000) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        break; // gone meanwhile
+      }
+    }
     await sleep(100);
   }
   await exited; // our own child: its exit is collected (reaped) by Node
@@ -114,7 +123,7 @@ function start(bin: string, args: string[], log: string, detached: boolean): Chi
 export async function startCluster(dir: string, assets: string, { detached = false } = {}): Promise<Cluster> {
   mkdirSync(join(dir, 'certs'), { recursive: true });
   if (existsSync(join(dir, 'pids.json'))) throw new Error(`${dir} holds a running cluster (pids.json): stop it first`);
-  const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const [etcdClient, etcdPeer, apiPort] = await freePorts(3);
   const etcdLog = join(dir, 'etcd.log');
   const apiLog = join(dir, 'kube-apiserver.log');
 
