@@ -122,6 +122,15 @@ def load(filepath, function_name):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY every keep-alive response waits ~40 ms on Nagle against the client's delayed ACK.
+    disable_nagle_algorithm = True
+    # A buffered wfile: status, headers and body leave in one send, when handle_one_request flushes.
+    wbufsize = -1
+
+    def handle_expect_100(self):
+        ok = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for the 100 before it sends the body
+        return ok
 
     def log_message(self, *args):  # access logs are the router's job
         pass
@@ -167,6 +176,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.wfile.flush()  # the status and headers go out before the first chunk is made
         for chunk in chunks:
             data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
             if data:
@@ -255,6 +265,12 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _invoke
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # a thread per connection; none of them holds up the exit
+    # The router may open many connections at once: past the default backlog of 5 they wait on SYN retries (1 s, 3 s, ...) or fail.
+    request_queue_size = 1024
+
+
 _token = None  # this instance's credential: the first line the pool manager writes on our stdin
 TOKEN = "X-Spore-Instance-Token"
 
@@ -273,8 +289,7 @@ def _exit_when_parent_goes():
 def main():
     port = int(os.environ.get("PORT", "8888"))
     host = os.environ.get("HOST", "127.0.0.1")
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = Server((host, port), Handler)
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     sys.stdout.write(f"spore-runtime listening on {host}:{server.server_address[1]}\n")
     sys.stdout.flush()
