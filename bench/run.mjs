@@ -1,9 +1,36 @@
 // `npm run bench`: every benchmark, side by side, on this machine.
+// `npm run bench -- cold|warm|push` runs one of them. A benchmark that fails
+// is reported and the others still run; the exit code says that one failed.
 import { coldStart, report as coldReport } from './cold-start.mjs';
 import { push, report as pushReport } from './push.mjs';
+import { closeAll } from './util.mjs';
 import { warm, report as warmReport } from './warm.mjs';
 
+const benches = { cold: [coldStart, coldReport], warm: [warm, warmReport], push: [push, pushReport] };
 const only = process.argv[2];
-if (!only || only === 'cold') console.log(coldReport(await coldStart()) + '\n');
-if (!only || only === 'warm') console.log(warmReport(await warm()) + '\n');
-if (!only || only === 'push') console.log(pushReport(await push()));
+if (only && !benches[only]) {
+  console.error(`unknown benchmark "${only}": use one of ${Object.keys(benches).join(', ')}`);
+  process.exit(2);
+}
+
+// interrupted: stop what the running benchmark started, then go
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    console.error(`\nbench: ${signal}, stopping its processes`);
+    void closeAll().finally(() => process.exit(130));
+  });
+}
+
+let failed = false;
+for (const [name, [run, report]] of Object.entries(benches)) {
+  if (only && only !== name) continue;
+  try {
+    const result = await run();
+    console.log(report(result) + '\n');
+    if (result.failed) failed = true; // a part of it could not be measured (said in the report)
+  } catch (err) {
+    failed = true;
+    console.log(`${name}: FAILED: ${err.stack ?? err.message}\n`);
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,13 +1,24 @@
-// Shared bits of the benchmarks: processes, waiting, percentiles.
+// Shared bits of the benchmarks: processes and their cleanup, load, waiting,
+// percentiles, instances specialized as the pool manager does it.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
 import { request } from 'undici';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
+export const API = 'spore.dev/v1alpha1';
+export const NODE_ENV = { apiVersion: API, kind: 'Environment', metadata: { name: 'node', namespace: 'default' }, spec: { runtime: { name: 'node' } } };
+export const PYTHON_ENV = { apiVersion: API, kind: 'Environment', metadata: { name: 'python', namespace: 'default' }, spec: { runtime: { name: 'python' } } };
 
 export function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
+
+export const median = (values) => percentile(values, 50);
 
 export async function waitFor(what, probe, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
@@ -19,24 +30,79 @@ export async function waitFor(what, probe, timeoutMs = 60_000) {
   }
 }
 
-/** Starts a process and resolves with the first match of `ready` in its output. */
-export function startProcess(cmd, args, ready, env = {}) {
+// Everything a benchmark starts is registered here, so that it is stopped when
+// the benchmark ends, fails, or the bench is interrupted (run.mjs).
+const open = new Set();
+
+/** A stack of things to undo; close() runs them last first and never throws. */
+export function scope() {
+  const undo = [];
+  const s = {
+    defer(fn) {
+      undo.push(fn);
+    },
+    async close() {
+      open.delete(s);
+      while (undo.length) await undo.pop()().catch((err) => console.error(`bench cleanup: ${err.message}`));
+    },
+  };
+  open.add(s);
+  return s;
+}
+
+export const closeAll = () => Promise.all([...open].map((s) => s.close()));
+
+/** Starts a process (stopped when `s` closes) and resolves with the first match of `ready` in its output. */
+export function startProcess(s, cmd, args, ready, env = {}) {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const exited = new Promise((r) => child.once('exit', r));
+  s.defer(() => stop(child, exited));
   let out = '';
   const matched = new Promise((resolve, reject) => {
     const on = (c) => {
       out += c;
-      const m = ready.exec(out);
+      const m = ready?.exec(out);
       if (m) resolve(m);
     };
     child.stdout.on('data', on);
     child.stderr.on('data', on);
+    child.once('error', (err) => reject(new Error(`${cmd}: ${err.message}`)));
     child.once('exit', (code) => reject(new Error(`${cmd} exited (${code}) before it was ready:\n${out}`)));
   });
+  matched.catch(() => {}); // a caller that never waits for it still gets the exit through stop()
   return { child, matched, output: () => out };
 }
 
-/** Sequential calls, returning each call's latency in milliseconds. */
+/** SIGTERM, then SIGKILL after 3 s; resolves when the process is gone. */
+async function stop(child, exited) {
+  if (child.exitCode !== null || child.signalCode !== null || !child.pid) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** autocannon against one URL: req/s (average), latency p50/p99 in ms, failed responses. */
+export function cannon(url, { connections, duration, headers = {} }) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections, duration, headers, pipelining: 1 }, (err, r) =>
+      err ? reject(err) : resolve({ rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx }),
+    );
+  });
+}
+
+/** Sequential calls on one keep-alive connection, returning each call's latency in milliseconds. */
 export async function latencies(url, count, headers = {}) {
   const out = [];
   for (let i = 0; i < count; i++) {
@@ -49,6 +115,48 @@ export async function latencies(url, count, headers = {}) {
     out.push(performance.now() - t);
   }
   return out;
+}
+
+/** One call on a new connection (as a first `curl` makes it): status, content-type, body, milliseconds. */
+export function firstCall(url, headers = {}) {
+  const t = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body, ms: performance.now() - t }));
+      res.on('error', reject);
+    });
+    req.on('error', (err) => reject(new Error(`${url}: ${err.message}`)));
+  });
+}
+
+/**
+ * A runtime instance of `environment` specialized with an archive, as the pool
+ * manager does it (extracted into the instance's folder, owned by its user),
+ * and the headers that call it as the router does (its credential).
+ */
+export async function specialized(s, provider, environment, bytes, entrypoint) {
+  const { PackageFetcher } = await import('../lib/dataplane/index.js');
+  const said = []; // what the runtime wrote, to explain a start that fails
+  const instance = await provider.start(environment, { onLog: (l) => said.push(l.line) }).catch((err) => {
+    throw new Error(`starting a ${environment.metadata.name} runtime instance: ${err.message}${said.length ? `; it wrote: ${said.slice(-5).join(' | ')}` : ''}`);
+  });
+  s.defer(() => instance.kill());
+  const code = join(instance.workDir, 'code');
+  await new PackageFetcher({ archiveDir: instance.workDir }).extract(bytes, code, 'bench', instance.owner);
+  const headers = { 'x-spore-instance-token': instance.token };
+  const res = await request(`${instance.url}/v2/specialize`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ filepath: code, functionName: entrypoint }) });
+  const text = await res.body.text();
+  if (res.statusCode !== 200 && res.statusCode !== 202) throw new Error(`specializing a ${environment.metadata.name} instance with ${entrypoint}: ${res.statusCode} ${text}`);
+  return { instance, headers };
+}
+
+/** Resident memory of a process, in MB (VmRSS), and its name. */
+export function rss(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { mb: Number(/^VmRSS:\s+(\d+) kB/m.exec(status)[1]) / 1024, name: /^Name:\s+(.*)$/m.exec(status)[1] };
 }
 
 export const fmt = (n, d = 2) => n.toFixed(d);

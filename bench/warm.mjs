@@ -1,44 +1,35 @@
-// Warm path: the example hello function through `spore up` (router + runtime
-// instance) vs. the same bundled handler on a bare node:http server, side by
-// side in one run. Throughput with autocannon; router-added latency as the p50
-// difference between calling through the router and calling the same
-// instance directly, one request at a time.
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+// Warm path: what a function costs its user against the server they would
+// write by hand. Every target answers the same bytes as the example `hello`
+// function and is loaded in turn, round after round, in one run (a noisy
+// neighbour hurts all alike); each figure is reported as a ratio to the floor
+// of the same round, the median of the rounds.
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
 import yaml from 'js-yaml';
 import { request } from 'undici';
-import { ROOT, fmt, latencies, percentile, startProcess, waitFor } from './util.mjs';
+import { packArchive } from '../lib/api/archive.js';
+import { localPython } from '../lib/api/index.js';
+import { NODE_ENV, PYTHON_ENV, ROOT, cannon, fmt, freePort, latencies, median, percentile, rss, scope, specialized, startProcess, waitFor } from './util.mjs';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const PY_CONNECTIONS = Number(process.env.BENCH_PY_CONNECTIONS ?? 10);
+const SEQUENTIAL = 2000;
 
-function cannon(url) {
-  return new Promise((resolve, reject) => {
-    autocannon({ url, connections: CONNECTIONS, duration: DURATION, pipelining: 1 }, (err, r) => (err ? reject(err) : resolve(r)));
-  });
-}
+// what a user would write by hand: the answer's bytes, nothing else
+const FLOOR = `import http from 'node:http';
+const body = process.env.BENCH_BODY, type = process.env.BENCH_TYPE;
+const server = http.createServer((req, res) => {
+  res.writeHead(200, { 'content-type': type });
+  res.end(body);
+});
+server.listen(0, '127.0.0.1', () => console.log('floor on http://127.0.0.1:' + server.address().port));
+`;
 
-export async function warm() {
-  const state = mkdtempSync(join(tmpdir(), 'spore-bench-'));
-  const up = startProcess(process.execPath, [join(ROOT, 'bin/spore.js'), 'up', join(ROOT, 'examples'), '--port', '0', '--state-dir', state], /serving on (http:\/\/\S+)\n/);
-  const [, url] = await up.matched;
-  try {
-    const route = `${url}/hello/bench`;
-    await latencies(route, 50); // cold start, then warm
-
-    // the same bundle on a bare node:http server
-    const docs = yaml.loadAll(readFileSync(join(state, 'render', 'shop.k8s.yaml'), 'utf8'));
-    const pkg = docs.find((d) => d.kind === 'Package' && d.metadata.name === 'hello');
-    const dir = mkdtempSync(join(tmpdir(), 'spore-bare-'));
-    writeFileSync(join(dir, 'hello.tgz'), Buffer.from(pkg.spec.archive.inline, 'base64'));
-    const { x } = await import('tar');
-    await x({ file: join(dir, 'hello.tgz'), cwd: dir });
-    writeFileSync(
-      join(dir, 'bare.mjs'),
-      `import http from 'node:http';
+// the same handler bundle, wrapped in Web Request/Response objects on node:http
+const WEB_WRAPPED = `import http from 'node:http';
 import handler from './index.mjs';
 const server = http.createServer(async (req, res) => {
   const headers = new Headers();
@@ -48,53 +39,241 @@ const server = http.createServer(async (req, res) => {
   res.writeHead(r.status, Object.fromEntries(r.headers));
   res.end(Buffer.from(await r.arrayBuffer()));
 });
-server.listen(0, '127.0.0.1', () => console.log('bare on http://127.0.0.1:' + server.address().port));`,
-    );
-    const bare = startProcess(process.execPath, [join(dir, 'bare.mjs')], /bare on (http:\/\/\S+)\n/);
-    const [, bareUrl] = await bare.matched;
-    try {
-      await latencies(`${bareUrl}/hello/bench`, 50);
-      // alternate the two, so that a noisy neighbour hurts both alike; report the median round
-      const rounds = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        const b = await cannon(`${bareUrl}/hello/bench`);
-        const s = await cannon(route);
-        rounds.push({ b, s, ratio: s.requests.average / b.requests.average });
-      }
-      rounds.sort((x, y) => x.ratio - y.ratio);
-      const { b, s } = rounds[Math.floor(rounds.length / 2)];
-      // the same runtime, specialized with the same bundle, called directly with its credential (as the router does)
-      const { ProcessProvider } = await import('../lib/dataplane/index.js');
-      const provider = new ProcessProvider({ workRoot: join(dir, 'instances') });
-      const instance = await provider.start({ apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: { name: 'node', namespace: 'default' }, spec: { runtime: { name: 'node' } } });
-      const credential = { 'x-spore-instance-token': instance.token };
-      await (await request(`${instance.url}/v2/specialize`, { method: 'POST', headers: credential, body: JSON.stringify({ filepath: dir, functionName: 'index' }) })).body.text();
-      const direct = await latencies(`${instance.url}/hello/bench`, 2000, { ...credential, 'x-spore-param-name': 'bench' }).finally(() => provider.shutdown());
-      const routed = await latencies(route, 2000);
-      const added = percentile(routed, 50) - percentile(direct, 50);
-      return {
-        bare: { rps: b.requests.average, p50: b.latency.p50, p99: b.latency.p99, errors: b.errors + b.non2xx },
-        spore: { rps: s.requests.average, p50: s.latency.p50, p99: s.latency.p99, errors: s.errors + s.non2xx },
-        ratio: s.requests.average / b.requests.average,
-        ratios: rounds.map((r) => r.ratio),
-        sequential: { directP50: percentile(direct, 50), routedP50: percentile(routed, 50), addedP50: added },
-      };
-    } finally {
-      bare.child.kill();
+server.listen(0, '127.0.0.1', () => console.log('web-wrapped on http://127.0.0.1:' + server.address().port));
+`;
+
+// a function written for Fission, answering the same bytes
+const FISSION = (body, type) => `module.exports = async (context) => ({ status: 200, headers: { 'content-type': ${JSON.stringify(type)} }, body: ${JSON.stringify(body)} });\n`;
+
+// Python's standard library, as a user would write it (TCP_NODELAY, keep-alive)
+const PY_BARE = `import http.server, os, sys
+BODY, TYPE = os.environ["BENCH_BODY"].encode(), os.environ["BENCH_TYPE"]
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", TYPE)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print("python bare on http://127.0.0.1:%d" % server.server_address[1], flush=True)
+server.serve_forever()
+`;
+
+// One process, one worker: like the router, a single process in front of the floor.
+// With master_process off nginx never changes user, so no `user` directive is needed as root.
+const nginxConf = (dir, port, upstream) => `daemon off;
+master_process off;
+worker_processes 1;
+error_log ${dir}/error.log warn;
+pid ${dir}/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream floor {
+    server ${upstream};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://floor;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
     }
+  }
+}
+`;
+
+function onPath(cmd) {
+  return (process.env.PATH ?? '').split(':').some((d) => {
+    try {
+      accessSync(join(d, cmd), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Checks that a target answers 200 with the expected body, so that every target does the same work. */
+async function check(name, url, headers, body) {
+  const res = await request(url, { headers });
+  const text = await res.body.text();
+  if (res.statusCode !== 200 || text !== body) throw new Error(`${name} (${url}) answered ${res.statusCode} ${JSON.stringify(text.slice(0, 200))}, not ${JSON.stringify(body)}`);
+}
+
+/**
+ * Loads every target in turn, ROUNDS times (the order rotated each round);
+ * per target: the median round's req/s and latency, and the median of its
+ * per-round ratios to the first target (the floor).
+ */
+async function side(targets, connections) {
+  for (const t of targets) await latencies(t.url, 200, t.headers); // warm (JIT, connections, instances)
+  const rounds = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const order = targets.map((_, k) => (k + i) % targets.length);
+    const round = [];
+    for (const k of order) round[k] = await cannon(targets[k].url, { connections, duration: DURATION, headers: targets[k].headers });
+    rounds.push(round);
+  }
+  return targets.map((t, k) => {
+    const ratios = rounds.map((r) => r[k].rps / r[0].rps);
+    const mid = [...rounds].sort((a, b) => a[k].rps - b[k].rps)[Math.floor(rounds.length / 2)][k];
+    return { ...t, ...mid, ratio: median(ratios), ratios, errors: rounds.reduce((n, r) => n + r[k].errors, 0) };
+  });
+}
+
+export async function warm() {
+  const s = scope();
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'spore-bench-'));
+    s.defer(async () => rmSync(dir, { recursive: true, force: true })); // last, after everything in it stopped
+    // the example app through `spore up`
+    const up = startProcess(s, process.execPath, [join(ROOT, 'bin/spore.js'), 'up', join(ROOT, 'examples'), '--port', '0', '--state-dir', join(dir, 'state')], /serving on (http:\/\/\S+)\n/);
+    const [, url] = await up.matched;
+    const routed = `${url}/hello/bench`;
+    await latencies(routed, 50); // cold start, then warm
+    const answer = await request(routed);
+    const body = await answer.body.text();
+    const type = answer.headers['content-type'];
+    const docs = yaml.loadAll(readFileSync(join(dir, 'state', 'render', 'shop.k8s.yaml'), 'utf8'));
+    const bundle = (name) => {
+      const pkg = docs.find((d) => d.kind === 'Package' && d.metadata.name === name);
+      const fn = docs.find((d) => d.kind === 'Function' && d.metadata.name === name);
+      return { bytes: Buffer.from(pkg.spec.archive.inline, 'base64'), entrypoint: fn.spec.entrypoint };
+    };
+    const hello = bundle('hello');
+
+    // the floor and the Web-wrapped variant
+    writeFileSync(join(dir, 'floor.mjs'), FLOOR);
+    const floorUrl = (await startProcess(s, process.execPath, [join(dir, 'floor.mjs')], /floor on (http:\/\/\S+)\n/, { BENCH_BODY: body, BENCH_TYPE: type }).matched)[1];
+    const web = join(dir, 'web');
+    mkdirSync(web);
+    const { x } = await import('tar');
+    writeFileSync(join(web, 'hello.tgz'), hello.bytes);
+    await x({ file: join(web, 'hello.tgz'), cwd: web });
+    writeFileSync(join(web, 'bare.mjs'), WEB_WRAPPED);
+    const webUrl = (await startProcess(s, process.execPath, [join(web, 'bare.mjs')], /web-wrapped on (http:\/\/\S+)\n/).matched)[1];
+
+    // nginx in front of the floor, when installed
+    let nginxUrl;
+    if (onPath('nginx')) {
+      const ndir = join(dir, 'nginx');
+      mkdirSync(ndir);
+      const port = await freePort();
+      writeFileSync(join(ndir, 'nginx.conf'), nginxConf(ndir, port, new URL(floorUrl).host));
+      const nginx = startProcess(s, 'nginx', ['-p', ndir, '-c', join(ndir, 'nginx.conf'), '-e', join(ndir, 'error.log')]);
+      nginxUrl = `http://127.0.0.1:${port}`;
+      await waitFor('nginx to answer', async () => {
+        if (nginx.child.exitCode !== null) throw new Error(`nginx exited (${nginx.child.exitCode}): ${nginx.output()}${readFileSync(join(ndir, 'error.log'), 'utf8')}`);
+        const res = await request(`${nginxUrl}/hello/bench`).catch(() => undefined);
+        return res && (await res.body.text(), res.statusCode === 200);
+      }, 10_000);
+    }
+
+    // the runtime, called directly as the router calls it
+    const { ProcessProvider } = await import('../lib/dataplane/index.js');
+    const provider = new ProcessProvider({ workRoot: join(dir, 'instances') });
+    s.defer(() => provider.shutdown());
+    const generic = await provider.start(NODE_ENV);
+    s.defer(() => generic.kill());
+    const direct = await specialized(s, provider, NODE_ENV, hello.bytes, hello.entrypoint);
+    const param = { 'x-spore-param-name': 'bench' }; // as the router passes /hello/:name
+    const fission = await specialized(s, provider, NODE_ENV, packArchive([{ path: 'index.js', data: Buffer.from(FISSION(body, type)) }]).bytes, 'index');
+    await latencies(`${direct.instance.url}/hello/bench`, 50, { ...direct.headers, ...param });
+    await new Promise((r) => setTimeout(r, 1000)); // idle
+    const memory = { generic: rss(generic.pid), hello: rss(direct.instance.pid) };
+
+    const targets = [
+      { key: 'floor', label: 'floor: bare node:http, the same bytes', url: `${floorUrl}/hello/bench` },
+      { key: 'web', label: 'bare node:http + Web Request/Response', url: `${webUrl}/hello/bench` },
+      ...(nginxUrl ? [{ key: 'nginx', label: 'nginx → floor (keep-alive upstream)', url: `${nginxUrl}/hello/bench` }] : []),
+      { key: 'direct', label: 'runtime instance direct, hello (Web)', url: `${direct.instance.url}/hello/bench`, headers: { ...direct.headers, ...param } },
+      { key: 'fission', label: 'runtime instance direct, Fission-style', url: `${fission.instance.url}/hello/bench`, headers: fission.headers },
+      { key: 'router', label: 'through the router (spore up)', url: routed },
+    ];
+    for (const t of targets) await check(t.label, t.url, t.headers, body);
+    const node = await side(targets, CONNECTIONS);
+    memory.helloAfterLoad = rss(direct.instance.pid);
+
+    // router-added latency, one request at a time
+    const d = await latencies(`${direct.instance.url}/hello/bench`, SEQUENTIAL, { ...direct.headers, ...param });
+    const r = await latencies(routed, SEQUENTIAL);
+    const sequential = { directP50: percentile(d, 50), routedP50: percentile(r, 50), addedP50: percentile(r, 50) - percentile(d, 50) };
+
+    // Python: the runtime specialized with py-hello vs the standard library's server
+    let python;
+    try {
+      const py = bundle('py-hello');
+      const instance = await specialized(s, provider, PYTHON_ENV, py.bytes, py.entrypoint);
+      const pyAnswer = await request(`${instance.instance.url}/py/hello`, { headers: instance.headers });
+      const pyBody = await pyAnswer.body.text();
+      writeFileSync(join(dir, 'bare.py'), PY_BARE);
+      const bareUrl = (await startProcess(s, localPython(), ['-u', join(dir, 'bare.py')], /python bare on (http:\/\/\S+)\n/, { BENCH_BODY: pyBody, BENCH_TYPE: pyAnswer.headers['content-type'] }).matched)[1];
+      const pyTargets = [
+        { key: 'floor', label: 'floor: http.server, TCP_NODELAY, HTTP/1.1', url: `${bareUrl}/py/hello` },
+        { key: 'python', label: 'runtime instance direct, py-hello', url: `${instance.instance.url}/py/hello`, headers: instance.headers },
+      ];
+      for (const t of pyTargets) await check(t.label, t.url, t.headers, pyBody);
+      python = await side(pyTargets, PY_CONNECTIONS);
+    } catch (err) {
+      python = { error: err.message };
+    }
+    return { failed: Boolean(python.error), body, node, nginx: Boolean(nginxUrl), sequential, memory, python };
   } finally {
-    up.child.kill('SIGTERM');
-    await new Promise((r) => up.child.once('exit', r));
+    await s.close();
   }
 }
 
+const verdict = (value, target, atMost) => `target ${atMost ? '<=' : '>='} ${target}${(atMost ? value <= target : value >= target) ? '' : '  (not met)'}`;
+
+function rows(results, targets) {
+  const width = Math.max(...results.map((t) => t.label.length));
+  return results.map((t) => {
+    const figures = `${t.label.padEnd(width)} ${fmt(t.rps, 0).padStart(7)} req/s  p50 ${String(t.p50).padStart(2)} ms  p99 ${String(t.p99).padStart(3)} ms  ${fmt(t.ratio).padStart(5)}× floor`;
+    const rounds = t.key === 'floor' ? '' : ` (rounds ${t.ratios.map((x) => fmt(x)).join(', ')})`;
+    const errors = t.errors ? `  ${t.errors} failed responses!` : '';
+    return `  ${figures}${rounds}  ${targets[t.key] ?? ''}${errors}`;
+  });
+}
+
 export function report(r) {
-  return [
-    `warm path, ${CONNECTIONS} connections × ${DURATION}s, ${ROUNDS} alternating rounds, median shown (autocannon):`,
-    `  bare node:http   ${fmt(r.bare.rps, 0).padStart(7)} req/s  p50 ${r.bare.p50} ms  p99 ${r.bare.p99} ms  errors ${r.bare.errors}`,
-    `  through spore up ${fmt(r.spore.rps, 0).padStart(7)} req/s  p50 ${r.spore.p50} ms  p99 ${r.spore.p99} ms  errors ${r.spore.errors}`,
-    `  throughput ratio spore/bare: ${fmt(r.ratio)} (rounds: ${r.ratios.map((x) => fmt(x)).join(', ')}; target >= 0.6)`,
-    `one request at a time (2000 calls each): instance direct p50 ${fmt(r.sequential.directP50, 3)} ms, through the router p50 ${fmt(r.sequential.routedP50, 3)} ms`,
-    `  router-added p50: ${fmt(r.sequential.addedP50, 3)} ms (target <= 0.5 ms)`,
-  ].join('\n');
+  const by = Object.fromEntries(r.node.map((t) => [t.key, t]));
+  const nginx = by.nginx ? `next to nginx's ${fmt(by.nginx.ratio)}×` : 'nginx not measured';
+  const lines = [
+    `warm path: the example hello route (the same ${JSON.stringify(r.body)} answer everywhere), ${CONNECTIONS} connections × ${DURATION} s per target,`,
+    `${ROUNDS} rounds taking the targets in turn (autocannon); "× floor" = req/s ÷ the floor's req/s in the same round, median of the rounds:`,
+    ...rows(r.node, {
+      floor: 'what a user writes by hand',
+      web: 'a variant of the floor, no target',
+      nginx: 'the reference proxy (1 process, 1 worker)',
+      direct: verdict(by.direct.ratio, 0.8),
+      fission: verdict(by.fission.ratio, 0.8),
+      router: `${verdict(by.router.ratio, 0.5)}, ${nginx}`,
+    }),
+  ];
+  if (!r.nginx) lines.push('  nginx: not installed (apt-get install nginx-light)');
+  const s = r.sequential;
+  lines.push(
+    `router-added latency, one request at a time (${SEQUENTIAL} calls each): through the router p50 ${fmt(s.routedP50, 3)} ms − instance direct p50 ${fmt(s.directP50, 3)} ms`,
+    `  = ${fmt(s.addedP50, 3)} ms  ${verdict(s.addedP50, 0.5, true)}`,
+    `memory (VmRSS) of a Node runtime instance, idle: generic (warm pool) ${fmt(r.memory.generic.mb, 1)} MB ${verdict(r.memory.generic.mb, 45, true)};`,
+    `  specialized with hello ${fmt(r.memory.hello.mb, 1)} MB ${verdict(r.memory.hello.mb, 45, true)}; the same after the load rounds ${fmt(r.memory.helloAfterLoad.mb, 1)} MB`,
+  );
+  if (r.python.error) lines.push(`python: not measured: ${r.python.error}`);
+  else {
+    const [floor, py] = r.python;
+    lines.push(`python: the example py-hello (the same JSON answer), ${PY_CONNECTIONS} connections × ${DURATION} s, ${ROUNDS} rounds in turn, "× floor" as above:`, ...rows([floor, py], { floor: 'what a user writes by hand', python: verdict(py.ratio, 0.8) }));
+  }
+  return lines.join('\n');
 }
