@@ -252,7 +252,8 @@ export function report(r) {
   const nginx = by.nginx ? `next to nginx's ${fmt(by.nginx.ratio)}×` : 'nginx not measured';
   const lines = [
     `warm path: the example hello route (the same ${JSON.stringify(r.body)} answer everywhere), ${CONNECTIONS} connections × ${DURATION} s per target,`,
-    `${ROUNDS} rounds taking the targets in turn (autocannon); "× floor" = req/s ÷ the floor's req/s in the same round, median of the rounds:`,
+    `${ROUNDS} rounds taking the targets in turn (autocannon). req/s, p50, p99: the target's median round. "× floor": its req/s ÷ the floor's`,
+    `in the same round, the median of the rounds (each round's in parentheses), so it may differ from the quotient of the req/s shown:`,
     ...rows(r.node, {
       floor: 'what a user writes by hand',
       web: 'a variant of the floor, no target',
