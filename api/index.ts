@@ -12,3 +12,4 @@ export * from './validate.js';
 export * from './crd.js';
 export * from './executor.js';
 export * from './labels.js';
+export * from './quantity.js';

@@ -28,6 +28,8 @@ export interface DataplaneOptions {
   provider?: InstanceProvider;
   /** Calls that may wait per function before 429. @default 100 */
   queueSize?: number;
+  /** Instances one function may have at most on this host. @default 4 per CPU */
+  maxInstancesPerFunction?: number;
   bodyLimit?: number;
   /** Serve /_spore/* for the CLI. @default true */
   admin?: boolean;
@@ -49,9 +51,9 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     metrics.logLinesCut.inc();
     metrics.logBytesDropped.inc(dropped);
   };
-  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), onLineCut });
+  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), onLineCut, report: o.report });
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
-  const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, report: o.report });
+  const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report });
   await poolmgr.start();
   const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : { logs: o.store }, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;

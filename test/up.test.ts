@@ -2,6 +2,7 @@
 // real runtimes; then `spore list`, `invoke` and `logs` against it.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -176,4 +177,36 @@ app.synth();
     u.child.kill('SIGINT');
     expect(await u.exited).toBe(0);
   });
+
+  it('closes connections that never finish their headers (within 10 s), and serves others meanwhile', async () => {
+    const u = up([join(ROOT, 'examples'), '--port', '0', '--state-dir', tempDir('spore-slow-')]);
+    const url = await u.url();
+    const { port } = new URL(url);
+    const slow = await Promise.all(
+      Array.from(
+        { length: 200 },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const s = net.connect(Number(port), '127.0.0.1', () => {
+              s.write('GET /hello/ada HTTP/1.1\r\nHost: x\r\nX-Slow: '); // and never the rest
+              resolve(s);
+            });
+            s.once('error', reject);
+          }),
+      ),
+    );
+    let closed = 0;
+    for (const s of slow) {
+      s.on('error', () => {});
+      s.once('close', () => closed++);
+      s.resume(); // read what the router answers (a 408), so its close reaches us
+    }
+    expect(await get(`${url}/hello/ada`)).toMatchObject({ status: 200 });
+    // (Node's default would hold them for 60 s, checked every 30 s)
+    await waitFor('the router to close the slow connections', () => closed === slow.length, 25_000);
+    expect(await get(`${url}/hello/ada`)).toMatchObject({ status: 200 });
+    u.child.kill('SIGTERM');
+    await u.exited;
+  });
 });
+

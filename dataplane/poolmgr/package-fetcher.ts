@@ -3,7 +3,7 @@
 // folder (zip-slip), that hold devices or links out, or that pass the limits
 // (archive size, unpacked size, entries), then extract.
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import * as tar from 'tar';
 import { request } from 'undici';
@@ -119,8 +119,8 @@ export class PackageFetcher {
     }
   }
 
-  /** Writes and checks the archive, then extracts it into `dir` (which must be empty or new). */
-  async extract(bytes: Buffer, dir: string, name: string): Promise<void> {
+  /** Writes and checks the archive, then extracts it into `dir` (which must be empty or new), its files owned by `owner` if given. */
+  async extract(bytes: Buffer, dir: string, name: string, owner?: { uid: number; gid: number }): Promise<void> {
     // checked whole before anything is written: a refused archive leaves nothing behind
     const problems: string[] = [];
     try {
@@ -135,10 +135,11 @@ export class PackageFetcher {
     }
     if (problems.length) throw this.refuse(new PackageError(`${name}: unsafe archive, refusing to extract it: ${problems.slice(0, 5).join('; ')}`, 'unsafe_entry'));
     mkdirSync(dir, { recursive: true });
+    if (owner) chownSync(dir, owner.uid, owner.gid);
     const file = `${dir}.tgz`;
     writeFileSync(file, bytes);
     try {
-      await tar.x({ file, cwd: dir, strict: true, preservePaths: false, preserveOwner: false });
+      await tar.x({ file, cwd: dir, strict: true, preservePaths: false, ...(owner ? { uid: owner.uid, gid: owner.gid } : { preserveOwner: false }) });
     } catch (err) {
       throw new PackageError(`${name}: cannot extract the archive: ${(err as Error).message}`);
     } finally {

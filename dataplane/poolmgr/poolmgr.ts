@@ -3,6 +3,7 @@
 // requestsPerInstance, instances grow up to concurrency, then calls wait in a
 // bounded queue, then get 429. Idle instances are reaped; an instance that
 // crashes or overruns is removed; a changed function drains its old instances.
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { API_VERSION, resolveExecutor, type ResolvedExecutor } from '../../api/index.js';
@@ -21,6 +22,12 @@ export interface PoolManagerOptions {
   logs?: LogSink;
   /** Calls that may wait for an instance, per function; past it, 429. @default 100 */
   queueSize?: number;
+  /**
+   * Instances one function may have at most on this host, whatever its
+   * concurrency says (Fission's default of 500 is a cluster's): one busy
+   * function cannot take the machine. @default 4 per CPU
+   */
+  maxInstancesPerFunction?: number;
   /** How often idle instances are looked for. @default 250 ms */
   reapIntervalMs?: number;
   /** Where instances' own messages go before they serve a function. @default stderr */
@@ -94,9 +101,11 @@ export class PoolManager {
   private reaper?: NodeJS.Timeout;
   private closed = false;
   private readonly queueSize: number;
+  private readonly maxInstances: number;
 
   constructor(private readonly o: PoolManagerOptions) {
     this.queueSize = o.queueSize ?? 100;
+    this.maxInstances = o.maxInstancesPerFunction ?? availableParallelism() * 4;
   }
 
   async start(): Promise<void> {
@@ -335,7 +344,7 @@ export class PoolManager {
   }
 
   private capOf(executor: ResolvedExecutor): number {
-    return executor.type === 'dedicated' ? executor.maxScale : executor.concurrency;
+    return Math.min(this.maxInstances, executor.type === 'dedicated' ? executor.maxScale : executor.concurrency);
   }
 
   private live(pool: FunctionPool): number {
@@ -423,7 +432,7 @@ export class PoolManager {
     this.owners.set(instance, { namespace: pool.namespace, function: pool.name });
     try {
       const codeDir = join(instance.workDir, 'code');
-      await this.o.fetcher.extract(bytes, codeDir, `Package ${pkgKey}`);
+      await this.o.fetcher.extract(bytes, codeDir, `Package ${pkgKey}`, instance.owner);
       const env = Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value]));
       const res = await request(`${instance.url}/v2/specialize`, {
         method: 'POST',

@@ -1,27 +1,36 @@
 // Instances as child processes of runtime servers (the local target).
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
-import { localPython } from '../../api/index.js';
+import { localPython, parseQuantity } from '../../api/index.js';
 import { ownerEnv, stopLeftovers, stopRun } from '../../api/process-owner.js';
 import type { StoredObject } from '../../store/index.js';
 import { readLines } from '../logs.js';
-import { InstanceCgroups } from './cgroup.js';
+import { InstanceCgroups, type InstanceLimits } from './cgroup.js';
+import { InstanceUsers } from './instance-users.js';
 import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine, type StartOptions } from './provider.js';
 
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
 // and from the build (lib/dataplane/poolmgr) they are in dataplane/runtimes.
 const RUNTIMES_DIR = fileURLToPath(new URL('../runtimes/', import.meta.url)).replace('/lib/dataplane/', '/dataplane/');
 
-/** The command of each built-in runtime. */
-export function builtinCommand(name: string): string[] {
-  if (name === 'node') return [process.execPath, join(RUNTIMES_DIR, 'node/server.mjs')];
-  if (name === 'python') return [localPython(), '-u', join(RUNTIMES_DIR, 'python/server.py')];
+const RUNTIME_FILES = { node: 'node/server.mjs', python: 'python/server.py' } as const;
+
+/** The command of each built-in runtime (its program in `dir`). */
+export function builtinCommand(name: string, dir = RUNTIMES_DIR): string[] {
+  if (name === 'node') return [process.execPath, join(dir, RUNTIME_FILES.node)];
+  if (name === 'python') return [localPython(), '-u', join(dir, RUNTIME_FILES.python)];
   throw new Error(`unknown built-in runtime "${name}"`);
+}
+
+/** The limits an Environment sets on each instance. */
+function limitsOf(environment: StoredObject): InstanceLimits {
+  const limits = (environment.spec as { resources?: { limits?: { memory?: string; cpu?: string } } }).resources?.limits;
+  return { memoryBytes: parseQuantity(limits?.memory), cpus: parseQuantity(limits?.cpu) };
 }
 
 function freePort(): Promise<number> {
@@ -47,42 +56,62 @@ export interface ProcessProviderOptions {
   killGraceMs?: number;
   /** Called when a line longer than the bound is cut, with the bytes dropped. */
   onLineCut?: (droppedBytes: number) => void;
+  /** Told once per Environment of a limit this host cannot enforce. */
+  report?: (message: string) => void;
 }
 
 export class ProcessProvider implements InstanceProvider {
   private readonly kills = new Set<() => Promise<void>>();
   /** An instance's life is bounded by a cgroup where Spore may make one, else by its process group; both by the owner mark. */
   private readonly cgroups = InstanceCgroups.detect();
+  /** Set when Spore is root: each instance runs as a user of its own, its folder under `users.root`. */
+  private readonly users: InstanceUsers | undefined;
+  /** Where instances get their folders. */
+  private readonly root: string;
+  private readonly runtimesDir: string;
+  private readonly told = new Set<string>();
 
   constructor(private readonly options: ProcessProviderOptions) {
+    this.users = InstanceUsers.detect(options.workRoot);
+    this.root = this.users?.root ?? options.workRoot;
+    this.runtimesDir = this.users?.runtimes(RUNTIMES_DIR, Object.values(RUNTIME_FILES)) ?? RUNTIMES_DIR;
     // Instances' folders sit inside the app's folder (its state folder): without a
     // package.json of their own, Node would read the app's "type" for a function's
     // .js files. One with no "type" lets Node decide per file by its syntax, as Fission does.
-    mkdirSync(options.workRoot, { recursive: true });
-    writeFileSync(join(options.workRoot, 'package.json'), '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n');
+    mkdirSync(this.root, { recursive: true });
+    writeFileSync(join(this.root, 'package.json'), '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n', { mode: 0o644 });
     // what the instances of a Spore killed with -9 left running
     stopLeftovers(options.workRoot);
     void this.cgroups?.sweep().catch(() => {}); // best effort: the marks were stopped above
     // and the folders they left: no instance of ours exists yet (one Spore per state folder)
-    for (const entry of readdirSync(options.workRoot, { withFileTypes: true })) {
-      if (entry.isDirectory()) rmSync(join(options.workRoot, entry.name), { recursive: true, force: true });
+    for (const entry of readdirSync(this.root, { withFileTypes: true })) {
+      if (entry.isDirectory() && entry.name !== 'runtimes') rmSync(join(this.root, entry.name), { recursive: true, force: true });
     }
   }
 
   async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {
     const runtime = (environment.spec as { runtime: { name?: string; command?: string[] } }).runtime;
-    const command = runtime.command ?? (runtime.name ? builtinCommand(runtime.name) : undefined);
-    if (!command) throw new Error(`Environment ${environment.metadata.name} has no local command (set runtime.name or runtime.command)`);
+    const given = runtime.command ?? (runtime.name ? builtinCommand(runtime.name, this.runtimesDir) : undefined);
+    if (!given) throw new Error(`Environment ${environment.metadata.name} has no local command (set runtime.name or runtime.command)`);
+    const command = this.users ? InstanceUsers.runnable(given) : given;
     // Built-in runtimes bind a port of their own choosing and announce it, so
     // two instances starting at once can never race for the same port.
     const announces = !runtime.command;
     const port = announces ? 0 : await freePort();
     const id = randomUUID().slice(0, 8);
-    const workDir = join(this.options.workRoot, id);
-    mkdirSync(workDir, { recursive: true });
-    const cgroup = this.cgroups?.create(id);
-    const argv = cgroup ? InstanceCgroups.wrap(cgroup, command) : command;
+    const workDir = join(this.root, id);
+    mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    const owner = this.users?.next();
+    if (owner) chownSync(workDir, owner.uid, owner.gid);
+    const limits = limitsOf(environment);
+    const cgroup = this.cgroups?.create(id, limits);
+    this.tell(environment, limits, cgroup?.enforced ?? { memory: false, cpu: false });
+    // With a cgroup, a shell (still root) moves itself in, then drops to the instance's user;
+    // without one, the process starts as that user.
+    const dropped = owner && cgroup ? ['setpriv', `--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--inh-caps=-all', '--', ...command] : command;
+    const argv = cgroup ? InstanceCgroups.wrap(cgroup, dropped) : command;
     const child = spawn(argv[0], argv.slice(1), {
+      ...(owner && !cgroup ? { uid: owner.uid, gid: owner.gid } : {}),
       cwd: workDir,
       // the owner mark lets kill() find what left the group, and the next start find what a killed Spore left
       // nothing of Spore's or the host's environment (tokens, secrets, paths): the function's own env and what a runtime needs
@@ -135,6 +164,7 @@ export class ProcessProvider implements InstanceProvider {
         if (cgroup) await InstanceCgroups.kill(cgroup);
         stopRun(this.options.workRoot, id);
         rmSync(workDir, { recursive: true, force: true });
+        if (owner) this.users!.release(owner);
         this.kills.delete(kill);
       })());
     this.kills.add(kill);
@@ -144,11 +174,20 @@ export class ProcessProvider implements InstanceProvider {
       const actual = announces ? await this.within(announced, exited, timeoutMs) : port;
       const url = `http://127.0.0.1:${actual}`;
       await this.waitHealthy(url, id, token, exited, timeoutMs);
-      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill, token };
+      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill, token, owner, memoryLimited: () => (cgroup ? InstanceCgroups.oomKilled(cgroup) : false) };
     } catch (err) {
       await kill();
       throw err;
     }
+  }
+
+  /** Says once per Environment which of its limits this host does not enforce. */
+  private tell(environment: StoredObject, limits: InstanceLimits, enforced: { memory: boolean; cpu: boolean }): void {
+    const missing = [limits.memoryBytes && !enforced.memory ? 'memory' : '', limits.cpus && !enforced.cpu ? 'cpu' : ''].filter(Boolean);
+    const key = `${environment.metadata.namespace}/${environment.metadata.name}:${missing.join(',')}`;
+    if (!missing.length || this.told.has(key)) return;
+    this.told.add(key);
+    this.options.report?.(`Environment ${environment.metadata.namespace}/${environment.metadata.name}: its ${missing.join(' and ')} limit is not enforced on this host (no writable ${missing.join('/')} cgroup for Spore; run Spore as root on a cgroup host, or on a cluster)`);
   }
 
   /** The announced port, unless the process exits or takes too long first. */

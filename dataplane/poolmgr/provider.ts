@@ -25,6 +25,10 @@ export interface Instance {
    * it, so nothing else — another function included — can specialize or call it.
    */
   readonly token?: string;
+  /** The user the instance runs as, when not Spore's own: files put in `workDir` for it must be its. */
+  readonly owner?: { uid: number; gid: number };
+  /** Whether the instance hit its memory limit (a process of it was killed for it), where that is known. */
+  memoryLimited?(): boolean;
   /** Stops the instance (gracefully, then forcibly) and removes its folder. */
   kill(): Promise<void>;
 }

@@ -32,6 +32,8 @@ export interface RouterOptions {
   bodyLimit?: number;
   /** Bound on waiting for in-flight calls at shutdown. @default 10000 ms */
   shutdownGraceMs?: number;
+  /** A client must send its request's headers within this, so slow clients cannot hold the router's sockets. @default 10000 ms */
+  headersTimeoutMs?: number;
   report?: (message: string) => void;
 }
 
@@ -40,6 +42,13 @@ interface Call {
   name: string;
   path: string;
   params: Record<string, string>;
+}
+
+/** A 502 for an instance that failed mid-call, saying so when its memory limit was the cause. */
+function instanceFailed(call: { namespace: string; name: string }, lease: Lease, err: Error): DataplaneError {
+  if (lease.instance.memoryLimited?.()) return new DataplaneError(502, 'OutOfMemory', `the instance of ${call.namespace}/${call.name} was stopped: it went over its Environment's memory limit`);
+  const why = err instanceof undiciErrors.RequestAbortedError ? 'the call was aborted' : err.message;
+  return new DataplaneError(502, 'BadGateway', `the instance of ${call.namespace}/${call.name} failed: ${why}`);
 }
 
 function errorBody(status: number, reason: string, message: string, requestId: string) {
@@ -57,11 +66,14 @@ export class Router {
 
   constructor(private readonly o: RouterOptions) {
     this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
+    const headersTimeoutMs = o.headersTimeoutMs ?? 10_000;
     this.server = Fastify({
       logger: false,
       return503OnClosing: true,
       keepAliveTimeout: 65_000,
       bodyLimit: this.bodyLimit,
+      // Node checks the headers timeout only every connectionsCheckingInterval (30 s by default)
+      http: { headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, headersTimeoutMs / 2) },
       // what fastify itself refuses (a URL that does not decode, say) gets Spore's error shape too
       frameworkErrors: (err, req, reply) => {
         const status = (err as { statusCode?: number }).statusCode ?? 400;
@@ -289,9 +301,8 @@ export class Router {
         return this.fail(reply, new DataplaneError(400, 'BadRequest', `the request cannot be passed on: ${(err as Error).message}`), requestId);
       }
       lease.kill();
-      const why = err instanceof undiciErrors.RequestAbortedError ? 'the call was aborted' : (err as Error).message;
       count(502);
-      return this.fail(reply, new DataplaneError(502, 'BadGateway', `the instance of ${call.namespace}/${call.name} failed: ${why}`), requestId);
+      return this.fail(reply, instanceFailed(call, lease, err as Error), requestId);
     }
     const tHeaders = performance.now();
     reply.code(res.statusCode);
@@ -325,7 +336,7 @@ export class Router {
         if (clientGone) return reply;
         return timedOut
           ? this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId)
-          : this.fail(reply, new DataplaneError(502, 'BadGateway', `the instance of ${call.namespace}/${call.name} failed: ${(err as Error).message}`), requestId);
+          : this.fail(reply, instanceFailed(call, lease, err as Error), requestId);
       }
       tBodyEnd = performance.now();
       size = bytes.length;

@@ -2,7 +2,7 @@
 // function's stored log, and the life of what its instance starts.
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InstanceCgroups } from '../../dataplane/poolmgr/cgroup.js';
@@ -71,7 +71,7 @@ const SPAWNER = {
     const marked = [spawn('sleep', ['600'], { ...opts, detached: true }), spawn('setsid', ['sleep', '600'], opts)];
     const unmarked = [spawn('env', ['-i', 'setsid', 'sleep', '600'], opts)];
     for (const c of [...marked, ...unmarked]) c.unref();
-    return Response.json({ marked: marked.map((c) => c.pid), unmarked: unmarked.map((c) => c.pid) });
+    return Response.json({ marked: marked.map((c) => c.pid), unmarked: unmarked.map((c) => c.pid), folder: process.cwd() });
   };`,
 };
 
@@ -92,7 +92,7 @@ afterEach(() => {
   for (const pid of started.splice(0).filter(running)) process.kill(pid, 'SIGKILL');
 });
 const pidsOf = (body: string) => {
-  const pids = JSON.parse(body) as { marked: number[]; unmarked: number[] };
+  const pids = JSON.parse(body) as { marked: number[]; unmarked: number[]; folder: string };
   started.push(...pids.marked, ...pids.unmarked);
   return pids;
 };
@@ -144,11 +144,12 @@ describe(`what an instance starts ends with it (${cgroups ? 'cgroup v2' : 'proce
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     expect(sleeping(bounded(pids))).toHaveLength(bounded(pids).length);
-    const leftFolders = readdirSync(join(dir, 'instances'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    const instances = dirname(pids.folder); // <state>/instances, or /tmp/spore-instances-<hash> as root
+    const leftFolders = readdirSync(instances, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name !== 'runtimes').map((e) => e.name); // (runtimes: the copy of the runtimes' programs, as root)
     expect(leftFolders.length).toBeGreaterThan(0); // the killed Spore's instances' folders, code included
     h = await harness({ stateDir: dir });
     await waitFor('the leftovers stopped', () => sleeping(bounded(pids)).length === 0);
-    const now = readdirSync(join(dir, 'instances'));
+    const now = readdirSync(instances);
     expect(leftFolders.filter((f) => now.includes(f))).toEqual([]); // and their folders removed
   });
 });
