@@ -9,6 +9,14 @@ export function localPython(): string {
   return process.env.SPORE_PYTHON ?? 'python3';
 }
 
+/**
+ * Calls in flight on one instance, by built-in runtime, when neither the
+ * Function nor its Environment says: Node serves many calls on its event loop,
+ * the Python runtime a thread per call; Fission's 1 (a thread-per-request
+ * runtime's value, EXECUTOR_DEFAULTS) stays the default of every other runtime.
+ */
+export const RUNTIME_REQUESTS_PER_INSTANCE: Record<BuiltinRuntime, number> = { node: 100, python: 10 };
+
 /** Defaults a Function inherits from its Environment when it does not set its own (Fission's values). */
 export const EXECUTOR_DEFAULTS = {
   concurrency: 500,
@@ -59,6 +67,7 @@ export const EnvironmentSpec = Closed(
           idleTimeoutSeconds: Type.Optional(Seconds('default idle time before an instance is released', 1, 86_400)),
           functionTimeoutSeconds: Type.Optional(Seconds('default time bound of one call', 1, 3_600)),
           concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'default cap of instances per function' })),
+          requestsPerInstance: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: "default calls in flight on one instance (else the runtime's: node 100, python 10, others 1)" })),
         },
         { description: "defaults for the environment's functions; each Function may override them" },
       ),

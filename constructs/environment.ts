@@ -25,6 +25,8 @@ export interface EnvironmentOptions extends SporeObjectOptions {
   readonly functionTimeout?: Duration;
   /** Default cap of instances per function. @default 500 */
   readonly concurrency?: number;
+  /** Default calls in flight on one instance. @default 100 for node, 10 for python, 1 (Fission's) for other runtimes */
+  readonly requestsPerInstance?: number;
   /** Container image of the runtime server, for the Kubernetes target. @default the built-in runtime's image */
   readonly image?: string;
   /** Image and command that build source packages (e.g. install requirements.txt). @default no builder */
@@ -86,6 +88,7 @@ export class Environment extends SporeObject {
         idleTimeoutSeconds: p.idleTimeout?.toSeconds({ integral: false }),
         functionTimeoutSeconds: p.functionTimeout?.toSeconds({ integral: false }),
         concurrency: p.concurrency,
+        requestsPerInstance: p.requestsPerInstance,
       }),
     } as EnvironmentSpec;
   }

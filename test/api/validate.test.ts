@@ -242,4 +242,11 @@ describe('resolveExecutor', () => {
     const r = resolveExecutor({ functionTimeoutSeconds: 5, minScale: 3 }, { defaults: { functionTimeoutSeconds: 30, idleTimeoutSeconds: 10, concurrency: 7 } });
     expect(r).toMatchObject({ functionTimeoutSeconds: 5, idleTimeoutSeconds: 10, concurrency: 7, minScale: 3, maxScale: 3 });
   });
+
+  it("takes the calls an instance serves at once from its runtime: node 100, python 10, others Fission's 1", () => {
+    const of = (runtime: object, defaults?: object, executor?: object) => resolveExecutor(executor, { runtime, defaults } as any).requestsPerInstance;
+    expect([of({ name: 'node' }), of({ name: 'python' }), of({ image: 'ghcr.io/me/go-env' }), of({ command: ['./server'] })]).toEqual([100, 10, 1, 1]);
+    expect(of({ name: 'node' }, { requestsPerInstance: 1 })).toBe(1); // Fission's value for a whole Environment
+    expect(of({ name: 'node' }, { requestsPerInstance: 1 }, { requestsPerInstance: 8 })).toBe(8);
+  });
 });

@@ -153,8 +153,18 @@ describe('capacity', () => {
     expect(fnState('slow').instances).toHaveLength(3);
   });
 
+  it("caps one function's instances on this host below its concurrency (Fission's 500), queueing the rest", async () => {
+    await h.close();
+    h = await harness({ maxInstancesPerFunction: 2 });
+    await h.apply([environment('node', 'node', 2), ...fn('slow', PID_FN, { route: '/slow', executor: { requestsPerInstance: 1 } })]);
+    const burst = await Promise.all(Array.from({ length: 5 }, () => h.get('/slow?sleep=300')));
+    expect(burst.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(new Set(burst.map((r) => r.body)).size).toBe(2);
+    expect(fnState('slow').instances).toHaveLength(2);
+  });
+
   it('queues past capacity, then answers 429', async () => {
-    await h.apply([environment('node', 'node', 1), ...fn('one', PID_FN, { route: '/one', executor: { concurrency: 1 } })]);
+    await h.apply([environment('node', 'node', 1), ...fn('one', PID_FN, { route: '/one', executor: { concurrency: 1, requestsPerInstance: 1 } })]);
     await h.get('/one'); // specialized and idle
     const started = [h.get('/one?sleep=800')];
     await waitFor('the first call in flight', () => fnState('one').instances[0]?.inFlight === 1);

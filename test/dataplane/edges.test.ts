@@ -17,7 +17,7 @@ const fnState = (name: string) => h.dp.poolmgr.snapshot().functions.find((f) => 
 
 describe('the router keeps instances healthy', () => {
   it('a client that leaves while its call is queued does not hold an instance', async () => {
-    await h.apply([environment('node', 'node'), ...fn('one', PID_FN, { route: '/one', executor: { concurrency: 1 } })]);
+    await h.apply([environment('node', 'node'), ...fn('one', PID_FN, { route: '/one', executor: { concurrency: 1, requestsPerInstance: 1 } })]);
     const pid = (await h.get('/one')).body;
     const running = h.get('/one?sleep=600');
     await waitFor('the call in flight', () => fnState('one').instances[0]?.inFlight === 1);
@@ -34,12 +34,12 @@ describe('the router keeps instances healthy', () => {
 
   it('serves queued calls with the new code when the function changes', async () => {
     const code = (v: string) => ({ 'index.mjs': `export default async (req) => { await new Promise((r) => setTimeout(r, Number(new URL(req.url).searchParams.get('sleep') ?? 0))); return new Response('${v}'); }` });
-    await h.apply([environment('node', 'node'), ...fn('ver', code('v1'), { route: '/ver', executor: { concurrency: 1 } })]);
+    await h.apply([environment('node', 'node'), ...fn('ver', code('v1'), { route: '/ver', executor: { concurrency: 1, requestsPerInstance: 1 } })]);
     const running = h.get('/ver?sleep=500');
     await waitFor('the call in flight', () => fnState('ver').instances[0]?.inFlight === 1);
     const queued = h.get('/ver');
     await waitFor('a queued call', () => fnState('ver').waiting === 1);
-    await h.apply([environment('node', 'node'), ...fn('ver', code('v2'), { route: '/ver', executor: { concurrency: 1 } })]);
+    await h.apply([environment('node', 'node'), ...fn('ver', code('v2'), { route: '/ver', executor: { concurrency: 1, requestsPerInstance: 1 } })]);
     expect((await running).body).toBe('v1');
     expect(await queued).toMatchObject({ status: 200, body: 'v2' });
   });
