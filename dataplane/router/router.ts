@@ -231,21 +231,19 @@ export class Router {
       count(499);
       return reply;
     }
-    const headers: Record<string, string | string[]> = {};
+    // the caller's headers as they came (a flat name, value list: nothing rebuilt), less what is the router's to set
+    const headers: string[] = [];
     const raw = req.raw.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i].toLowerCase();
       if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-param-') || k === REQUEST_ID || k === INSTANCE_TOKEN) continue;
-      const prev = headers[k];
-      headers[k] = prev === undefined ? raw[i + 1] : ([] as string[]).concat(prev, raw[i + 1]);
+      headers.push(raw[i], raw[i + 1]);
     }
-    if (declared) headers['content-length'] = String(declared);
-    headers[REQUEST_ID] = requestId;
-    if (lease.instance.token) headers[INSTANCE_TOKEN] = lease.instance.token;
-    headers['x-forwarded-for'] = req.ip;
-    headers['x-forwarded-proto'] = 'http';
-    if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
-    for (const [k, v] of Object.entries(call.params)) headers[`x-spore-param-${k.toLowerCase()}`] = HEADER_SAFE.test(v) ? v : encodeURIComponent(v);
+    if (declared) headers.push('content-length', String(declared));
+    headers.push(REQUEST_ID, requestId, 'x-forwarded-for', req.ip, 'x-forwarded-proto', 'http');
+    if (lease.instance.token) headers.push(INSTANCE_TOKEN, lease.instance.token);
+    if (req.headers.host) headers.push('x-forwarded-host', req.headers.host);
+    for (const k in call.params) headers.push(`x-spore-param-${k.toLowerCase()}`, HEADER_SAFE.test(call.params[k]) ? call.params[k] : encodeURIComponent(call.params[k]));
 
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (declared > 0 || req.headers['transfer-encoding'] !== undefined);
@@ -305,10 +303,6 @@ export class Router {
       return this.fail(reply, instanceFailed(call, lease, err as Error), requestId);
     }
     const tHeaders = performance.now();
-    reply.code(res.statusCode);
-    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) reply.header(k, v);
-    if (res.headers['content-length'] !== undefined && req.method !== 'HEAD') reply.header('content-length', res.headers['content-length']);
-    reply.header(REQUEST_ID, requestId);
     let size = 0;
     let tBodyEnd = tHeaders;
     let settled = false;
@@ -340,8 +334,25 @@ export class Router {
       }
       tBodyEnd = performance.now();
       size = bytes.length;
-      return reply.send(bytes);
+      // written straight to the socket, headers and body in one write: no reply machinery for the common case
+      reply.hijack();
+      const out: string[] = [];
+      for (const k in res.headers) {
+        const v = res.headers[k];
+        if (HOP_BY_HOP.has(k) || v === undefined) continue;
+        if (typeof v === 'string') out.push(k, v);
+        else for (const one of v) out.push(k, one);
+      }
+      out.push(REQUEST_ID, requestId);
+      out.push('content-length', req.method === 'HEAD' ? String(res.headers['content-length']) : String(bytes.length)); // HEAD: GET's length
+      reply.raw.writeHead(res.statusCode, out);
+      reply.raw.end(bytes);
+      return reply;
     }
+    reply.code(res.statusCode);
+    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) reply.header(k, v);
+    reply.header(REQUEST_ID, requestId);
+    if (res.headers['content-length'] !== undefined && req.method !== 'HEAD') reply.header('content-length', res.headers['content-length']);
     res.body.on('data', (c: Buffer) => (size += c.length));
     res.body.once('end', () => (tBodyEnd = performance.now()));
     res.body.once('error', () => settle(false));
