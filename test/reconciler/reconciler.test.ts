@@ -1,14 +1,14 @@
 // The reconciler against real Git repositories (file:// remotes), real npm ci
 // (cached by lockfile), real renders, the SQLite store and the real dataplane.
-import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { packArchive } from '../../constructs/archive.js';
 import { reconcilerServer } from '../../reconciler/server.js';
 import { alive, waitFor } from '../dataplane/harness.js';
-import { tempDir } from '../helpers.js';
 import { mainTs, Repo } from './gitrepo.js';
 import { mainStage, reconcilerHarness, v } from './harness.js';
 
@@ -135,7 +135,9 @@ describe('reconciler', () => {
   });
 
   it('refuses an Environment command from a repository unless the operator allows commands, and runs nothing', async () => {
-    const marker = join(tempDir('spore-marker-'), 'ran');
+    // in the shared temp folder: as root the command runs as the instance's own user, who may write only there (and in its folder)
+    const marker = join(tmpdir(), `spore-marker-${randomUUID()}`);
+    onTestFinished(() => rmSync(marker, { force: true }));
     const env = `apiVersion: spore.dev/v1alpha1\nkind: Environment\nmetadata: {name: custom}\nspec: {runtime: {command: [sh, -c, "touch ${marker}; sleep 5"]}, poolSize: 1}\n`;
     const repo = new Repo();
     const bad = repo.commit('an environment with a command', { 'dist/app.k8s.yaml': env });
