@@ -221,5 +221,7 @@ export class ProcessProvider implements InstanceProvider {
 
   async shutdown(): Promise<void> {
     await Promise.all([...this.kills].map((kill) => kill()));
+    // the instances' root outside the state folder (as root) goes too: a shared temp folder keeps nothing of ours
+    if (this.users) rmSync(this.root, { recursive: true, force: true });
   }
 }

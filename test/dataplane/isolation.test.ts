@@ -3,8 +3,8 @@
 // its database, its process's environment, nor another function's code. Memory
 // and CPU limits are enforced where the host gives Spore a cgroup for them; the
 // tests say which case they saw.
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InstanceCgroups } from '../../dataplane/poolmgr/cgroup.js';
 import { environment, fn, harness, type Harness } from './harness.js';
@@ -51,8 +51,11 @@ describe.runIf(root)('as root, an instance runs as a user of its own', () => {
     const { out, uid, home } = JSON.parse(res.body);
     expect(uid).toBeGreaterThanOrEqual(2_000_000_000);
     expect(out).toEqual(Object.fromEntries(targets.map((t) => [t, 'EACCES'])));
-    // its own folder is its home, and writable
-    expect(home).toMatch(/spore-instances-/);
+    // its own folder is its home, in the instances' root outside the state folder, which goes when Spore stops
+    expect(home).toMatch(/\/spore-instances-[0-9a-f]+\/[0-9a-f]+$/);
+    await h.close();
+    h = undefined;
+    expect(existsSync(dirname(home))).toBe(false);
   });
 });
 
