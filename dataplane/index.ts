@@ -51,7 +51,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     metrics.logLinesCut.inc();
     metrics.logBytesDropped.inc(dropped);
   };
-  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), onLineCut, report: o.report });
+  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), hide: o.stateDir, onLineCut, report: o.report });
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report });
   await poolmgr.start();

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { localPython, parseQuantity } from '../../api/index.js';
@@ -12,6 +12,7 @@ import type { StoredObject } from '../../store/index.js';
 import { readLines } from '../logs.js';
 import { InstanceCgroups, type InstanceLimits } from './cgroup.js';
 import { InstanceUsers } from './instance-users.js';
+import { InstanceSandbox } from './sandbox.js';
 import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine, type StartOptions } from './provider.js';
 
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
@@ -58,7 +59,14 @@ export interface ProcessProviderOptions {
   onLineCut?: (droppedBytes: number) => void;
   /** Told once per Environment of a limit this host cannot enforce. */
   report?: (message: string) => void;
+  /** The folder (holding workRoot) a sandboxed instance must not see, e.g. the state folder. @default workRoot */
+  hide?: string;
 }
+
+// Instances' folders sit inside the app's folder (its state folder): without a
+// package.json of their own, Node would read the app's "type" for a function's
+// .js files. One with no "type" lets Node decide per file by its syntax, as Fission does.
+const INSTANCES_PACKAGE_JSON = '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n';
 
 export class ProcessProvider implements InstanceProvider {
   private readonly kills = new Set<() => Promise<void>>();
@@ -70,16 +78,16 @@ export class ProcessProvider implements InstanceProvider {
   private readonly root: string;
   private readonly runtimesDir: string;
   private readonly told = new Set<string>();
+  /** Set when Spore is not root and may make namespaces: each instance in its own (sandbox.ts). */
+  private readonly sandbox = InstanceSandbox.detect();
 
   constructor(private readonly options: ProcessProviderOptions) {
     this.users = InstanceUsers.detect(options.workRoot);
-    this.root = this.users?.root ?? options.workRoot;
+    this.root = this.users?.root ?? resolve(options.workRoot);
+    if (!this.users && !this.sandbox) options.report?.('instances run as your user, with no sandbox (Spore is not root and this system does not let it make namespaces): a function can read what you can, Spore\'s state folder included');
     this.runtimesDir = this.users?.runtimes(RUNTIMES_DIR, Object.values(RUNTIME_FILES)) ?? RUNTIMES_DIR;
-    // Instances' folders sit inside the app's folder (its state folder): without a
-    // package.json of their own, Node would read the app's "type" for a function's
-    // .js files. One with no "type" lets Node decide per file by its syntax, as Fission does.
     mkdirSync(this.root, { recursive: true });
-    writeFileSync(join(this.root, 'package.json'), '{ "description": "function instances: .js files are CommonJS unless they use ES module syntax" }\n', { mode: 0o644 });
+    writeFileSync(join(this.root, 'package.json'), INSTANCES_PACKAGE_JSON, { mode: 0o644 });
     // what the instances of a Spore killed with -9 left running
     stopLeftovers(options.workRoot);
     void this.cgroups?.sweep().catch(() => {}); // best effort: the marks were stopped above
@@ -109,7 +117,9 @@ export class ProcessProvider implements InstanceProvider {
     // With a cgroup, a shell (still root) moves itself in, then drops to the instance's user;
     // without one, the process starts as that user.
     const dropped = owner && cgroup ? ['setpriv', `--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--inh-caps=-all', '--', ...command] : command;
-    const argv = cgroup ? InstanceCgroups.wrap(cgroup, dropped) : command;
+    const hide = this.options.hide && workDir.startsWith(`${resolve(this.options.hide)}/`) ? resolve(this.options.hide) : this.root;
+    const contained = this.sandbox ? this.sandbox.wrap(dropped, { hide, workDir, packageJson: INSTANCES_PACKAGE_JSON }) : dropped;
+    const argv = cgroup ? InstanceCgroups.wrap(cgroup, contained) : contained;
     const child = spawn(argv[0], argv.slice(1), {
       ...(owner && !cgroup ? { uid: owner.uid, gid: owner.gid } : {}),
       cwd: workDir,
