@@ -2,10 +2,9 @@
 // an instance from the pool manager (in-process, no network hop on the warm
 // path) and streams the request and response through a keep-alive agent.
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { Agent, errors as undiciErrors } from 'undici';
+import { Agent, type Dispatcher, errors as undiciErrors } from 'undici';
 import { API_VERSION } from '../../api/index.js';
 import type { LogStore, ResourceStore, StoredObject } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
@@ -59,12 +58,12 @@ export class Router {
   readonly server: FastifyInstance;
   private table = new RouteTable([]);
   private readonly agent = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000, connect: { timeout: 5_000 } });
-  private readonly bodyLimit: number;
+  readonly bodyLimit: number;
   private unwatch?: () => void;
   private readonly triggers = new Map<string, StoredObject>();
   private rebuildQueued = false;
 
-  constructor(private readonly o: RouterOptions) {
+  constructor(readonly o: RouterOptions) {
     this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
     const headersTimeoutMs = o.headersTimeoutMs ?? 10_000;
     this.server = Fastify({
@@ -175,62 +174,54 @@ export class Router {
       method: [...METHODS],
       url: '/*',
       handler: (req, reply) => {
-        const requestId = this.requestId(req);
         const path = req.url.split('?')[0];
         const m = this.table.match(req.method, req.headers.host, path);
-        if (m.kind === 'none') return this.fail(reply, new DataplaneError(404, 'NotFound', `no route for ${req.method} ${path}`), requestId);
-        if (m.kind === 'method') return this.fail(reply, new DataplaneError(405, 'MethodNotAllowed', `${path} does not accept ${req.method} (it accepts ${m.allow.join(', ')})`, { allow: m.allow.join(', ') }), requestId);
+        if (m.kind === 'none') return this.fail(reply, new DataplaneError(404, 'NotFound', `no route for ${req.method} ${path}`), this.requestId(req));
+        if (m.kind === 'method') return this.fail(reply, new DataplaneError(405, 'MethodNotAllowed', `${path} does not accept ${req.method} (it accepts ${m.allow.join(', ')})`, { allow: m.allow.join(', ') }), this.requestId(req));
         return this.call(req, reply, { namespace: m.target.namespace, name: pick(m.target.functions), path: m.path, params: m.params });
       },
     });
   }
 
-  private requestId(req: FastifyRequest): string {
+  requestId(req: FastifyRequest): string {
     const given = req.headers[REQUEST_ID];
     return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
   }
 
-  private fail(reply: FastifyReply, err: DataplaneError, requestId: string) {
+  /** Answers with Spore's error shape (used by Relay too). */
+  fail(reply: FastifyReply, err: DataplaneError, requestId: string) {
     return reply.code(err.status).headers({ ...err.headers, [REQUEST_ID]: requestId }).send(errorBody(err.status, err.reason, err.message, requestId));
   }
 
   /** One call of a function: the same path for routes, /_fn/, timers and queues. */
   async call(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
-    const t0 = performance.now();
-    const requestId = this.requestId(req);
-    const count = (code: number) => this.o.metrics.recordCall(call.namespace, call.name, req.method, code, (performance.now() - t0) / 1000);
+    const relay = new Relay(this, req, reply, call);
     // the client may leave while the call waits for an instance: know it, and stop the upstream call if one runs
-    const abort = new EventEmitter(); // undici takes an emitter as its signal: cheaper than an AbortController per call
-    let clientGone = false;
-    reply.raw.once('close', () => {
-      if (reply.raw.writableFinished) return;
-      clientGone = true;
-      abort.emit('abort');
-    });
+    reply.raw.on('close', relay.onClose);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > this.bodyLimit) {
-      count(413);
-      return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body (${declared} bytes) exceeds the limit of ${this.bodyLimit} bytes`), requestId);
+      relay.count(413);
+      return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body (${declared} bytes) exceeds the limit of ${this.bodyLimit} bytes`), relay.requestId);
     }
     let lease: Lease;
     try {
       const got = this.o.poolmgr.acquire(call.namespace, call.name);
       lease = got instanceof Promise ? await got : got;
     } catch (err) {
-      if (clientGone) {
-        count(499);
+      if (relay.clientGone) {
+        relay.count(499);
         return reply;
       }
       const e = err instanceof DataplaneError ? err : new DataplaneError(500, 'InternalError', (err as Error).message);
-      count(e.status);
-      return this.fail(reply, e, requestId);
+      relay.count(e.status);
+      return this.fail(reply, e, relay.requestId);
     }
-
-    if (clientGone) {
+    if (relay.clientGone) {
       lease.release();
-      count(499);
+      relay.count(499);
       return reply;
     }
+    relay.lease = lease;
     // the caller's headers as they came (a flat name, value list: nothing rebuilt), less what is the router's to set
     const headers: string[] = [];
     const raw = req.raw.rawHeaders;
@@ -240,123 +231,35 @@ export class Router {
       headers.push(raw[i], raw[i + 1]);
     }
     if (declared) headers.push('content-length', String(declared));
-    headers.push(REQUEST_ID, requestId, 'x-forwarded-for', req.ip, 'x-forwarded-proto', 'http');
+    headers.push(REQUEST_ID, relay.requestId, 'x-forwarded-for', req.ip, 'x-forwarded-proto', 'http');
     if (lease.instance.token) headers.push(INSTANCE_TOKEN, lease.instance.token);
     if (req.headers.host) headers.push('x-forwarded-host', req.headers.host);
     for (const k in call.params) headers.push(`x-spore-param-${k.toLowerCase()}`, HEADER_SAFE.test(call.params[k]) ? call.params[k] : encodeURIComponent(call.params[k]));
 
-    const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
+    const q = req.url.indexOf('?');
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (declared > 0 || req.headers['transfer-encoding'] !== undefined);
-    let tooLarge = false;
-    const limit = this.bodyLimit;
-    let received = 0;
-    const body = hasBody
-      ? req.raw.pipe(
-          new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              received += chunk.length;
-              if (received > limit) {
-                tooLarge = true;
-                return cb(new Error('request body too large'));
-              }
-              cb(null, chunk);
-            },
-          }),
-        )
-      : null;
-
-    let timedOut = false;
-    const timeoutS = lease.executor.functionTimeoutSeconds;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.emit('abort');
-    }, timeoutS * 1000);
-
-    const tUp = performance.now();
-    let res;
-    try {
-      res = await this.agent.request({ origin: lease.url, path: call.path + query, method: req.method as any, headers, body, signal: abort, headersTimeout: 0, bodyTimeout: 0 });
-    } catch (err) {
-      clearTimeout(timer);
-      if (timedOut) {
-        lease.kill();
-        count(504);
-        return this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId);
-      }
-      if (clientGone) {
-        lease.release();
-        count(499);
-        return reply;
-      }
-      if (tooLarge) {
-        lease.release(); // the instance did nothing wrong
-        count(413);
-        return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`), requestId);
-      }
-      if (err instanceof undiciErrors.InvalidArgumentError) {
-        lease.release(); // refused before it reached the instance
-        count(400);
-        return this.fail(reply, new DataplaneError(400, 'BadRequest', `the request cannot be passed on: ${(err as Error).message}`), requestId);
-      }
-      lease.kill();
-      count(502);
-      return this.fail(reply, instanceFailed(call, lease, err as Error), requestId);
+    if (hasBody) {
+      const limit = this.bodyLimit;
+      let received = 0;
+      relay.body = req.raw.pipe(
+        new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            received += chunk.length;
+            if (received > limit) {
+              relay.tooLarge = true;
+              return cb(new Error('request body too large'));
+            }
+            cb(null, chunk);
+          },
+        }),
+      );
+      relay.body.on('error', ignore); // undici aborts the call on it; this keeps a late one (the answer already in) from throwing
     }
-    const tHeaders = performance.now();
-    let size = 0;
-    let tBodyEnd = tHeaders;
-    let settled = false;
-    const settle = (ok: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      // an instance that failed mid-response or overran is stopped; a call the client dropped is not its fault
-      if (ok || (clientGone && !timedOut)) lease.release();
-      else lease.kill();
-      // (499: the client closed the request, as nginx counts it)
-      count(ok ? res.statusCode : clientGone && !timedOut ? 499 : timedOut ? 504 : 502);
-      this.o.metrics.recordProxy(call.namespace, call.name, Math.max(0, tUp - t0 + (performance.now() - tBodyEnd)) / 1000, size);
-    };
-    reply.raw.once('finish', () => settle(true));
-    reply.raw.once('close', () => settle(reply.raw.writableFinished));
-    const length = Number(res.headers['content-length']);
-    if (length <= SMALL_BODY) {
-      // a small body of known length goes out in one write with its headers
-      let bytes: Buffer;
-      try {
-        bytes = Buffer.from(await res.body.arrayBuffer());
-      } catch (err) {
-        settle(false); // nothing was sent yet: the caller still gets a clear answer
-        if (clientGone) return reply;
-        return timedOut
-          ? this.fail(reply, new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${timeoutS}s; its instance was stopped`), requestId)
-          : this.fail(reply, instanceFailed(call, lease, err as Error), requestId);
-      }
-      tBodyEnd = performance.now();
-      size = bytes.length;
-      // written straight to the socket, headers and body in one write: no reply machinery for the common case
-      reply.hijack();
-      const out: string[] = [];
-      for (const k in res.headers) {
-        const v = res.headers[k];
-        if (HOP_BY_HOP.has(k) || v === undefined) continue;
-        if (typeof v === 'string') out.push(k, v);
-        else for (const one of v) out.push(k, one);
-      }
-      out.push(REQUEST_ID, requestId);
-      out.push('content-length', req.method === 'HEAD' ? String(res.headers['content-length']) : String(bytes.length)); // HEAD: GET's length
-      reply.raw.writeHead(res.statusCode, out);
-      reply.raw.end(bytes);
-      return reply;
-    }
-    reply.code(res.statusCode);
-    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) reply.header(k, v);
-    reply.header(REQUEST_ID, requestId);
-    if (res.headers['content-length'] !== undefined && req.method !== 'HEAD') reply.header('content-length', res.headers['content-length']);
-    res.body.on('data', (c: Buffer) => (size += c.length));
-    res.body.once('end', () => (tBodyEnd = performance.now()));
-    res.body.once('error', () => settle(false));
-    return reply.send(res.body);
+    relay.timer = setTimeout(timeUp, lease.executor.functionTimeoutSeconds * 1000, relay);
+    const answered = new Promise<FastifyReply>((resolve) => (relay.resolve = resolve));
+    relay.tUp = performance.now();
+    this.agent.dispatch({ origin: lease.url, path: q < 0 ? call.path : call.path + req.url.slice(q), method: req.method as Dispatcher.HttpMethod, headers, body: relay.body, headersTimeout: 0, bodyTimeout: 0 }, relay);
+    return answered;
   }
 
   async close(): Promise<void> {
@@ -379,4 +282,182 @@ function pick(functions: { name: string; weight: number }[]): string {
     if (r < 0) return f.name;
   }
   return functions[functions.length - 1].name;
+}
+
+function ignore() {}
+
+function timeUp(relay: Relay) {
+  relay.timedOut = true;
+  relay.stop();
+}
+
+/**
+ * One proxied call as undici's dispatch handler: its state in one object, a
+ * small answer of known length gathered and written in one go (no stream, no
+ * promise per response), any other streamed with backpressure. Whatever ends
+ * the call (answer, timeout, client gone, instance failure) releases or stops
+ * the instance and counts the call exactly once.
+ */
+class Relay implements Dispatcher.DispatchHandlers {
+  readonly t0 = performance.now();
+  readonly requestId: string;
+  lease!: Lease;
+  body: Transform | null = null;
+  timer: NodeJS.Timeout | undefined;
+  resolve!: (reply: FastifyReply) => void;
+  tUp = 0;
+  clientGone = false;
+  timedOut = false;
+  tooLarge = false;
+  private abort: ((err?: Error) => void) | null = null;
+  private aborting = false;
+  private status = 0;
+  private out: string[] = [];
+  private length = NaN;
+  /** The small answer's chunks; null when streamed. */
+  private chunks: Buffer[] | null = null;
+  private stream: Readable | null = null;
+  private size = 0;
+  private tBodyEnd = 0;
+  /** The response is the client's now (written or streaming): what remains is to settle. */
+  private answered = false;
+  private settled = false;
+
+  constructor(
+    private readonly router: Router,
+    private readonly req: FastifyRequest,
+    private readonly reply: FastifyReply,
+    private readonly call: Call,
+  ) {
+    this.requestId = router.requestId(req);
+  }
+
+  count(code: number): void {
+    this.router.o.metrics.recordCall(this.call.namespace, this.call.name, this.req.method, code, (performance.now() - this.t0) / 1000);
+  }
+
+  readonly onClose = () => {
+    const finished = this.reply.raw.writableFinished;
+    if (!finished) {
+      this.clientGone = true;
+      this.stop();
+    }
+    if (this.answered) this.settle(finished);
+  };
+
+  /** Stops the upstream call (now, or as soon as undici starts it). */
+  stop(): void {
+    if (this.abort) this.abort(new undiciErrors.RequestAbortedError());
+    else this.aborting = true;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.aborting) abort(new undiciErrors.RequestAbortedError());
+    else this.abort = abort;
+  }
+
+  onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: not passed on
+    this.status = statusCode;
+    const out = this.out;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i].toString('latin1').toLowerCase();
+      const v = raw[i + 1].toString('latin1'); // the bytes as they came: node writes header strings as latin1
+      if (k === 'content-length') this.length = Number(v);
+      if (!HOP_BY_HOP.has(k)) out.push(k, v);
+    }
+    out.push(REQUEST_ID, this.requestId);
+    if (this.length <= SMALL_BODY) {
+      this.chunks = [];
+      return true;
+    }
+    // a large or unknown-length body streams through fastify, paused while the client lags
+    const reply = this.reply.code(statusCode);
+    for (let i = 0; i < out.length; i += 2) {
+      const prev = reply.getHeader(out[i]);
+      reply.header(out[i], prev === undefined ? out[i + 1] : ([] as (string | number)[]).concat(prev as string, out[i + 1]));
+    }
+    if (!Number.isNaN(this.length) && this.req.method !== 'HEAD') reply.header('content-length', this.length);
+    this.stream = new Readable({ read: resume });
+    this.answered = true;
+    this.resolve(reply.send(this.stream));
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.size += chunk.length;
+    if (this.chunks) {
+      this.chunks.push(chunk);
+      return true;
+    }
+    return this.stream!.push(chunk);
+  }
+
+  onComplete(): void {
+    clearTimeout(this.timer); // answered in full within its time
+    this.tBodyEnd = performance.now();
+    if (this.stream) {
+      this.stream.push(null);
+      return;
+    }
+    // a small body of known length goes out in one write with its headers, straight to the socket: no reply machinery
+    const chunks = this.chunks!;
+    const bytes = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.size);
+    this.out.push('content-length', String(this.req.method === 'HEAD' ? this.length : this.size)); // HEAD: GET's length
+    this.reply.hijack();
+    this.answered = true;
+    this.reply.raw.writeHead(this.status, this.out);
+    this.reply.raw.end(bytes);
+    this.resolve(this.reply);
+  }
+
+  onError(err: Error): void {
+    clearTimeout(this.timer);
+    if (this.answered) {
+      this.stream?.destroy(err);
+      this.settle(false);
+      return;
+    }
+    this.body?.destroy();
+    // nothing was sent yet: the caller still gets a clear answer
+    const { call, lease } = this;
+    let e: DataplaneError | null;
+    if (this.timedOut) {
+      lease.kill();
+      e = new DataplaneError(504, 'Timeout', `function ${call.namespace}/${call.name} did not answer within ${lease.executor.functionTimeoutSeconds}s; its instance was stopped`);
+    } else if (this.clientGone) {
+      lease.release(); // a call the client dropped is not the instance's fault
+      e = null;
+    } else if (this.tooLarge) {
+      lease.release(); // the instance did nothing wrong
+      e = new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.router.bodyLimit} bytes`);
+    } else if (err instanceof undiciErrors.InvalidArgumentError) {
+      lease.release(); // refused before it reached the instance
+      e = new DataplaneError(400, 'BadRequest', `the request cannot be passed on: ${err.message}`);
+    } else {
+      lease.kill();
+      e = instanceFailed(call, lease, err);
+    }
+    this.settled = true;
+    this.count(e ? e.status : 499); // (499: the client closed the request, as nginx counts it)
+    if (this.status) this.recordProxy();
+    this.resolve(e ? this.router.fail(this.reply, e, this.requestId) : this.reply);
+  }
+
+  /** The end of an answered call: the instance released (or stopped, if it failed or overran) and the call counted. */
+  private settle(ok: boolean): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    const dropped = this.clientGone && !this.timedOut;
+    if (ok || dropped) this.lease.release();
+    else this.lease.kill();
+    this.count(ok ? this.status : dropped ? 499 : this.timedOut ? 504 : 502);
+    this.recordProxy();
+  }
+
+  private recordProxy(): void {
+    const end = this.tBodyEnd || performance.now();
+    this.router.o.metrics.recordProxy(this.call.namespace, this.call.name, Math.max(0, this.tUp - this.t0 + (performance.now() - end)) / 1000, this.size);
+  }
 }
