@@ -21,6 +21,7 @@ function readable(): boolean {
 }
 const namespaces = spawnSync('unshare', ['--user', '--map-root-user', '--mount', '--pid', '--fork', '--mount-proc', 'true'], { ...user, stdio: 'ignore' }).status === 0;
 const canRun = readable();
+if (!canRun) console.warn(`skipping the sandbox suite: uid ${asRoot ? 1000 : process.getuid?.()} cannot read ${ROOT}lib (a checkout under a private folder); the sandbox is for a Spore that is not root`);
 
 const PROBE = {
   'index.mjs': `import { readFileSync, readdirSync } from 'node:fs';
