@@ -58,15 +58,17 @@ function ownFolders(): { dir: string; fstype: string; options: string[] }[] {
   return found;
 }
 
-function writable(base: string): boolean {
-  const probe = join(base, `${PREFIX}${process.pid}.probe`);
+/** Whether Spore may make a folder in `base` (undefined if not), and whether the kernel can kill one (cgroup.kill, Linux 5.14+). */
+function probe(base: string): { kill: boolean } | undefined {
+  const dir = join(base, `${PREFIX}${process.pid}.probe`);
   try {
-    mkdirSync(probe);
-    rmdirSync(probe);
-    return true;
+    mkdirSync(dir);
   } catch {
-    return false;
+    return undefined;
   }
+  const kill = existsSync(join(dir, 'cgroup.kill'));
+  rmdirSync(dir);
+  return { kill };
 }
 
 export class InstanceCgroups {
@@ -78,34 +80,17 @@ export class InstanceCgroups {
       const hierarchies: Hierarchy[] = [];
       for (const { dir, fstype, options } of ownFolders()) {
         if (fstype === 'cgroup2') {
-          if (!InstanceCgroups.hasKill(dir)) continue;
+          if (!probe(dir)?.kill) continue;
           const control = join(dir, 'cgroup.subtree_control');
           const enabled = existsSync(control) ? readFileSync(control, 'utf8').split(/\s+/) : [];
           hierarchies.push({ base: dir, version: 2, memory: enabled.includes('memory'), cpu: enabled.includes('cpu') });
-        } else if ((options.includes('memory') || options.includes('cpu')) && writable(dir)) {
+        } else if ((options.includes('memory') || options.includes('cpu')) && probe(dir)) {
           hierarchies.push({ base: dir, version: 1, memory: options.includes('memory'), cpu: options.includes('cpu') });
         }
       }
       return hierarchies.some((h) => h.version === 2) ? new InstanceCgroups(hierarchies) : undefined;
     } catch {
       return undefined;
-    }
-  }
-
-  // whether Spore may make a folder here, and the kernel can kill one (cgroup.kill, Linux 5.14+)
-  private static hasKill(base: string): boolean {
-    const probe = join(base, `${PREFIX}${process.pid}.probe`);
-    try {
-      mkdirSync(probe);
-      return existsSync(join(probe, 'cgroup.kill'));
-    } catch {
-      return false;
-    } finally {
-      try {
-        rmdirSync(probe);
-      } catch {
-        // not made
-      }
     }
   }
 
