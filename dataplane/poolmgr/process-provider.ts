@@ -117,7 +117,9 @@ export class ProcessProvider implements InstanceProvider {
     // With a cgroup, a shell (still root) moves itself in, then drops to the instance's user;
     // without one, the process starts as that user.
     const dropped = owner && cgroup ? ['setpriv', `--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--inh-caps=-all', '--', ...command] : command;
-    const hide = this.options.hide && workDir.startsWith(`${resolve(this.options.hide)}/`) ? resolve(this.options.hide) : this.root;
+    // the state folder, unless the runtime's own program lives in it (say `--state-dir .` in an app that holds spore): then the instances' folders only
+    const wide = this.options.hide ? resolve(this.options.hide) : undefined;
+    const hide = wide && workDir.startsWith(`${wide}/`) && !command.some((part) => part.startsWith(`${wide}/`)) ? wide : this.root;
     const contained = this.sandbox ? this.sandbox.wrap(dropped, { hide, workDir, packageJson: INSTANCES_PACKAGE_JSON }) : dropped;
     const argv = cgroup ? InstanceCgroups.wrap(cgroup, contained) : contained;
     const child = spawn(argv[0], argv.slice(1), {

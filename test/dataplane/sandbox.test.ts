@@ -4,7 +4,7 @@
 // out of sight. The Spore under test runs as a normal user: uid 1000 when the
 // suite runs as root (CI), else the suite's own user.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -51,8 +51,11 @@ describe.runIf(canRun)(`not as root, an instance (Node or Python) runs in namesp
     const state = mkdtempSync(join(tmpdir(), 'spore-sandbox-'));
     chmodSync(state, 0o700);
     const objects = join(state, 'objects.json');
-    writeFileSync(objects, JSON.stringify([environment('node', 'node', 1), ...fn('probe', PROBE, { route: '/probe' }), ...fn('other', { 'index.mjs': 'export default () => new Response(import.meta.dirname)' }, { route: '/other' }), environment('python', 'python', 1), ...fn('py', { 'main.py': 'def main():\n    return "python in its sandbox"\n' }, { env: 'python', route: '/py' })]));
+    writeFileSync(objects, JSON.stringify([environment('node', 'node', 1), ...fn('probe', PROBE, { route: '/probe' }), ...fn('other', { 'index.mjs': 'export default () => new Response(import.meta.dirname)' }, { route: '/other' }), { ...environment('local', 'node', 1), spec: { runtime: { command: [process.execPath, join(state, 'rt', 'server.mjs')] }, poolSize: 1 } }, ...fn('own', { 'index.mjs': 'export default () => new Response("runtime from the state folder")' }, { env: 'local', route: '/own' }), environment('python', 'python', 1), ...fn('py', { 'main.py': 'def main():\n    return "python in its sandbox"\n' }, { env: 'python', route: '/py' })]));
     writeFileSync(join(state, 'up.json'), JSON.stringify({ token: 'the-api-token' }));
+    // a runtime whose program is inside the state folder (as with `--state-dir .` in an app that holds spore): that folder cannot be hidden from it
+    mkdirSync(join(state, 'rt'));
+    copyFileSync(join(ROOT, 'dataplane/runtimes/node/server.mjs'), join(state, 'rt', 'server.mjs'));
     if (asRoot) spawnSync('chown', ['-R', '1000:1000', state]);
     const script = `
       import { readFileSync } from 'node:fs';
@@ -73,6 +76,7 @@ describe.runIf(canRun)(`not as root, an instance (Node or Python) runs in namesp
       return;
     }
     expect(await (await request(`${url}/py`)).body.text()).toBe('python in its sandbox');
+    expect(await (await request(`${url}/own`)).body.text()).toBe('runtime from the state folder');
     const otherDir = await (await request(`${url}/other`)).body.text();
     const targets = [join(state, 'up.json'), join(state, 'spore.db'), state, otherDir];
     const res = await request(`${url}/probe`, { method: 'POST', body: JSON.stringify(targets) });
