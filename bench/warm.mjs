@@ -42,6 +42,31 @@ const server = http.createServer(async (req, res) => {
 server.listen(0, '127.0.0.1', () => console.log('web-wrapped on http://127.0.0.1:' + server.address().port));
 `;
 
+// The least any Node proxy does: node:http in, an undici Pool out, no routing,
+// no metrics. pool.dispatch with a tiny handler measured faster than
+// pool.request (about 1.4×: no promise, no body stream per call); the upstream's
+// headers pass as they come (Node chunks the body when they say chunked).
+const NODE_PROXY = (undici) => `import http from 'node:http';
+import { Pool } from ${JSON.stringify(undici)};
+const pool = new Pool(process.env.BENCH_UPSTREAM, { connections: 100 });
+const noop = () => {};
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  pool.dispatch({ path: req.url, method: req.method, headers: req.rawHeaders }, {
+    onConnect: noop,
+    onHeaders(status, raw) {
+      res.statusCode = status;
+      for (let i = 0; i < raw.length; i += 2) res.setHeader(raw[i].toString('latin1'), raw[i + 1].toString('latin1'));
+      return true;
+    },
+    onData(chunk) { chunks.push(chunk); return true; },
+    onComplete() { res.end(Buffer.concat(chunks)); },
+    onError(err) { res.statusCode = 502; res.end(err.message); },
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log('node proxy on http://127.0.0.1:' + server.address().port));
+`;
+
 // a function written for Fission, answering the same bytes
 const FISSION = (body, type) => `module.exports = async (context) => ({ status: 200, headers: { 'content-type': ${JSON.stringify(type)} }, body: ${JSON.stringify(body)} });\n`;
 
@@ -156,7 +181,8 @@ export async function warm() {
 
     // the floor and the Web-wrapped variant
     writeFileSync(join(dir, 'floor.mjs'), FLOOR);
-    const floorUrl = (await startProcess(s, process.execPath, [join(dir, 'floor.mjs')], /floor on (http:\/\/\S+)\n/, { BENCH_BODY: body, BENCH_TYPE: type }).matched)[1];
+    const floor = startProcess(s, process.execPath, [join(dir, 'floor.mjs')], /floor on (http:\/\/\S+)\n/, { BENCH_BODY: body, BENCH_TYPE: type });
+    const floorUrl = (await floor.matched)[1];
     const web = join(dir, 'web');
     mkdirSync(web);
     const { x } = await import('tar');
@@ -181,6 +207,10 @@ export async function warm() {
       }, 10_000);
     }
 
+    // the minimal Node proxy in front of the floor: what any Node process in front of it can do
+    writeFileSync(join(dir, 'node-proxy.mjs'), NODE_PROXY(import.meta.resolve('undici')));
+    const proxyUrl = (await startProcess(s, process.execPath, [join(dir, 'node-proxy.mjs')], /node proxy on (http:\/\/\S+)\n/, { BENCH_UPSTREAM: floorUrl }).matched)[1];
+
     // the runtime, called directly as the router calls it
     const { ProcessProvider } = await import('../lib/dataplane/index.js');
     const provider = new ProcessProvider({ workRoot: join(dir, 'instances') });
@@ -191,13 +221,15 @@ export async function warm() {
     const param = { 'x-spore-param-name': 'bench' }; // as the router passes /hello/:name
     const fission = await specialized(s, provider, NODE_ENV, packArchive([{ path: 'index.js', data: Buffer.from(FISSION(body, type)) }]).bytes, 'index');
     await latencies(`${direct.instance.url}/hello/bench`, 50, { ...direct.headers, ...param });
+    await latencies(`${floorUrl}/hello/bench`, 50); // as warm as the instance
     await new Promise((r) => setTimeout(r, 1000)); // idle
-    const memory = { generic: rss(generic.pid), hello: rss(direct.instance.pid) };
+    const memory = { floor: rss(floor.child.pid), generic: rss(generic.pid), hello: rss(direct.instance.pid) };
 
     const targets = [
       { key: 'floor', label: 'floor: bare node:http, the same bytes', url: `${floorUrl}/hello/bench` },
       { key: 'web', label: 'bare node:http + Web Request/Response', url: `${webUrl}/hello/bench` },
       ...(nginxUrl ? [{ key: 'nginx', label: 'nginx → floor (keep-alive upstream)', url: `${nginxUrl}/hello/bench` }] : []),
+      { key: 'proxy', label: 'minimal Node proxy → floor (undici, no routing)', url: `${proxyUrl}/hello/bench` },
       { key: 'direct', label: 'runtime instance direct, hello (Web)', url: `${direct.instance.url}/hello/bench`, headers: { ...direct.headers, ...param } },
       { key: 'fission', label: 'runtime instance direct, Fission-style', url: `${fission.instance.url}/hello/bench`, headers: fission.headers },
       { key: 'router', label: 'through the router (spore up)', url: routed },
@@ -250,6 +282,8 @@ function rows(results, targets) {
 export function report(r) {
   const by = Object.fromEntries(r.node.map((t) => [t.key, t]));
   const nginx = by.nginx ? `next to nginx's ${fmt(by.nginx.ratio)}×` : 'nginx not measured';
+  // the router against the Node ceiling, round by round: the part of the gap that is the router's own work
+  const ceiling = median(by.router.ratios.map((x, i) => x / by.proxy.ratios[i]));
   const lines = [
     `warm path: the example hello route (the same ${JSON.stringify(r.body)} answer everywhere), ${CONNECTIONS} connections × ${DURATION} s per target,`,
     `${ROUNDS} rounds taking the targets in turn (autocannon). req/s, p50, p99: the target's median round. "× floor": its req/s ÷ the floor's`,
@@ -258,9 +292,10 @@ export function report(r) {
       floor: 'what a user writes by hand',
       web: 'a variant of the floor, no target',
       nginx: 'the reference proxy (1 process, 1 worker)',
+      proxy: 'the Node ceiling: the most a Node process in front of the floor does here',
       direct: verdict(by.direct.ratio, 0.8),
       fission: verdict(by.fission.ratio, 0.8),
-      router: `${verdict(by.router.ratio, 0.5)}, ${nginx}`,
+      router: `${verdict(by.router.ratio, 0.5)}, ${nginx}; ${fmt(ceiling)}× the minimal Node proxy`,
     }),
   ];
   if (!r.nginx) lines.push('  nginx: not installed (apt-get install nginx-light)');
@@ -268,8 +303,9 @@ export function report(r) {
   lines.push(
     `router-added latency, one request at a time (${SEQUENTIAL} calls each): through the router p50 ${fmt(s.routedP50, 3)} ms − instance direct p50 ${fmt(s.directP50, 3)} ms`,
     `  = ${fmt(s.addedP50, 3)} ms  ${verdict(s.addedP50, 0.5, true)}`,
-    `memory (VmRSS) of a Node runtime instance, idle: generic (warm pool) ${fmt(r.memory.generic.mb, 1)} MB ${verdict(r.memory.generic.mb, 45, true)};`,
-    `  specialized with hello ${fmt(r.memory.hello.mb, 1)} MB ${verdict(r.memory.hello.mb, 45, true)}; the same after the load rounds ${fmt(r.memory.helloAfterLoad.mb, 1)} MB`,
+    `memory (VmRSS), idle: the floor (bare node:http, the least a Node ${process.versions.node} process answering HTTP takes) ${fmt(r.memory.floor.mb, 1)} MB, the reference;`,
+    `  a Node runtime instance: generic (warm pool) ${fmt(r.memory.generic.mb, 1)} MB ${verdict(r.memory.generic.mb, 45, true)}; specialized with hello ${fmt(r.memory.hello.mb, 1)} MB ${verdict(r.memory.hello.mb, 45, true)};`,
+    `  the same after the load rounds ${fmt(r.memory.helloAfterLoad.mb, 1)} MB`,
   );
   if (r.python.error) lines.push(`python: not measured: ${r.python.error}`);
   else {
