@@ -4,10 +4,12 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiException, KubernetesObjectApi, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { ApiException, AuthorizationV1Api, KubernetesObjectApi, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { App } from 'cdk8s';
 import yaml from 'js-yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SCOPED_KINDS, validateObject, waveOf } from '../../api/index.js';
+import { Platform } from '../../constructs/index.js';
 import { tempDir } from '../helpers.js';
 import { applyObject, clusterReady, kubeConfig, testNamespace } from './cluster.js';
 
@@ -109,6 +111,70 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
     expect(stored.spec).toEqual((fn as any).spec);
     const route = (await api.read(objects.find((o) => o.kind === 'HttpTrigger' && (o as any).spec.functions)! as any)) as any;
     expect(route.spec.functions.map((f: any) => f.weight).reduce((a: number, b: number) => a + b)).toBe(100);
+  });
+
+  it('applies the platform chart with a reconciler (repository, secrets, Git credentials) and the dataplane, and its RBAC gives the reconciler what its code needs', async () => {
+    const ns = `spore-${(await testNamespace(kc, 'platform')).split('-').pop()}`;
+    const app = new App({ outdir: tempDir() });
+    new Platform(app, 'platform', {
+      platformNamespace: ns,
+      reconciler: { repository: 'git@git.example.com:acme/shop.git', branch: 'prod', previews: true, poll: '1m', webhookSecret: { name: 'hooks', key: 'github' }, apiToken: { name: 'spore-api', key: 'token' }, gitCredentials: 'deploy-key' },
+      dataplane: { enabled: true },
+    });
+    const objects = app.charts.flatMap((c) => c.toJson()).sort((a, b) => waveOf(a) - waveOf(b)) as KubernetesObject[];
+    expect(new Set(objects.map((o) => o.kind))).toEqual(new Set(['CustomResourceDefinition', 'Namespace', 'ServiceAccount', 'Deployment', 'Service', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']));
+    for (const o of objects) {
+      // a dry run first, as Spore validates a whole revision before applying it
+      await applyObject(kc, o, { dryRun: true });
+      const result = await applyObject(kc, o);
+      if (o.kind === 'CustomResourceDefinition') await waitEstablished(kc, o.metadata!.name!);
+      expect(result.metadata?.uid, `${o.kind}/${o.metadata!.name}`).toBeTruthy();
+    }
+    // the stored Deployment selects its pods by the recommended labels, and its template carries them
+    const api = KubernetesObjectApi.makeApiClient(kc);
+    const stored = (await api.read({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'spore-reconciler', namespace: ns } })) as any;
+    expect(stored.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'spore', 'app.kubernetes.io/instance': ns, 'app.kubernetes.io/component': 'reconciler', 'app.kubernetes.io/part-of': 'spore' });
+    expect(stored.spec.template.spec.containers[0].args).toContain('--in-cluster');
+
+    // what the API server's RBAC authorizer says the reconciler's ServiceAccount may do
+    const authz = kc.makeApiClient(AuthorizationV1Api);
+    const may = async (verb: string, resource: string, { group = '', namespace = 'some-app', subresource = '' } = {}) => {
+      const review = await authz.createSubjectAccessReview({
+        body: {
+          apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
+          spec: { user: `system:serviceaccount:${ns}:spore-reconciler`, groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`], resourceAttributes: { verb, group, resource, subresource, namespace } },
+        },
+      });
+      return review.status?.allowed === true;
+    };
+    const allowed: [string, string, Parameters<typeof may>[2]?][] = [
+      ['create', 'functions', { group: 'spore.dev' }],
+      ['delete', 'httptriggers', { group: 'spore.dev' }],
+      ['watch', 'environments', { group: 'spore.dev' }],
+      ['create', 'stages', { group: 'spore.dev' }],
+      ['patch', 'stages', { group: 'spore.dev', subresource: 'status' }],
+      ['update', 'functions', { group: 'spore.dev', subresource: 'status' }],
+      ['create', 'namespaces', { namespace: '' }],
+      ['delete', 'namespaces', { namespace: '' }],
+      ['watch', 'customresourcedefinitions', { group: 'apiextensions.k8s.io', namespace: '' }],
+      ['create', 'secrets'],
+      ['patch', 'configmaps'],
+      ['update', 'configmaps', { namespace: ns }],
+      ['get', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
+      ['create', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
+      ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
+    ];
+    const denied: [string, string, Parameters<typeof may>[2]?][] = [
+      ['create', 'pods'],
+      ['create', 'pods', { namespace: ns }],
+      ['delete', 'customresourcedefinitions', { group: 'apiextensions.k8s.io', namespace: '' }],
+      ['update', 'leases', { group: 'coordination.k8s.io' }], // leases only in its own namespace
+      ['create', 'clusterrolebindings', { group: 'rbac.authorization.k8s.io', namespace: '' }],
+      ['create', 'deployments', { group: 'apps' }],
+    ];
+    const answers = async (list: typeof allowed) => Promise.all(list.map(async ([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: ${await may(verb, resource, o)}`));
+    expect(await answers(allowed)).toEqual(allowed.map(([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: true`));
+    expect(await answers(denied)).toEqual(denied.map(([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: false`));
   });
 
   it('defaults what a hand-written Function leaves out the way Spore does', async () => {
