@@ -16,6 +16,7 @@ import { API_VERSION, ARCHIVES_DIR, localPython, type KubeObject, type PackageSp
 import { formatRef, refOf } from '../store/index.js';
 import { runBounded } from './bounded.js';
 import { isComplete, keepEntry, stagingFor, sweepStaging } from './cache-entry.js';
+import { archiveUrlOf } from './prepare.js';
 
 export class BuildError extends Error {
   constructor(
@@ -33,6 +34,8 @@ export class BuildError extends Error {
 export interface BuildOptions {
   /** Where archives are kept for the dataplane: source archives are read from it, built ones written to it. */
   archiveDir: string;
+  /** The reconciler's server as the dataplane reaches it: built archives are referenced there (see PrepareOptions.archiveUrl). */
+  archiveUrl?: string;
   /** Installed dependencies by requirements, Python version and platform. */
   cacheDir: string;
   /** @default localPython(): the interpreter the built-in python runtime runs */
@@ -84,7 +87,7 @@ export async function buildPackages(objects: readonly KubeObject[], o: BuildOpti
       built.push({ object: name, ...b });
       out.push({
         ...x,
-        spec: { ...spec, archive: { sha256: b.sha256, size: b.size, url: `${ARCHIVES_DIR}/${b.sha256}.tgz` }, build: { ...spec.build, sourceSha256: spec.archive.sha256 } },
+        spec: { ...spec, archive: { sha256: b.sha256, size: b.size, url: archiveUrlOf(b.sha256, o.archiveUrl) }, build: { ...spec.build, sourceSha256: spec.archive.sha256 } },
       } as KubeObject);
     } catch (err) {
       throw err instanceof BuildError ? new BuildError(err.message, err.object ?? name, err.transient) : new BuildError((err as Error).message, name);
@@ -113,7 +116,7 @@ async function probe(o: BuildOptions): Promise<Interpreter> {
 async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions) {
   const requirements = spec.build!.requirements!;
   const limits = o.limits ?? archiveLimitsFromEnv();
-  const source = await readArchive(sourceBytes(spec, o.archiveDir, limits), { limits }).catch((err: Error) => {
+  const source = await readArchive(sourceBytes(spec, o.archiveDir, limits, o.archiveUrl), { limits }).catch((err: Error) => {
     throw new BuildError(`the source archive: ${err.message}`);
   });
   const file = posix.normalize(requirements.replace(/^\.\//, ''));
@@ -140,13 +143,14 @@ async function buildOne(spec: PackageSpec, python: Interpreter, o: BuildOptions)
   return { key, cached, sha256: archive.sha256, size: archive.size };
 }
 
-function sourceBytes(spec: PackageSpec, archiveDir: string, limits: ArchiveLimits): Buffer {
+function sourceBytes(spec: PackageSpec, archiveDir: string, limits: ArchiveLimits, archiveUrl?: string): Buffer {
   const { inline, url, sha256, size } = spec.archive;
   let bytes: Buffer;
   if (size > limits.maxArchiveBytes) throw new BuildError(`spec.archive.size is ${size} bytes, more than the ${limits.maxArchiveBytes} an archive may have (SPORE_ARCHIVE_MAX_BYTES)`);
   if (inline !== undefined) bytes = Buffer.from(inline, 'base64');
-  else if (url && !/^[a-z]+:\/\//.test(url)) {
-    const file = join(archiveDir, url.split('/').pop()!); // where prepare copied it
+  // where prepare copied it: a relative URL, or one it pointed at the reconciler's server
+  else if (url && (!/^[a-z]+:\/\//.test(url) || url === archiveUrlOf(sha256, archiveUrl))) {
+    const file = join(archiveDir, url.split('/').pop()!);
     if (!existsSync(file)) throw new BuildError(`spec.archive.url: ${url} is not in the archive folder ${archiveDir}`);
     try {
       bytes = readArchiveFile(file, size);

@@ -14,7 +14,7 @@ import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
 import { planChanges, type Diff } from './diff.js';
 import { formatPlan, plan, refKey, type Plan } from './plan.js';
-import { prepareObjects, type PrepareError } from './prepare.js';
+import { archiveUrlBase, prepareObjects, type PrepareError } from './prepare.js';
 import { renderApp } from './render.js';
 import { userMessage } from './user-error.js';
 
@@ -29,8 +29,10 @@ export interface ReconcilerOptions {
   depsCache?: string;
   /** Python dependencies installed by deploy-time builds, by requirements. @default workDir/python */
   buildCache?: string;
-  /** Where archives referenced by URL are kept for the dataplane. */
+  /** Where archives referenced by URL are kept for the dataplane (and served from at /archives/). */
   archiveDir: string;
+  /** The reconciler's server as the dataplane reaches it (on a cluster): Package URLs point there. See PrepareOptions.archiveUrl. */
+  archiveUrl?: string;
   /** The app's name: the inventory label that marks its objects. */
   app: string;
   /** @default 'main' */
@@ -124,9 +126,14 @@ export class Reconciler {
   private readonly warned = new Set<string>();
   readonly metrics: ReconcilerMetrics;
   readonly branch: string;
+  /** Where its archives are kept: its server serves them at /archives/. */
+  get archiveDir(): string {
+    return this.o.archiveDir;
+  }
 
   constructor(private readonly o: ReconcilerOptions) {
     this.branch = o.branch ?? 'main';
+    if (o.archiveUrl) archiveUrlBase(o.archiveUrl); // a wrong address fails the start, not every sync
     this.metrics = new ReconcilerMetrics(() => this.stages.size - 1);
     // what the store already serves survives a restart: the stages, their live revision, their pins
     const refs = { [MAIN_STAGE]: `refs/heads/${this.branch}`, ...o.store.readState<Record<string, string>>(STAGES_KEY) };
@@ -366,7 +373,7 @@ export class Reconciler {
   private prepare(st: StageStatus, objects: KubeObject[], outdir: string): KubeObject[] {
     try {
       const skipped: string[] = [];
-      const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x), allowCommands: this.o.allowCommands ?? false });
+      const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, archiveUrl: this.o.archiveUrl, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x), allowCommands: this.o.allowCommands ?? false });
       if (skipped.length) this.say(`reconciler: ${st.stage}: cluster-wide objects are the main stage's, not the preview's: left out ${skipped.join(', ')}`);
       return prepared;
     } catch (err) {
@@ -379,7 +386,7 @@ export class Reconciler {
     const t = performance.now();
     try {
       const cacheDir = this.o.buildCache ?? join(this.o.workDir, 'python');
-      const r = await buildPackages(objects, { archiveDir: this.o.archiveDir, cacheDir, signal: this.stopping.signal, owner: this.o.workDir, onProgress: (l) => this.say(`  build: ${l}`) });
+      const r = await buildPackages(objects, { archiveDir: this.o.archiveDir, archiveUrl: this.o.archiveUrl, cacheDir, signal: this.stopping.signal, owner: this.o.workDir, onProgress: (l) => this.say(`  build: ${l}`) });
       if (r.built.length) timings.build = Math.round(performance.now() - t);
       return r.objects;
     } catch (err) {

@@ -1,15 +1,16 @@
 // The reconciler's HTTP face: Git webhooks (GitHub and GitLab, signed) that
 // trigger a sync at once, and the endpoints `spore status|history|diff|sync|rollback`
-// use, which need the API token.
+// use, which need the API token; and the archives it rendered, for the dataplane.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { archiveRoutes, ARCHIVES_PATH } from './archive-server.js';
 import type { Reconciler } from './reconciler.js';
 
 export interface ReconcilerServerOptions {
   reconciler: Reconciler;
   /** Shared secret of the webhooks; without it the webhook endpoint refuses everything. */
   webhookSecret?: string;
-  /** Bearer token the API endpoints require (not /webhook, which is signed, nor /healthz); none: they are open. */
+  /** Bearer token the API endpoints require (not /webhook, which is signed, nor /healthz, /metrics and /archives/); none: they are open. */
   apiToken?: string;
   report?: (line: string) => void;
 }
@@ -63,10 +64,12 @@ export function reconcilerServer(o: ReconcilerServerOptions): FastifyInstance {
   // the API is the CLI's: with a token, only callers that hold it (webhooks carry their own signature)
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
-    if (!o.apiToken || path === '/webhook' || path === '/healthz' || path === '/metrics') return;
+    if (!o.apiToken || path === '/webhook' || path === '/healthz' || path === '/metrics' || path.startsWith(ARCHIVES_PATH)) return;
     const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? '';
     if (!same(given, o.apiToken)) return reply.code(401).send({ status: 401, error: 'Unauthorized', message: 'the reconciler API needs its token: Authorization: Bearer <token> (spore finds it in the state folder\'s up.json, or give SPORE_API_TOKEN)' });
   });
+
+  archiveRoutes(app, r.archiveDir);
 
   app.post('/webhook', async (req, reply) => {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
