@@ -141,8 +141,5 @@ export function prepareObjects(objects: readonly unknown[], o: PrepareOptions): 
     writeFileSync(partial, bytes);
     renameSync(partial, target); // the dataplane never reads half an archive
   }
-  return withInventory(
-    placed.map((x) => served.get(x) ?? x),
-    o.inventory,
-  );
+  return withInventory(placed.map((x) => served.get(x) ?? x), o.inventory);
 }
