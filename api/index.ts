@@ -7,6 +7,7 @@ export * from './package.js';
 export * from './function.js';
 export * from './triggers.js';
 export * from './workflow.js';
+export * from './stage.js';
 export * from './schedule.js';
 export * from './validate.js';
 export * from './crd.js';

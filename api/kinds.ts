@@ -6,6 +6,7 @@ import { PackageSpec, PackageStatus } from './package.js';
 import { FunctionSpec, FunctionStatus } from './function.js';
 import { HttpTriggerSpec, QueueTriggerSpec, TimerTriggerSpec, TriggerStatus, WatchTriggerSpec } from './triggers.js';
 import { WorkflowSpec, WorkflowStatus } from './workflow.js';
+import { StageSpec, StageStatus } from './stage.js';
 
 export const GROUP = 'spore.dev';
 export const VERSION = 'v1alpha1';
@@ -110,6 +111,18 @@ export const KINDS = {
     kind: 'Workflow', plural: 'workflows', shortNames: ['wf', 'wfs'], spec: WorkflowSpec, status: WorkflowStatus, wave: 2,
     description: 'Functions composed into a graph of tasks.',
     printerColumns: [{ name: 'Output', type: 'string', jsonPath: '.spec.output' }, { name: 'Phase', type: 'string', jsonPath: '.status.phase' }, ready, age],
+  },
+  Stage: {
+    kind: 'Stage', plural: 'stages', shortNames: ['stg'], spec: StageSpec, status: StageStatus, wave: WAVE_PLATFORM,
+    description: 'An app deployed from one Git ref, as the reconciler keeps it: revisions, failure, history, inventory.',
+    printerColumns: [
+      { name: 'App', type: 'string', jsonPath: '.spec.app' },
+      { name: 'Stage', type: 'string', jsonPath: '.spec.stage' },
+      { name: 'Revision', type: 'string', jsonPath: '.status.lastAppliedRevision' },
+      ready,
+      { name: 'Message', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].message', priority: 1 },
+      age,
+    ],
   },
 } satisfies Record<string, KindInfo>;
 

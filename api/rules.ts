@@ -122,6 +122,7 @@ export const RULES: { [K in KindName]: Rule<K> } = {
     if (cycle) errors.push({ path: 'spec.tasks', message: `tasks depend on each other in a cycle: ${cycle.join(' → ')}` });
     return errors;
   },
+  Stage: () => [],
 };
 
 /** A dependency cycle among tasks, as the list of ids around it, or undefined. */

@@ -5,7 +5,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
-import { digest, formatRef, refOf, syncKind, type ResourceStore, type SyncHistory, type SyncRecord } from '../store/index.js';
+import { digest, formatRef, refOf, syncKind, type ResourceStore, type StoredObject, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
 import { buildPackages, type BuildError } from './build.js';
@@ -21,7 +21,9 @@ import { userMessage } from './user-error.js';
 export { APP_LABEL, STAGE_LABEL, MAIN_STAGE };
 
 export interface ReconcilerOptions {
-  store: ResourceStore & SyncHistory;
+  store: ResourceStore;
+  /** The syncs and the small state that outlive the process (the SQLite store locally, ConfigMaps on a cluster). */
+  history: SyncHistory;
   source: GitSource;
   /** Checkouts, renders and (by default) the dependency cache. */
   workDir: string;
@@ -136,14 +138,14 @@ export class Reconciler {
     if (o.archiveUrl) archiveUrlBase(o.archiveUrl); // a wrong address fails the start, not every sync
     this.metrics = new ReconcilerMetrics(() => this.stages.size - 1);
     // what the store already serves survives a restart: the stages, their live revision, their pins
-    const refs = { [MAIN_STAGE]: `refs/heads/${this.branch}`, ...o.store.readState<Record<string, string>>(STAGES_KEY) };
+    const refs = { [MAIN_STAGE]: `refs/heads/${this.branch}`, ...o.history.readState<Record<string, string>>(STAGES_KEY) };
     for (const [stage, ref] of Object.entries(refs)) {
       const st: StageStatus = { stage, ref, namespace: stage === MAIN_STAGE ? undefined : stage };
       const records = this.sinceTeardown(stage);
       const [latest] = records;
       if (latest) st.lastAttempt = { revision: latest.revision, result: latest.result, at: latest.startedAt, error: latest.error };
       st.liveRevision = records.find((s) => s.result === 'succeeded')?.revision;
-      const pin = o.store.readState<{ revision: string; head?: string }>(pinKey(stage));
+      const pin = o.history.readState<{ revision: string; head?: string }>(pinKey(stage));
       if (pin) Object.assign(st, { pinned: pin.revision, headAtPin: pin.head });
       // a retry under way: the newest attempt at a new revision (heals re-apply the live one)
       const tried = records.find((s) => syncKind(s) !== 'drift');
@@ -154,7 +156,7 @@ export class Reconciler {
 
   /** A stage's records, newest first, back to its last teardown: what came before belongs to an earlier life of the stage. */
   private sinceTeardown(stage: string): SyncRecord[] {
-    const records = this.o.store.listSyncs({ stage, limit: 500 });
+    const records = this.o.history.listSyncs({ stage, limit: 500 });
     const end = records.findIndex((s) => s.teardown);
     return end < 0 ? records : records.slice(0, end);
   }
@@ -187,7 +189,7 @@ export class Reconciler {
 
   private saveStages(): void {
     const previews = [...this.stages.values()].filter((s) => s.stage !== MAIN_STAGE);
-    this.o.store.writeState(STAGES_KEY, previews.length ? Object.fromEntries(previews.map((s) => [s.stage, s.ref])) : undefined);
+    this.o.history.writeState(STAGES_KEY, previews.length ? Object.fromEntries(previews.map((s) => [s.stage, s.ref])) : undefined);
   }
 
   /** Syncs now, then every pollMs. */
@@ -283,14 +285,14 @@ export class Reconciler {
 
   /** Whether `sha` may be synced: never tried, or it failed at a transient step and its backoff is over. */
   private due(st: StageStatus, sha: string): boolean {
-    const last = st.lastAttempt?.revision === sha ? st.lastAttempt : this.o.store.getSync({ stage: st.stage, revision: sha });
+    const last = st.lastAttempt?.revision === sha ? st.lastAttempt : this.o.history.getSync({ stage: st.stage, revision: sha });
     if (!last || last.result === 'succeeded') return true;
     return st.retry?.revision === sha && Date.now() >= st.retry.at;
   }
 
   private unpin(st: StageStatus): void {
     st.pinned = st.headAtPin = undefined;
-    this.o.store.writeState(pinKey(st.stage), undefined);
+    this.o.history.writeState(pinKey(st.stage), undefined);
   }
 
   /** Tells the reconciler a pull request closed: GitHub and GitLab keep its ref, so the ref alone never goes away. */
@@ -316,16 +318,16 @@ export class Reconciler {
 
   /** Refs of closed pull requests → their head when they closed (kept in the store). */
   private closedRefs(): Record<string, string> {
-    return this.o.store.readState<Record<string, string>>(CLOSED_KEY) ?? {};
+    return this.o.history.readState<Record<string, string>>(CLOSED_KEY) ?? {};
   }
 
   private saveClosed(closed: Record<string, string>): void {
-    this.o.store.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
+    this.o.history.writeState(CLOSED_KEY, Object.keys(closed).length ? closed : undefined);
   }
 
   /** Into the history, and into the metrics. */
   private record(st: StageStatus, record: SyncRecord): void {
-    this.o.store.recordSync(record);
+    this.o.history.recordSync(record);
     this.metrics.recordSync(record, st.stage === MAIN_STAGE ? 'main' : 'preview');
   }
 
@@ -394,18 +396,28 @@ export class Reconciler {
     }
   }
 
-  /** Plans desired objects against the store; refuses to take over objects that are not this stage's. */
+  /**
+   * Plans desired objects against the store: what the stage holds (by its
+   * labels) and each desired object, compared by the part Spore applied.
+   * Refuses to take over objects that are not this stage's.
+   */
   private async planFor(st: StageStatus, desired: KubeObject[]): Promise<Plan> {
-    const live = await this.o.store.list();
     const inv = this.inventory(st);
-    const byKey = new Map(live.map((o) => [refKey(refOf(o)), o]));
+    const live = new Map((await this.o.store.list({ labels: inv })).map((o) => [refKey(refOf(o)), o]));
     for (const o of desired) {
-      const current = byKey.get(refKey(refOf(o)));
-      if (current && Object.entries(inv).some(([k, v]) => current.metadata.labels?.[k] !== v)) {
+      const key = refKey(refOf(o));
+      const current = live.get(key) ?? (await this.o.store.get(refOf(o)));
+      if (!current) continue;
+      if (Object.entries(inv).some(([k, v]) => current.metadata.labels?.[k] !== v)) {
         throw new SyncFailure('apply', `${formatRef(refOf(o))} exists and is not managed by app ${this.o.app} stage ${st.stage}; refusing to take it over`, formatRef(refOf(o)));
       }
+      live.set(key, current);
     }
-    return plan(desired, live, inv);
+    const view = [...live.values()].map((o) => {
+      const mine = this.o.store.applied(o);
+      return { ...mine, metadata: { ...mine.metadata, namespace: o.metadata.namespace } } as StoredObject;
+    });
+    return plan(desired, view, inv);
   }
 
   private async syncRevision(st: StageStatus, sha: string, trigger: string, given?: { objects: KubeObject[] }): Promise<SyncRecord> {
@@ -429,7 +441,7 @@ export class Reconciler {
       }
       this.enter(st, 'apply');
       const p = await this.planFor(st, desired);
-      const last = this.o.store.getSync({ stage: st.stage, revision: st.liveRevision ?? '-', result: 'succeeded' });
+      const last = this.o.history.getSync({ stage: st.stage, revision: st.liveRevision ?? '-', result: 'succeeded' });
       // drift: live objects that differ from what this stage last applied, where the desired object did not change
       const healed = p.entries
         .filter((e) => (e.action === 'update' || e.action === 'create') && e.object && last?.applied?.[refKey(e.ref)] === digest(e.object))
@@ -492,7 +504,7 @@ export class Reconciler {
   private async heal(st: StageStatus, trigger: string): Promise<void> {
     if (!st.liveRevision || (st.healAfter && Date.now() < st.healAfter.at)) return;
     // one record per poll (the live revision's latest good sync), not the stage's history
-    const last = this.o.store.getSync({ stage: st.stage, revision: st.liveRevision, result: 'succeeded' });
+    const last = this.o.history.getSync({ stage: st.stage, revision: st.liveRevision, result: 'succeeded' });
     if (!last?.objects) return;
     const p = await this.planFor(st, last.objects).catch((err: Error) => {
       // an object of the app's replaced by one that is not: left alone, and said (once)
@@ -520,7 +532,7 @@ export class Reconciler {
     const r = await this.o.store.apply([], { prune: { labels: this.inventory(st) } });
     this.stages.delete(st.stage);
     this.saveStages();
-    this.o.store.writeState(pinKey(st.stage), undefined);
+    this.o.history.writeState(pinKey(st.stage), undefined);
     for (const sub of ['checkouts', 'renders']) rmSync(join(this.o.workDir, sub, st.stage), { recursive: true, force: true });
     const counts = { create: 0, update: 0, unchanged: 0, prune: r.pruned.length };
     this.record(st, { stage: st.stage, ref: st.ref, revision: st.liveRevision ?? '', startedAt: started, durationMs: Date.now() - started, result: 'succeeded', trigger: `teardown: ${why}`, counts, teardown: true });
@@ -556,7 +568,7 @@ export class Reconciler {
       const rec = await this.syncRevision(st, target.revision, 'rollback', { objects: target.objects });
       if (rec.result === 'succeeded') {
         Object.assign(st, { pinned: target.revision, headAtPin: head });
-        this.o.store.writeState(pinKey(stage), { revision: target.revision, head });
+        this.o.history.writeState(pinKey(stage), { revision: target.revision, head });
       }
       return rec;
     });
@@ -584,12 +596,12 @@ export class Reconciler {
   /** The failed attempt at the stage's head, when the head is not live because it failed. */
   private headFailure(s: StageStatus): StageStatus['failure'] {
     if (!s.head || s.head === s.liveRevision) return undefined;
-    const last = s.lastAttempt?.revision === s.head ? { ...s.lastAttempt, startedAt: s.lastAttempt.at } : this.o.store.getSync({ stage: s.stage, revision: s.head });
+    const last = s.lastAttempt?.revision === s.head ? { ...s.lastAttempt, startedAt: s.lastAttempt.at } : this.o.history.getSync({ stage: s.stage, revision: s.head });
     return last?.result === 'failed' ? { revision: s.head, at: last.startedAt, error: last.error } : undefined;
   }
 
   history(stage?: string, limit = 20): Omit<SyncRecord, 'objects' | 'applied'>[] {
-    return this.o.store.listSyncs({ stage, limit }).map(({ objects: _o, applied: _a, ...rest }) => rest);
+    return this.o.history.listSyncs({ stage, limit }).map(({ objects: _o, applied: _a, ...rest }) => rest);
   }
 
   /** Stops polling and whatever step is running (npm ci, render, fetch), and waits for the queue to empty. */

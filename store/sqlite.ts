@@ -208,6 +208,11 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     this.events.emit('change', { type: 'MODIFIED', object: toObject(this.row(r)!) } satisfies WatchEvent);
   }
 
+  /** Everything stored is what apply wrote (canonical() leaves out the server-set metadata). */
+  applied(o: StoredObject): KubeObject {
+    return o;
+  }
+
   watch(listener: (event: WatchEvent) => void): () => void {
     this.events.on('change', listener);
     return () => this.events.off('change', listener);

@@ -41,6 +41,13 @@ export interface ApplyOptions {
   prune?: { labels: Record<string, string> };
 }
 
+/**
+ * What an apply did. An apply is validated whole before anything is written
+ * (locally by the transaction; on a cluster by a server-side dry run of every
+ * changed object) and then written in waves; a failure part-way on a cluster
+ * (the API server went away) leaves what was written, and the next apply of the
+ * same set converges.
+ */
 export interface ApplyResult {
   created: ObjectRef[];
   updated: ObjectRef[];
@@ -49,13 +56,19 @@ export interface ApplyResult {
 }
 
 export interface ResourceStore {
-  /** Creates or updates every object, and prunes, in one transaction: all of it happens or none. */
+  /** Creates or updates every object, and prunes what the prune labels' stage held and the set no longer has. See ApplyResult. */
   apply(objects: readonly KubeObject[], options?: ApplyOptions): Promise<ApplyResult>;
   get(ref: ObjectRef): Promise<StoredObject | undefined>;
   list(filter?: ListFilter): Promise<StoredObject[]>;
   delete(ref: ObjectRef): Promise<boolean>;
-  /** Replaces an object's status (not its spec, generation unchanged). */
+  /** Replaces the status Spore writes on an object (not its spec, generation unchanged). */
   setStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
+  /**
+   * The part of a stored object that apply wrote, which is what a plan compares
+   * with the desired object: on a cluster, the fields Spore owns, without what
+   * the API server and others added (defaults, their own fields).
+   */
+  applied(o: StoredObject): KubeObject;
   /** Calls `listener` for every change after this call, in commit order; returns the unsubscribe function. */
   watch(listener: (event: WatchEvent) => void): () => void;
   close(): Promise<void>;

@@ -22,7 +22,7 @@ describe('CRDs', () => {
     const crds = allCrds();
     expect(crds.map((c: any) => c.metadata.name)).toEqual([
       'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
-      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev',
     ]);
     for (const crd of crds as any[]) {
       expect(crd.apiVersion).toBe('apiextensions.k8s.io/v1');

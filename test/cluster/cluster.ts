@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { KubeConfig, KubernetesObjectApi, loadYaml, PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
 import { inject } from 'vitest';
+import { allCrds } from '../../api/index.js';
 import { readOutcome } from './run-state.js';
 
 export const FIELD_MANAGER = 'spore';
@@ -56,4 +57,23 @@ export async function testNamespace(kc: KubeConfig, prefix = 't'): Promise<strin
 export async function applyObject<T extends KubernetesObject>(kc: KubeConfig, manifest: T, { dryRun = false } = {}): Promise<T> {
   const obj = loadYaml<T>(JSON.stringify(manifest)); // JSON is YAML
   return KubernetesObjectApi.makeApiClient(kc).patch(obj, undefined, dryRun ? 'All' : undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+}
+
+/** Waits until the API server serves a CRD's kind. */
+export async function waitEstablished(kc: KubeConfig, name: string): Promise<void> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  for (let i = 0; ; i++) {
+    const crd = (await api.read({ apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name } })) as any;
+    if (crd.status?.conditions?.some((c: any) => c.type === 'Established' && c.status === 'True')) return;
+    if (i === 300) throw new Error(`CRD ${name} is not Established: ${JSON.stringify(crd.status?.conditions)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The spore.dev CRDs, applied server-side as `spore crds | kubectl apply --server-side -f -` does, each Established. */
+export async function installCrds(kc: KubeConfig): Promise<any[]> {
+  const crds = allCrds() as any[];
+  for (const crd of crds) await applyObject(kc, crd);
+  for (const crd of crds) await waitEstablished(kc, crd.metadata.name);
+  return crds;
 }

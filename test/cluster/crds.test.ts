@@ -76,7 +76,7 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
   it('accepts every CRD `spore crds` prints, and each becomes Established with its printer columns', async () => {
     expect(crds.map((c) => c.metadata.name)).toEqual([
       'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
-      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev',
     ]);
     const api = KubernetesObjectApi.makeApiClient(kc);
     for (const crd of crds) {

@@ -44,6 +44,7 @@ export function reconcilerHarness() {
     const make = (overrides: Partial<ReconcilerOptions> = {}) =>
       new Reconciler({
         store,
+        history: store,
         source: new GitSource(repo.url, join(state, 'mirror')),
         workDir: join(state, 'work'),
         archiveDir: join(state, 'archives'),
