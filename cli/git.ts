@@ -9,7 +9,7 @@ import { startDataplane, type Dataplane } from '../dataplane/index.js';
 import { GitSource } from '../reconciler/git-source.js';
 import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/reconciler.js';
 import { reconcilerServer } from '../reconciler/server.js';
-import { SqliteStore } from '../store/index.js';
+import { SqliteStore, type ResourceStore, type SyncHistory } from '../store/index.js';
 import { UP_FILE } from './target.js';
 
 export interface GitOptions {
@@ -30,6 +30,42 @@ export interface GitOptions {
   reconcilerHost: string;
   port?: string;
   host?: string;
+  /** `spore reconciler` on a cluster: a kubeconfig file, or the pod's own service account. */
+  kubeconfig?: string;
+  inCluster?: boolean;
+  namespace?: string;
+  archiveUrl?: string;
+}
+
+/** The store and history the reconciler writes to: the state folder's SQLite file, or a cluster's API. */
+async function openTarget(o: GitOptions, stateDir: string, app: string, say: (line: string) => void): Promise<{ store: ResourceStore; history: SyncHistory; local?: SqliteStore; close: () => Promise<void>; where: string }> {
+  if (!o.kubeconfig && !o.inCluster) {
+    const store = new SqliteStore(join(stateDir, 'spore.db'));
+    return { store, history: store, local: store, close: () => store.close(), where: join(stateDir, 'spore.db') };
+  }
+  if (o.kubeconfig && o.inCluster) throw new Error('give --kubeconfig or --in-cluster, not both');
+  // loaded only here: the Kubernetes client is large, and spore up never needs it
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const { KubeStore } = await import('../store/kubernetes.js');
+  const { KubeHistory } = await import('../store/kube-history.js');
+  const kc = new KubeConfig();
+  if (o.inCluster) kc.loadFromCluster();
+  else {
+    try {
+      kc.loadFromFile(resolve(o.kubeconfig!));
+    } catch (err) {
+      throw new Error(`--kubeconfig ${o.kubeconfig}: ${(err as Error).message}`);
+    }
+  }
+  const namespace = o.namespace ?? 'spore-system';
+  const store = await KubeStore.open({ kubeconfig: kc, namespace, report: say });
+  try {
+    const history = await KubeHistory.open(store.client, namespace, app, say);
+    return { store, history, where: `${store.client.server} (namespace ${namespace})`, close: async () => (await history.flush(), await store.close()) };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 }
 
 function portOf(v: string, flag: string): number {
@@ -58,10 +94,11 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     if (tty && m.startsWith('  npm:')) process.stdout.write(`\r\x1b[K${m.slice(0, (process.stdout.columns ?? 80) - 1)}`);
     else process.stdout.write(`${tty ? '\r\x1b[K' : ''}${m}\n`);
   };
-  const store = new SqliteStore(join(stateDir, 'spore.db'));
+  const { store, history, local, close: closeStore, where } = await openTarget(o, stateDir, app, say);
   const source = new GitSource(o.git, join(stateDir, 'git', 'mirror'));
   const reconciler = new Reconciler({
     store,
+    history,
     source,
     workDir: join(stateDir, 'work'),
     archiveDir: join(stateDir, 'archives'),
@@ -73,23 +110,24 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     pollMs,
     allowCommands: o.allowCommands ?? false,
     previews: o.previews ? { patterns, max: maxPreviews } : undefined,
+    archiveUrl: o.archiveUrl,
     report: say,
   });
   let dataplane: Dataplane | undefined;
-  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret, apiToken, report: say });
+  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret ?? process.env.SPORE_WEBHOOK_SECRET, apiToken, report: say });
   try {
-    if (withDataplane) dataplane = await startDataplane({ store, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
+    if (withDataplane && local) dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
     await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
   } catch (err) {
     await dataplane?.close();
-    await store.close();
+    await closeStore();
     throw err;
   }
   const reconcilerUrl = `http://${o.reconcilerHost}:${(server.server.address() as { port: number }).port}`;
   // a new file each start, so that it is created owner-only (mode applies only to new files)
   rmSync(join(stateDir, UP_FILE), { force: true });
   writeFileSync(join(stateDir, UP_FILE), JSON.stringify({ url: dataplane?.url ?? reconcilerUrl, reconcilerUrl, apiToken, pid: process.pid, git: o.git }), { mode: 0o600 });
-  say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}`);
+  say(`spore: following ${o.git} (${o.branch}), polling every ${o.poll}, applying to ${where}`);
   if (dataplane) say(`spore: serving on ${dataplane.url}`);
   say(`spore: reconciler on ${reconcilerUrl}${o.webhookSecret ? ` (webhook: POST ${reconcilerUrl}/webhook)` : ''}`);
   // stop cleanly on a signal even while the first sync runs
@@ -101,7 +139,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
       // together: the reconciler stops its running step (npm ci, render), which ends the CLI calls waiting on it
       await Promise.all([reconciler.close(), server.close()]);
       await dataplane?.close();
-      await store.close();
+      await closeStore();
       rmSync(join(stateDir, UP_FILE), { force: true });
       done();
     };

@@ -51,8 +51,12 @@ export function program(): Command {
     if (o.git) return runGit({ ...o, stateDir: o.stateDir === '<dir>/.spore' ? '.spore' : o.stateDir }, true);
     return upCommand(dir, { ...o, stateDir: o.stateDir === '<dir>/.spore' ? undefined : o.stateDir });
   });
-  gitOptions(cli.command('reconciler').description('run the reconciler alone: follow a Git repository and apply each revision to the store'))
-    .option('--state-dir <dir>', 'state folder', '.spore')
+  gitOptions(cli.command('reconciler').description('run the reconciler alone: follow a Git repository and apply each revision to the store (the local one, or a cluster)'))
+    .option('--state-dir <dir>', 'state folder (local store; on a cluster: checkouts, caches, archives)', '.spore')
+    .option('--kubeconfig <path>', 'apply to the cluster of this kubeconfig (its current context) instead of the local store')
+    .option('--in-cluster', "apply to the cluster this pod runs in (its service account)")
+    .option('--namespace <ns>', "on a cluster: the namespace of Spore's own objects (Stages, sync history)", 'spore-system')
+    .option('--archive-url <url>', "the reconciler's address as the dataplane reaches it: Package archives are served from <url>/archives/")
     .action((o) => {
       if (!o.git) throw new Error('--git <url> is required');
       return runGit(o, false);
