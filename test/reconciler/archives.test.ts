@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
 import { packArchive } from '../../constructs/archive.js';
+import { buildPackages } from '../../reconciler/build.js';
 import { GitSource } from '../../reconciler/git-source.js';
 import { PrepareError, prepareObjects } from '../../reconciler/prepare.js';
 import { Reconciler, type ReconcilerOptions } from '../../reconciler/reconciler.js';
@@ -166,6 +167,29 @@ describe('prepare with archiveUrl', () => {
     })();
     expect(err).toBeInstanceOf(PrepareError);
     expect(err).toMatchObject({ object: 'Package/default/api', message: `spec.archive.url: archives/${wrong}.tgz: the file's sha256 is ${big.sha256}, spec.archive.sha256 says ${wrong}` });
+  });
+
+  it('builds a Python package from its served source, the built archive served too', async () => {
+    const source = packArchive([
+      { path: 'main.py', data: Buffer.from('def main(): return "ok"\n') },
+      { path: 'requirements.txt', data: Buffer.from('# nothing to install\n') },
+    ]);
+    const url = `archives/${source.sha256}.tgz`;
+    const [p] = prepareObjects([{ ...pkg('py', { sha256: source.sha256, size: source.size, url }), spec: { archive: { sha256: source.sha256, size: source.size, url }, build: { requirements: 'requirements.txt' } } }], {
+      outdir: rendered(url, source),
+      archiveDir,
+      archiveUrl: base,
+      inventory: {},
+      allowCommands: false,
+    });
+    expect((p.spec as any).archive.url).toBe(`${base}/archives/${source.sha256}.tgz`);
+    const { objects } = await buildPackages([p], { archiveDir, archiveUrl: base, cacheDir: join(state, 'python') });
+    const built = (objects[0].spec as any).archive;
+    expect((objects[0].spec as any).build.sourceSha256).toBe(source.sha256); // built (nothing to install: the same files)
+    expect(built.url).toBe(`${base}/archives/${built.sha256}.tgz`);
+    const r = await get(`/archives/${built.sha256}.tgz`);
+    expect(r.status).toBe(200);
+    expect(sha256(r.body)).toBe(built.sha256);
   });
 
   it('refuses a reconciler started with an archive URL that is not http(s)://host', () => {
