@@ -111,6 +111,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     allowCommands: o.allowCommands ?? false,
     previews: o.previews ? { patterns, max: maxPreviews } : undefined,
     archiveUrl: o.archiveUrl,
+    namespace: o.namespace,
     report: say,
   });
   let dataplane: Dataplane | undefined;

@@ -4,7 +4,7 @@
 // branch, and previews for refs matching the preview patterns.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, type KubeObject } from '../api/index.js';
+import { API_VERSION, APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, stageObjectName, type KubeObject } from '../api/index.js';
 import { digest, formatRef, refOf, syncKind, type ResourceStore, type StoredObject, type SyncHistory, type SyncRecord } from '../store/index.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
@@ -13,7 +13,7 @@ import { ReconcilerMetrics } from './metrics.js';
 import { installDependencies, InstallError } from './install.js';
 import { loadManifests } from './manifests.js';
 import { planChanges, type Diff } from './diff.js';
-import { formatPlan, plan, refKey, type Plan } from './plan.js';
+import { formatPlan, plan, refKey, withInventory, type Plan } from './plan.js';
 import { archiveUrlBase, prepareObjects, type PrepareError } from './prepare.js';
 import { renderApp } from './render.js';
 import { userMessage } from './user-error.js';
@@ -37,6 +37,8 @@ export interface ReconcilerOptions {
   archiveUrl?: string;
   /** The app's name: the inventory label that marks its objects. */
   app: string;
+  /** Namespace of Spore's own objects: each stage's Stage. @default 'spore-system' */
+  namespace?: string;
   /** @default 'main' */
   branch?: string;
   /** `render`: install and run the app's cdk8s program; `manifests`: the repo holds rendered YAML. @default 'render' */
@@ -331,6 +333,46 @@ export class Reconciler {
     this.metrics.recordSync(record, st.stage === MAIN_STAGE ? 'main' : 'preview');
   }
 
+  /**
+   * The stage as an object of the store (kind Stage, in Spore's namespace), so
+   * that `kubectl get stages` tells an operator what `spore status` tells a
+   * developer: revisions, Ready, the failing step and message, recent syncs.
+   * Removed with the stage. A failure to write it is said, never fatal.
+   */
+  private async writeStage(st: StageStatus, gone = false): Promise<void> {
+    const ref = { apiVersion: API_VERSION, kind: 'Stage', namespace: this.o.namespace ?? 'spore-system', name: stageObjectName(this.o.app, st.stage) };
+    try {
+      if (gone) {
+        await this.o.store.delete(ref);
+        return;
+      }
+      const object = { apiVersion: ref.apiVersion, kind: ref.kind, metadata: { name: ref.name, namespace: ref.namespace, labels: { [APP_LABEL]: this.o.app } }, spec: { app: this.o.app, stage: st.stage, ref: st.ref, ...(st.namespace ? { namespace: st.namespace } : {}) } };
+      await this.o.store.apply([object]);
+      const [last, ...older] = this.sinceTeardown(st.stage);
+      const failed = last?.result === 'failed' && last.revision !== st.liveRevision ? last : undefined;
+      const ready = failed
+        ? { status: 'False', reason: 'SyncFailed', message: `${last.revision.slice(0, 12)} failed at ${last.error?.step}: ${last.error?.message ?? ''}`.slice(0, 1000) }
+        : st.liveRevision
+          ? { status: 'True', reason: 'Synced', message: `serving ${st.liveRevision.slice(0, 12)}` }
+          : { status: 'Unknown', reason: 'Progressing', message: 'no good revision yet' };
+      const current = (await this.o.store.get(ref))?.status as { conditions?: { type: string; status: string; lastTransitionTime?: string }[] } | undefined;
+      const before = current?.conditions?.find((c) => c.type === 'Ready');
+      const summary = (r: SyncRecord) => ({
+        revision: r.revision, result: r.result, trigger: r.trigger, startedAt: new Date(r.startedAt).toISOString(), durationMs: r.durationMs,
+        ...(r.error ? { step: r.error.step, message: r.error.message.slice(0, 500) } : {}),
+      });
+      await this.o.store.setStatus(ref, {
+        conditions: [{ type: 'Ready', ...ready, lastTransitionTime: before?.status === ready.status && before.lastTransitionTime ? before.lastTransitionTime : new Date().toISOString() }],
+        ...(st.liveRevision ? { lastAppliedRevision: st.liveRevision } : {}),
+        ...(last ? { lastAttemptedRevision: last.revision } : {}),
+        ...(failed ? { failure: { revision: failed.revision, step: failed.error?.step ?? 'sync', ...(failed.error?.object ? { object: failed.error.object } : {}), message: (failed.error?.message ?? '').slice(0, 1000) } } : {}),
+        history: [last, ...older].filter(Boolean).slice(0, 10).map(summary),
+      });
+    } catch (err) {
+      this.once(`reconciler: ${st.stage}: could not write its Stage ${ref.namespace}/${ref.name}: ${(err as Error).message}`);
+    }
+  }
+
   private inventory(st: StageStatus) {
     return { [APP_LABEL]: this.o.app, [STAGE_LABEL]: st.stage };
   }
@@ -377,6 +419,8 @@ export class Reconciler {
       const skipped: string[] = [];
       const prepared = prepareObjects(objects, { outdir, archiveDir: this.o.archiveDir, archiveUrl: this.o.archiveUrl, inventory: this.inventory(st), namespace: st.namespace, skipped: (x) => skipped.push(x), allowCommands: this.o.allowCommands ?? false });
       if (skipped.length) this.say(`reconciler: ${st.stage}: cluster-wide objects are the main stage's, not the preview's: left out ${skipped.join(', ')}`);
+      // a preview's namespace is one of its objects: made before the rest, deleted with the stage
+      if (st.namespace) prepared.unshift(...withInventory([{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: st.namespace } }], this.inventory(st)));
       return prepared;
     } catch (err) {
       throw new SyncFailure('validate', (err as Error).message, (err as PrepareError).object);
@@ -497,6 +541,7 @@ export class Reconciler {
     record.durationMs = Date.now() - started;
     st.lastAttempt = { revision: sha, result: record.result, at: started, error: record.error };
     this.record(st, record);
+    await this.writeStage(st);
     return record;
   }
 
@@ -536,6 +581,7 @@ export class Reconciler {
     for (const sub of ['checkouts', 'renders']) rmSync(join(this.o.workDir, sub, st.stage), { recursive: true, force: true });
     const counts = { create: 0, update: 0, unchanged: 0, prune: r.pruned.length };
     this.record(st, { stage: st.stage, ref: st.ref, revision: st.liveRevision ?? '', startedAt: started, durationMs: Date.now() - started, result: 'succeeded', trigger: `teardown: ${why}`, counts, teardown: true });
+    await this.writeStage(st, true);
     this.say(`reconciler: ${st.stage}: torn down, ${why}; removed ${r.pruned.length} object(s)`);
   }
 

@@ -100,7 +100,7 @@ describe('reconciler over time', () => {
       await e.rec.poll('poll'); // the ref is still there: no preview comes back
       expect(stageOf(e, 'pr-7')).toBeUndefined();
       expect(await e.store.list({ namespace: 'pr-7' })).toEqual([]);
-      expect(e.rec.history('pr-7')[0]).toMatchObject({ trigger: 'teardown: its pull request closed', teardown: true, counts: { prune: 4 } }); // Environment, Package, Function, HttpTrigger
+      expect(e.rec.history('pr-7')[0]).toMatchObject({ trigger: 'teardown: its pull request closed', teardown: true, counts: { prune: 5 } }); // Environment, Package, Function, HttpTrigger, and the preview's Namespace
       expect((await e.get('/hello')).body).toBe('v1 hello');
 
       expect((await hook({ action: 'reopened', number: 7, pull_request: { number: 7, head: { sha: head } } })).status).toBe(202);
@@ -161,7 +161,8 @@ new ApiObject(chart, 'team', { apiVersion: 'v1', kind: 'Namespace', metadata: { 
     const names = async (namespace: string) => (await e.store.list({ namespace })).map((o) => `${o.kind}/${o.metadata.name}`).sort();
     expect(await names('pr-2')).toEqual(['ConfigMap/settings', 'Environment/node', 'Function/hello', 'HttpTrigger/hello-route', 'Package/hello']);
     expect(await names('default')).toContain('ConfigMap/settings');
-    expect((await e.store.list({ kind: 'Namespace' })).map((o) => o.metadata.labels?.['spore.dev/stage'])).toEqual(['main']);
+    // the app's Namespace is main's; the preview has one of its own, made and deleted with it
+    expect((await e.store.list({ kind: 'Namespace' })).map((o) => `${o.metadata.name}: ${o.metadata.labels?.['spore.dev/stage']}`).sort()).toEqual(['pr-2: pr-2', 'team: main']);
     expect(e.lines).toContain("reconciler: pr-2: cluster-wide objects are the main stage's, not the preview's: left out Namespace/team");
     // a live preview keeps its place when a lower number arrives
     e.repo.pushRef('refs/pull/1/head', e.repo.commit('one', files('one'), 'pr-one'));

@@ -74,7 +74,8 @@ describe('reconciler resilience', () => {
     servers.push(flaky);
     await flaky.up();
     await flaky.down(); // the port is known; the "registry" is now down
-    const e = await setup({ retryBaseMs: 200 });
+    // long enough that the heal below comes before the first retry, even on a loaded machine
+    const e = await setup({ retryBaseMs: 5_000 });
     const good = e.repo.commit('v1', v('v1'));
     await e.rec.start();
     const files = flaky.withDependency(readFileSync(join(template(), 'package.json'), 'utf8'), readFileSync(join(template(), 'package-lock.json'), 'utf8'));
@@ -83,7 +84,7 @@ describe('reconciler resilience', () => {
     expect(mainStage(e)).toMatchObject({ liveRevision: good, lastAttempt: { revision: sha, result: 'failed', error: { step: 'install', attempts: 1 } } });
     expect(mainStage(e).lastAttempt!.error!.message).toMatch(/ECONNREFUSED/);
     expect(mainStage(e).retry).toMatchObject({ revision: sha, attempts: 1 });
-    expect(e.lines.join('\n')).toMatch(/trying again in 0s \(attempt 2 of 6\)/);
+    expect(e.lines.join('\n')).toMatch(/trying again in 5s \(attempt 2 of 6\)/);
 
     // healing the live revision meanwhile does not cancel the retry
     await e.store.delete({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name: 'hello' });
