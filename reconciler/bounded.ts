@@ -29,11 +29,15 @@ export interface BoundedResult {
   ended: 'exited' | 'timed out' | 'stopped';
 }
 
+/** Spore's own secrets, which a repository's code (its npm scripts, its synth) has no business reading. */
+const SECRETS = ['SPORE_API_TOKEN', 'SPORE_WEBHOOK_SECRET'];
+
 /** Resolves when the program ends, however it ends; rejects only when it cannot start. */
 export function runBounded(command: string, args: string[], o: BoundedOptions): Promise<BoundedResult> {
   if (o.signal?.aborted) return Promise.resolve({ code: null, output: '', ended: 'stopped' });
   return new Promise((resolve, reject) => {
     const env = { ...(o.env ?? process.env), ...(o.owner ? ownerEnv(o.owner) : {}) };
+    for (const name of SECRETS) delete env[name];
     const child = spawn(command, args, { cwd: o.cwd, env, shell: o.shell, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let output = '';
     let ended: BoundedResult['ended'] = 'exited';
