@@ -35,6 +35,7 @@ export interface KindInfo {
 const ready: PrinterColumn = { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
 const fn: PrinterColumn = { name: 'Function', type: 'string', jsonPath: '.spec.function.name' };
 const age: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
+const revision: PrinterColumn = { name: 'Revision', type: 'string', jsonPath: '.status.revision', description: 'the Git revision that last changed the object' };
 
 /** Waves of what is not a spore.dev kind but comes before it. */
 export const WAVE_FOUNDATION = -1; // CustomResourceDefinitions, Namespaces
@@ -70,6 +71,7 @@ export const KINDS = {
       { name: 'Environment', type: 'string', jsonPath: '.spec.environment.name' },
       { name: 'Executor', type: 'string', jsonPath: '.spec.executor.type' },
       ready,
+      revision,
       age,
     ],
   },
@@ -83,6 +85,7 @@ export const KINDS = {
       { name: 'Host', type: 'string', jsonPath: '.spec.host', priority: 1 },
       fn,
       ready,
+      revision,
       age,
     ],
   },

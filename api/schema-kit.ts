@@ -68,5 +68,6 @@ export const Condition = Closed({
 /** Status fields every kind shares; a kind adds its own next to them. */
 export const commonStatus = {
   observedGeneration: Type.Optional(Type.Integer({ minimum: 0 })),
+  revision: Type.Optional(Type.String({ description: 'the Git revision that last changed the object' })),
   conditions: Type.Optional(Type.Array(Condition)),
 };

@@ -5,7 +5,8 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { API_VERSION, APP_LABEL, dnsLabel, MAIN_STAGE, STAGE_LABEL, stageObjectName, type KubeObject } from '../api/index.js';
-import { digest, formatRef, refOf, syncKind, type ResourceStore, type StoredObject, type SyncHistory, type SyncRecord } from '../store/index.js';
+import { digest, formatRef, refOf, syncKind, type ApplyResult, type ResourceStore, type StoredObject, type SyncHistory, type SyncRecord } from '../store/index.js';
+import { statusFor, touched } from './status.js';
 import { GitError, type GitSource } from './git-source.js';
 import { stopLeftovers } from './bounded.js';
 import { buildPackages, type BuildError } from './build.js';
@@ -373,6 +374,20 @@ export class Reconciler {
     }
   }
 
+  /** Ready, observedGeneration and revision on each spore.dev object applied, where they changed (see status.ts). */
+  private async writeStatuses(desired: KubeObject[], sha: string, result: ApplyResult): Promise<void> {
+    const changed = new Set([...result.created, ...result.updated].map(refKey));
+    const work = desired.filter((o) => o.apiVersion === API_VERSION && o.kind !== 'Stage');
+    for (let i = 0; i < work.length; i += 8) {
+      await Promise.all(work.slice(i, i + 8).map(async (o) => {
+        const ref = refOf(o);
+        const live = await this.o.store.get(ref);
+        const status = live && statusFor(live, desired, sha, touched(o, (kind, name) => changed.has(refKey({ ...ref, kind, name }))));
+        if (status) await this.o.store.setStatus(ref, status).catch((err: Error) => this.once(`reconciler: could not write the status of ${formatRef(ref)}: ${err.message}`));
+      }));
+    }
+  }
+
   private inventory(st: StageStatus) {
     return { [APP_LABEL]: this.o.app, [STAGE_LABEL]: st.stage };
   }
@@ -491,14 +506,16 @@ export class Reconciler {
         .filter((e) => (e.action === 'update' || e.action === 'create') && e.object && last?.applied?.[refKey(e.ref)] === digest(e.object))
         .map((e) => formatRef(e.ref));
       const tApply = performance.now();
+      let result: ApplyResult;
       try {
-        await this.o.store.apply(
+        result = await this.o.store.apply(
           p.entries.filter((e) => e.object).map((e) => e.object!),
           { prune: { labels: this.inventory(st) } },
         );
       } catch (err) {
-        throw new SyncFailure('apply', (err as Error).message);
+        throw new SyncFailure('apply', (err as Error).message, (err as { object?: string }).object);
       }
+      await this.writeStatuses(desired, sha, result);
       timings.apply = Math.round(performance.now() - tApply);
       Object.assign(record, {
         result: 'succeeded',

@@ -88,6 +88,9 @@ describe.skipIf(!kubeconfig)('spore reconciler on a cluster', () => {
     const stage = await read('spore.dev/v1alpha1', 'Stage', 'shop-main', system);
     expect(stage.status).toMatchObject({ lastAppliedRevision: a, lastAttemptedRevision: a, conditions: [{ type: 'Ready', status: 'True', reason: 'Synced' }] });
     expect(stage.status.inventory).toHaveLength(8);
+    // each object says it is Ready and which revision last changed it, in its status subresource
+    expect(b.status).toMatchObject({ observedGeneration: 1, revision: a, conditions: [{ type: 'Ready', status: 'True', reason: 'Applied', message: 'environment node, package b' }] });
+    expect((await read('spore.dev/v1alpha1', 'HttpTrigger', 'a', ns)).status).toMatchObject({ revision: a, conditions: [{ status: 'True', message: 'calls function a' }] });
 
     // polls of a repository that did not move write nothing
     const before = await versions(ns, ['a', 'b']);
@@ -116,7 +119,7 @@ describe.skipIf(!kubeconfig)('spore reconciler on a cluster', () => {
     expect(await read('spore.dev/v1alpha1', 'Package', 'b', ns)).toBeUndefined();
     expect(await read('spore.dev/v1alpha1', 'HttpTrigger', 'b', ns)).toBeUndefined();
     expect(await read('v1', 'ConfigMap', 'by-hand', ns)).toBeTruthy();
-    expect(await fn('a', ns)).toBeTruthy();
+    expect((await fn('a', ns)).status.revision).toBe(a); // unchanged since a
 
     // a broken commit is rejected whole: the previous revision's objects stay, and the Stage says why
     const broken = repo.commit('broken', { 'dist/app.yaml': manifests(ns, ['a', 'd'], [{ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: { name: 'e', namespace: ns }, spec: { environment: { name: 'node' } } }]) });

@@ -9,7 +9,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { packArchive } from '../../constructs/archive.js';
 import { reconcilerServer } from '../../reconciler/server.js';
 import { alive, waitFor } from '../dataplane/harness.js';
-import { mainTs, Repo } from './gitrepo.js';
+import { handler, mainTs, Repo } from './gitrepo.js';
 import { mainStage, reconcilerHarness, v } from './harness.js';
 
 const { setup, template } = reconcilerHarness();
@@ -27,6 +27,41 @@ describe('reconciler', () => {
     const [latest] = e.rec.history();
     expect(latest).toMatchObject({ stage: 'main', revision: second, result: 'succeeded', trigger: 'poll', author: 'Dev <dev@example.com>', message: 'v2', counts: { create: 0, prune: 0 } });
     expect(latest.counts!.update).toBeGreaterThan(0);
+  });
+
+  it('says on each object and on its Stage what it is at: Ready, the revision that last changed it, the failure', async () => {
+    const e = await setup();
+    const first = e.repo.commit('v1', v('v1', ['hello', 'bye']));
+    await e.rec.start();
+    const fn = (name: string) => e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Function', name });
+    expect((await fn('hello'))!.status).toMatchObject({
+      observedGeneration: 1,
+      revision: first,
+      conditions: [{ type: 'Ready', status: 'True', reason: 'Applied', message: expect.stringMatching(/^environment node, package hello/) }],
+    });
+    const route = (await e.store.list({ kind: 'HttpTrigger' })).find((t) => (t.spec as any).function?.name === 'hello')!;
+    expect(route.status).toMatchObject({ revision: first, conditions: [{ status: 'True', message: 'calls function hello' }] });
+    const stage = () => e.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'Stage', namespace: 'spore-system', name: 'shop-main' });
+    expect((await stage())!.status).toMatchObject({ lastAppliedRevision: first, conditions: [{ type: 'Ready', status: 'True', reason: 'Synced' }] });
+
+    // only what changed takes the new revision; a sync that changes nothing writes no status
+    const second = e.repo.commit('v2 of hello', { 'functions/hello.ts': handler('v2 hello') });
+    await e.rec.poll('poll');
+    expect((await fn('hello'))!.status).toMatchObject({ revision: second });
+    const bye = (await fn('bye'))!;
+    expect(bye.status).toMatchObject({ revision: first });
+    await e.rec.poll('sync');
+    expect((await fn('bye'))!.metadata.resourceVersion).toBe(bye.metadata.resourceVersion);
+
+    const bad = e.repo.commit('broken', { 'functions/hello.ts': 'export default () => (' });
+    await e.rec.poll('poll');
+    expect((await stage())!.status).toMatchObject({
+      lastAppliedRevision: second,
+      lastAttemptedRevision: bad,
+      failure: { revision: bad, step: 'render' },
+      conditions: [{ type: 'Ready', status: 'False', reason: 'SyncFailed' }],
+      history: [{ revision: bad, result: 'failed' }, { revision: second, result: 'succeeded' }, { revision: first, result: 'succeeded' }],
+    });
   });
 
   it('syncs at once on a signed webhook and refuses forged ones', async () => {
