@@ -1,7 +1,7 @@
 // `spore up --git URL` and `spore reconciler`: the reconciler following a Git
 // repository, with the dataplane in the same process (up) or without (reconciler).
 import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import parseDuration from 'parse-duration';
 import { appName } from '../api/index.js';
@@ -81,6 +81,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
   if (!Number.isInteger(maxPreviews) || maxPreviews < 0) throw new Error(`--max-previews must be a whole number (got "${o.maxPreviews}")`);
   const reconcilerPort = portOf(o.reconcilerPort, '--reconciler-port');
   const stateDir = resolve(o.stateDir);
+  mkdirSync(stateDir, { recursive: true });
   const app = appName(o.app ?? basename(o.git.replace(/\/+$/, '')));
   if (o.app && app !== o.app) throw new Error(`--app "${o.app}": an app name is a DNS label (lowercase letters, digits and -), e.g. "${app}"`);
   const patterns = o.previewRefs ? o.previewRefs.split(',').map((p) => p.trim()).filter(Boolean) : DEFAULT_PREVIEW_PATTERNS;

@@ -53,7 +53,8 @@ export class KindCache {
     this.informer.on('error', (err: any) => {
       if (this.stopped) return;
       attempts++;
-      onError(`watching ${kind} (${apiVersion}): ${err?.message ?? err}; again in ${Math.min(2 ** attempts, 30)} s`);
+      // a first failure is common right after a CRD changed (its storage is initializing): said only when it lasts
+      if (attempts > 1) onError(`watching ${kind} (${apiVersion}): ${err?.message ?? err}; again in ${Math.min(2 ** attempts, 30)} s`);
       this.retry = setTimeout(() => void this.informer.start().catch(() => {}), Math.min(2 ** attempts, 30) * 1000);
     });
     this.ready = this.informer.start();
