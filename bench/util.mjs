@@ -34,16 +34,23 @@ export async function waitFor(what, probe, timeoutMs = 60_000) {
 // the benchmark ends, fails, or the bench is interrupted (run.mjs).
 const open = new Set();
 
-/** A stack of things to undo; close() runs them last first and never throws. */
+/**
+ * A stack of things to undo; close() runs them last first and never throws.
+ * Closing twice (the benchmark's own finally and an interrupt) is one close:
+ * both wait for it, and the undo steps keep their order.
+ */
 export function scope() {
   const undo = [];
+  let closing;
   const s = {
     defer(fn) {
       undo.push(fn);
     },
-    async close() {
-      open.delete(s);
-      while (undo.length) await undo.pop()().catch((err) => console.error(`bench cleanup: ${err.message}`));
+    close() {
+      return (closing ??= (async () => {
+        open.delete(s);
+        while (undo.length) await Promise.resolve().then(undo.pop()).catch((err) => console.error(`bench cleanup: ${err.message}`));
+      })());
     },
   };
   open.add(s);
