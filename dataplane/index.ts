@@ -9,6 +9,7 @@ import { PoolManager } from './poolmgr/poolmgr.js';
 import { ProcessProvider } from './poolmgr/process-provider.js';
 import type { InstanceProvider } from './poolmgr/provider.js';
 import { Router } from './router/router.js';
+import { Timers } from './triggers/timers.js';
 
 export { DataplaneError } from './errors.js';
 export { Metrics } from './metrics.js';
@@ -18,6 +19,7 @@ export { PackageFetcher, PackageError } from './poolmgr/package-fetcher.js';
 export type { Instance, InstanceProvider } from './poolmgr/provider.js';
 export { Router, REQUEST_ID } from './router/router.js';
 export { RouteTable } from './router/route-table.js';
+export { Timers, schedule, type TimerInfo } from './triggers/timers.js';
 
 export interface DataplaneOptions {
   store: ResourceStore & LogStore;
@@ -41,6 +43,7 @@ export interface Dataplane {
   router: Router;
   poolmgr: PoolManager;
   metrics: Metrics;
+  timers: Timers;
   close(): Promise<void>;
 }
 
@@ -55,7 +58,9 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report });
   await poolmgr.start();
-  const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : { logs: o.store }, bodyLimit: o.bodyLimit, report: o.report });
+  let timers: Timers | undefined;
+  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [] }) };
+  const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;
   try {
     url = await router.listen(o.port ?? 8080, o.host ?? '127.0.0.1');
@@ -63,14 +68,20 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     await poolmgr.shutdown();
     throw err;
   }
+  // timers call through the router (in-process), so they start once it serves
+  timers = new Timers({ store: o.store, router, logs, report: o.report });
+  await timers.start();
+  const started = timers;
   let closing: Promise<void> | undefined;
   return {
     url,
     router,
     poolmgr,
     metrics,
+    timers: started,
     close: () =>
       (closing ??= (async () => {
+        await started.close(); // no new firing; the calls in flight finish (bounded) while the router still serves
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

@@ -1,6 +1,7 @@
 // One proxied call, from the router to an instance and back: undici's
 // dispatch handler with the call's state in one object (router.ts finds the
 // route and the instance; this relays the bytes).
+import { Socket } from 'node:net';
 import { Readable, Transform } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Dispatcher, errors as undiciErrors } from 'undici';
@@ -81,7 +82,8 @@ export class Relay implements Dispatcher.DispatchHandlers {
   }
 
   readonly onClose = () => {
-    const finished = this.reply.raw.writableFinished;
+    // a call from Router.invoke() has no socket to flush to: its answer is whole once ended
+    const finished = this.reply.raw.writableFinished || (!(this.req.raw.socket instanceof Socket) && this.reply.raw.writableEnded);
     if (!finished) {
       this.clientGone = true;
       this.stop();

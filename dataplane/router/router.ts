@@ -15,6 +15,24 @@ import { HOP_BY_HOP, ignore, Relay, REQUEST_ID, timeUp, type Call } from './rela
 import { RouteTable } from './route-table.js';
 
 export { REQUEST_ID };
+
+export interface Invocation {
+  namespace: string;
+  name: string;
+  method: string;
+  /** Path under the function, with a query if any. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** Made up when not given. */
+  requestId?: string;
+}
+
+export interface InvokeResult {
+  status: number;
+  requestId: string;
+  body: string;
+}
 /** What a header value may hold as it is; anything else (a decoded `%0A`, `€`) is sent percent-encoded. */
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -23,8 +41,8 @@ export interface RouterOptions {
   store: ResourceStore;
   poolmgr: PoolManager;
   metrics: Metrics;
-  /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. */
-  admin?: { logs: LogStore };
+  /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. `status` adds to /_spore/status (the timers). */
+  admin?: { logs: LogStore; status?: () => Record<string, unknown> };
   /** Largest request body accepted. @default 16 MiB */
   bodyLimit?: number;
   /** Bound on waiting for in-flight calls at shutdown. @default 10000 ms */
@@ -134,7 +152,7 @@ export class Router {
     s.route({ method: [...METHODS], url: '/_fn/:namespace/:name/*', handler: internal });
     if (this.o.admin) {
       const logs = this.o.admin.logs;
-      s.get('/_spore/status', async () => ({ ...this.o.poolmgr.snapshot(), routes: this.table.routes }));
+      s.get('/_spore/status', async () => ({ ...this.o.poolmgr.snapshot(), routes: this.table.routes, ...this.o.admin?.status?.() }));
       s.get('/_spore/logs', async (req) => {
         const q = req.query as Record<string, string | undefined>;
         if (!q.function) throw new DataplaneError(400, 'BadRequest', 'query parameter "function" is required');
@@ -244,6 +262,19 @@ export class Router {
     relay.tUp = performance.now();
     this.agent.dispatch({ origin: lease.url, path: q < 0 ? call.path : call.path + req.url.slice(q), method: req.method as Dispatcher.HttpMethod, headers, body: relay.body, headersTimeout: 0, bodyTimeout: 0 }, relay);
     return answered;
+  }
+
+  /**
+   * One call from inside Spore (a timer's firing): injected into the `/_fn/`
+   * route, so it takes the very path of an HTTP call (call() and a Relay: one
+   * count in the metrics, a request id, the function's concurrency, queue and
+   * timeout) with no socket and no round trip through the network stack.
+   */
+  async invoke(c: Invocation): Promise<InvokeResult> {
+    const requestId = c.requestId ?? randomUUID();
+    const url = `/_fn/${encodeURIComponent(c.namespace)}/${encodeURIComponent(c.name)}${c.path.startsWith('/') ? c.path : `/${c.path}`}`;
+    const res = await this.server.inject({ method: c.method as Dispatcher.HttpMethod, url, headers: { ...c.headers, [REQUEST_ID]: requestId }, payload: c.body });
+    return { status: res.statusCode, requestId, body: res.body };
   }
 
   async close(): Promise<void> {
