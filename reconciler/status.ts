@@ -14,9 +14,9 @@ export interface Condition {
   lastTransitionTime?: string;
 }
 
-/** Kinds nothing in this version of Spore acts on yet: their objects are accepted, and say so. */
+/** Kinds the reconciler does not serve (timers fire only in `spore up`'s dataplane): their objects are accepted, and say so. */
 const NOT_SERVED: Record<string, string> = {
-  TimerTrigger: 'accepted; timers do not fire in this version of Spore',
+  TimerTrigger: 'accepted; fired by the dataplane of spore up; a cluster runs no dataplane yet, so there it does not fire',
   QueueTrigger: 'accepted; queue triggers do not consume in this version of Spore',
   WatchTrigger: 'accepted; watch triggers do not fire in this version of Spore',
   Workflow: 'accepted; workflows do not run in this version of Spore',
