@@ -139,6 +139,11 @@ export async function listCommand(o: TargetOptions & OutputOptions): Promise<voi
     const to = r.functions.map((f: any) => (r.functions.length > 1 ? `${f.name} ${f.weight}%` : f.name)).join(', ');
     out.push(`  ${r.methods.join(',').padEnd(10)} ${r.path}${r.host ? ` host=${r.host}` : ''} → ${to}`);
   }
+  out.push('TIMERS');
+  for (const t of status.timers ?? []) {
+    const last = t.lastStatus === undefined ? '' : ` last=${t.lastStatus || 'failed'}${t.lastError ? ` (${t.lastError})` : ''}`;
+    out.push(`  ${`${t.namespace}/${t.name}`.padEnd(32)} "${t.cron}" ${t.timeZone} → ${t.function} next=${t.nextRun ?? 'never'}${last}`);
+  }
   out.push('ENVIRONMENTS');
   for (const e of status.environments) out.push(`  ${`${e.namespace}/${e.name}`.padEnd(32)} warm=${e.warm} starting=${e.starting}`);
   process.stdout.write(out.join('\n') + '\n');

@@ -117,8 +117,13 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
       say(`  ${r.methods.join(',').padEnd(8)} ${dataplane.url}${r.path}${r.host ? ` (host ${r.host})` : ''} → ${target}`);
     }
   };
+  // one line per timer: what it calls, its schedule and its next run
+  const printTimers = () => {
+    for (const t of dataplane.timers.list()) say(`  timer    ${t.name} "${t.cron}" ${t.timeZone} → ${t.function}, next ${t.nextRun ?? 'never'}`);
+  };
   say(`spore: serving on ${dataplane.url}`);
   printRoutes();
+  printTimers();
 
   let watcher: ReturnType<typeof watch> | undefined;
   if (options.watch) {
@@ -135,6 +140,7 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
             say(`spore: applied (${summary(await app.deploy())})`);
             await dataplane.router.reload();
             printRoutes();
+            printTimers();
           } catch (err) {
             say(`spore: ${(err as Error).message}\nspore: still serving the last good version`);
           }

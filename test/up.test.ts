@@ -65,6 +65,8 @@ describe('spore up', () => {
       expect({ command: `curl ${arg}`, out: r.stdout.trim(), err: r.stderr }).toEqual({ command: `curl ${arg}`, out: said.trim(), err: '' });
     }
     expect(u.output()).toContain(`GET      ${url}/hello/:name → hello`);
+    // the example's timer, said at start with its schedule and next run
+    expect(u.output()).toMatch(/^  timer    tick-schedule "@every 1m" UTC → tick, next \d{4}-\d\d-\d\dT[\d:.]+Z$/m);
 
     const invoke = cli('invoke', 'process-order', '--state-dir', state, '-d', '{"id":"o-1","items":[{"sku":"a","quantity":2,"price":3}]}', '-H', 'content-type: application/json');
     expect(invoke.status).toBe(0);
@@ -84,6 +86,7 @@ describe('spore up', () => {
     expect(list.stdout).toContain('default/hello');
     expect(list.stdout).toContain('GET        /hello/:name → hello');
     expect(list.stdout).toMatch(/default\/python\s+warm=\d/);
+    expect(list.stdout).toMatch(/^TIMERS\n  default\/tick-schedule\s+"@every 1m" UTC → tick next=\d{4}-/m);
     const pids = [...list.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
     expect(pids.length).toBeGreaterThanOrEqual(5);
 
