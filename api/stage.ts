@@ -17,6 +17,9 @@ export const InventoryEntry = Closed({
   kind: Type.String(),
   namespace: Type.Optional(Type.String()),
   name: Type.String(),
+  /** Digests of what Spore applied and of what the API server made of it, to tell its rewrites from drift. */
+  digest: Type.Optional(Type.String()),
+  owned: Type.Optional(Type.String()),
 });
 
 const SyncSummary = Closed({

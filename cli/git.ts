@@ -61,7 +61,13 @@ async function openTarget(o: GitOptions, stateDir: string, app: string, say: (li
   const store = await KubeStore.open({ kubeconfig: kc, namespace, report: say });
   try {
     const history = await KubeHistory.open(store.client, namespace, app, say);
-    return { store, history, where: `${store.client.server} (namespace ${namespace})`, close: async () => (await history.flush(), await store.close()) };
+    const close = async () => {
+      // the history's last writes first (while the API answers), then stop
+      await Promise.race([history.flush(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+      history.close();
+      await store.close();
+    };
+    return { store, history, where: `${store.client.server} (namespace ${namespace})`, close };
   } catch (err) {
     await store.close();
     throw err;
@@ -96,28 +102,29 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
     else process.stdout.write(`${tty ? '\r\x1b[K' : ''}${m}\n`);
   };
   const { store, history, local, close: closeStore, where } = await openTarget(o, stateDir, app, say);
-  const source = new GitSource(o.git, join(stateDir, 'git', 'mirror'));
-  const reconciler = new Reconciler({
-    store,
-    history,
-    source,
-    workDir: join(stateDir, 'work'),
-    archiveDir: join(stateDir, 'archives'),
-    app,
-    branch: o.branch,
-    mode: o.manifests ? 'manifests' : 'render',
-    path: o.path,
-    depsCache: o.depsCache && o.depsCache !== '<state-dir>/work/deps' ? resolve(o.depsCache) : undefined,
-    pollMs,
-    allowCommands: o.allowCommands ?? false,
-    previews: o.previews ? { patterns, max: maxPreviews } : undefined,
-    archiveUrl: o.archiveUrl,
-    namespace: o.namespace,
-    report: say,
-  });
+  let reconciler: Reconciler;
+  let server: ReturnType<typeof reconcilerServer>;
   let dataplane: Dataplane | undefined;
-  const server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret ?? process.env.SPORE_WEBHOOK_SECRET, apiToken, report: say });
   try {
+    reconciler = new Reconciler({
+      store,
+      history,
+      source: new GitSource(o.git, join(stateDir, 'git', 'mirror')),
+      workDir: join(stateDir, 'work'),
+      archiveDir: join(stateDir, 'archives'),
+      app,
+      branch: o.branch,
+      mode: o.manifests ? 'manifests' : 'render',
+      path: o.path,
+      depsCache: o.depsCache && o.depsCache !== '<state-dir>/work/deps' ? resolve(o.depsCache) : undefined,
+      pollMs,
+      allowCommands: o.allowCommands ?? false,
+      previews: o.previews ? { patterns, max: maxPreviews } : undefined,
+      archiveUrl: o.archiveUrl,
+      namespace: o.namespace,
+      report: say,
+    });
+    server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret ?? process.env.SPORE_WEBHOOK_SECRET, apiToken, report: say });
     if (withDataplane && local) dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
     await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
   } catch (err) {

@@ -31,7 +31,13 @@ export function withInventory(objects: readonly KubeObject[], inventory: Record<
  * Compares desired objects (already labelled) with the live ones. Only live
  * objects carrying every inventory label can be pruned; nothing else is touched.
  */
-export function plan(desired: readonly KubeObject[], live: readonly StoredObject[], inventory: Record<string, string>): Plan {
+export function plan(
+  desired: readonly KubeObject[],
+  live: readonly StoredObject[],
+  inventory: Record<string, string>,
+  /** Whether applying the desired object would change nothing of the live one (the store's inSync). */
+  same: (desired: KubeObject, live: StoredObject) => boolean = (d, l) => canonical(l) === canonical(d),
+): Plan {
   const liveByKey = new Map(live.map((o) => [refKey(refOf(o)), o]));
   const desiredKeys = new Set<string>();
   const entries: PlanEntry[] = [];
@@ -40,7 +46,7 @@ export function plan(desired: readonly KubeObject[], live: readonly StoredObject
     const key = refKey(ref);
     desiredKeys.add(key);
     const current = liveByKey.get(key);
-    const action: Action = !current ? 'create' : canonical(current) === canonical(o) ? 'unchanged' : 'update';
+    const action: Action = !current ? 'create' : same(o, current) ? 'unchanged' : 'update';
     entries.push({ action, ref, wave: waveOf(o), object: o, ...(action === 'update' ? { live: current } : {}) });
   }
   const owned = (o: StoredObject) => Object.entries(inventory).every(([k, v]) => o.metadata.labels?.[k] === v);

@@ -472,11 +472,14 @@ export class Reconciler {
       }
       live.set(key, current);
     }
-    const view = [...live.values()].map((o) => {
-      const mine = this.o.store.applied(o);
-      return { ...mine, metadata: { ...mine.metadata, namespace: o.metadata.namespace } } as StoredObject;
-    });
-    return plan(desired, view, inv);
+    const p = plan(desired, [...live.values()], inv, (d, l) => this.o.store.inSync(d, l));
+    // what a diff shows of a live object: the part Spore applied, not what the server added
+    for (const e of p.entries) {
+      if (!e.live) continue;
+      const mine = this.o.store.applied(e.live);
+      e.live = { ...mine, metadata: { ...mine.metadata, namespace: e.live.metadata.namespace } } as StoredObject;
+    }
+    return p;
   }
 
   private async syncRevision(st: StageStatus, sha: string, trigger: string, given?: { objects: KubeObject[] }): Promise<SyncRecord> {
@@ -513,7 +516,9 @@ export class Reconciler {
           { prune: { labels: this.inventory(st) } },
         );
       } catch (err) {
-        throw new SyncFailure('apply', (err as Error).message, (err as { object?: string }).object);
+        // the API server away, busy or in conflict: the revision is tried again after a backoff, not rejected
+        const e = err as { object?: string; transient?: boolean };
+        throw new SyncFailure('apply', (err as Error).message, e.object, e.transient ?? false);
       }
       await this.writeStatuses(desired, sha, result);
       timings.apply = Math.round(performance.now() - tApply);

@@ -69,14 +69,11 @@ export function statusFor(live: StoredObject, set: readonly KubeObject[], revisi
   const current = (live.status ?? {}) as { observedGeneration?: number; revision?: string; conditions?: Condition[] };
   const ready = readiness(live, set);
   const before = current.conditions?.find((c) => c.type === 'Ready');
+  // only the fields the reconciler owns: what another writer keeps in the status is theirs
   const next = {
-    ...current,
     observedGeneration: live.metadata.generation,
     revision: changed || !current.revision ? revision : current.revision,
-    conditions: [
-      ...(current.conditions ?? []).filter((c) => c.type !== 'Ready'),
-      { ...ready, lastTransitionTime: before?.status === ready.status && before.lastTransitionTime ? before.lastTransitionTime : now.toISOString() },
-    ],
+    conditions: [{ ...ready, lastTransitionTime: before?.status === ready.status && before.lastTransitionTime ? before.lastTransitionTime : now.toISOString() }],
   };
   const same =
     current.observedGeneration === next.observedGeneration &&

@@ -30,10 +30,18 @@ export class KindCache {
     onEvent: (e: CacheEvent) => void,
     onError: (message: string) => void,
   ) {
+    let attempts = 0;
+    let listed = false;
+    let ready!: { resolve: () => void; reject: (err: Error) => void };
+    this.ready = new Promise((resolve, reject) => (ready = { resolve, reject }));
     // list items come without apiVersion and kind: they are put back, so objects read the same from a list and a watch
     const list = async () => {
       const l = await client.request<{ items: KubeObject[]; metadata: { resourceVersion: string } }>('GET', collection);
       for (const o of l.items) Object.assign(o, { apiVersion, kind });
+      // a cache is ready once a list succeeded (the client goes on to watch even when it failed)
+      attempts = 0;
+      listed = true;
+      setImmediate(ready.resolve); // after the client has put the items in (its next step, a microtask away)
       return l as never;
     };
     this.informer = new ListWatch<KubernetesObject>(collection, new Watch(kc), list, false);
@@ -47,17 +55,22 @@ export class KindCache {
     this.informer.on('add', emit('ADDED'));
     this.informer.on('update', emit('MODIFIED'));
     this.informer.on('delete', emit('DELETED'));
-    let attempts = 0;
-    this.informer.on('connect', () => (attempts = 0));
     // the client stops on an error other than 410: start again, waiting longer each time
     this.informer.on('error', (err: any) => {
       if (this.stopped) return;
       attempts++;
-      // a first failure is common right after a CRD changed (its storage is initializing): said only when it lasts
-      if (attempts > 1) onError(`watching ${kind} (${apiVersion}): ${err?.message ?? err}; again in ${Math.min(2 ** attempts, 30)} s`);
-      this.retry = setTimeout(() => void this.informer.start().catch(() => {}), Math.min(2 ** attempts, 30) * 1000);
+      const message = `listing and watching ${kind} (${apiVersion}): ${err?.message ?? err}`;
+      if (!listed && attempts >= FIRST_LIST_TRIES) {
+        // never listed: the store cannot answer for this kind (no rights, no such kind); said to whoever waits
+        void this.stop();
+        return ready.reject(new Error(message));
+      }
+      const wait = Math.min(2 ** attempts, 30);
+      // a first failure is common right after a CRD changed (its storage initializing): said when it lasts
+      if (attempts > 1) onError(`${message}; again in ${wait} s`);
+      this.retry = setTimeout(() => void this.informer.start().catch(() => {}), wait * 1000);
     });
-    this.ready = this.informer.start();
+    void this.informer.start().catch(() => {});
   }
 
   get(namespace: string | undefined, name: string): KubeObject | undefined {
@@ -90,5 +103,8 @@ export class KindCache {
     await this.informer.stop();
   }
 }
+
+/** Tries of a kind's first list before the store gives up on it (about 15 s of backoff). */
+const FIRST_LIST_TRIES = 5;
 
 const keyOf = (namespace: string | undefined, name: string) => `${namespace ?? ''}/${name}`;

@@ -25,6 +25,7 @@ export class KubeHistory implements SyncHistory {
   private state: Record<string, string> = {};
   private nextId = 1;
   private queue: Promise<void> = Promise.resolve();
+  private closed = false;
   private readonly base: string;
 
   private constructor(
@@ -38,10 +39,12 @@ export class KubeHistory implements SyncHistory {
 
   static async open(client: KubeClient, namespace: string, app: string, report: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<KubeHistory> {
     const h = new KubeHistory(client, namespace, app, report);
-    const list = await client.request<{ items: any[] }>('GET', h.base, { query: { labelSelector: `${HISTORY_LABEL}=${app}` } }).catch((err: KubeError) => {
+    // listing in a namespace that does not exist answers an empty list: asked first
+    await client.request('GET', `/api/v1/namespaces/${namespace}`).catch((err: KubeError) => {
       if (err.status === 404) throw new Error(`namespace ${namespace} does not exist: create it (kubectl create namespace ${namespace}) or give --namespace`);
       throw err;
     });
+    const list = await client.request<{ items: any[] }>('GET', h.base, { query: { labelSelector: `${HISTORY_LABEL}=${app}` } });
     for (const cm of list.items) {
       if (cm.metadata.name === h.stateName()) h.state = cm.data ?? {};
       else if (cm.binaryData?.record) h.records.push(JSON.parse(gunzipSync(Buffer.from(cm.binaryData.record, 'base64')).toString('utf8')));
@@ -56,19 +59,31 @@ export class KubeHistory implements SyncHistory {
     return `spore-state-${this.app}`;
   }
 
-  /** Runs writes one after another, each tried a few times: a blip of the API server loses nothing. */
+  /**
+   * Runs writes one after another, each tried until it lands (waiting up to
+   * 30 s between tries, said from the second failure on): an API server away
+   * for a while delays the history, it does not lose it. A refusal that no
+   * retry can change (400, 403, 422) is said and dropped.
+   */
   private later(what: string, work: () => Promise<unknown>): void {
     this.queue = this.queue.then(async () => {
-      for (let attempt = 1; ; attempt++) {
+      for (let attempt = 1; !this.closed; attempt++) {
         try {
           await work();
           return;
         } catch (err) {
-          if (attempt === 5) return this.report(`store: could not ${what}: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+          const status = (err as KubeError).status;
+          if (status === 400 || status === 403 || status === 422) return this.report(`store: could not ${what}: ${(err as Error).message}`);
+          if (attempt > 1) this.report(`store: could not ${what} yet (${(err as Error).message}); trying again`);
+          await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 30_000)));
         }
       }
     });
+  }
+
+  /** Stops retrying writes that have not landed (the process is ending; flush() first to wait for them). */
+  close(): void {
+    this.closed = true;
   }
 
   /** Waits until every write so far reached the API server (or was given up and reported). */

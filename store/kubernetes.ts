@@ -4,7 +4,7 @@
 // deletes exactly what left it and never lists every kind of the cluster.
 import { KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION, APP_LABEL, CLUSTER_SCOPED_KINDS, KINDS, STAGE_LABEL, WAVE_FOUNDATION, stageObjectName, waveOf, type KubeObject } from '../api/index.js';
-import { canonical } from './canonical.js';
+import { canonical, digest } from './canonical.js';
 import { KindCache, type CacheEvent } from './kind-cache.js';
 import { KubeClient, KubeError } from './kube-client.js';
 import { ownedBy } from './owned-fields.js';
@@ -27,11 +27,16 @@ export class ApplyError extends Error {
     message: string,
     readonly object: string | undefined,
     readonly applied: ObjectRef[],
+    /** The API server was unreachable, busy or in conflict: the same apply may pass on a later try. */
+    readonly transient = false,
   ) {
     super(message);
     this.name = 'ApplyError';
   }
 }
+
+/** Errors worth another try: unreachable, a conflict, too many requests, the server's own failures. */
+const passing = (err: unknown) => err instanceof KubeError && (err.status === 0 || err.status === 409 || err.status === 429 || err.status >= 500);
 
 const kindKey = (apiVersion: string, kind: string) => `${apiVersion}|${kind}`;
 const refKey = (r: ObjectRef) => `${r.apiVersion}|${r.kind}|${r.namespace ?? ''}|${r.name}`;
@@ -49,6 +54,8 @@ export class KubeStore implements ResourceStore {
   readonly namespace: string;
   private readonly caches = new Map<string, Promise<KindCache>>();
   private readonly listeners = new Set<(e: WatchEvent) => void>();
+  /** Per object: the digest of what Spore last applied and of what the API server made of it (see inSync). Kept in the inventories. */
+  private readonly baseline = new Map<string, { desired: string; owned: string }>();
   private closed = false;
 
   private constructor(private readonly o: KubeStoreOptions) {
@@ -65,6 +72,12 @@ export class KubeStore implements ResourceStore {
       });
       const kinds = o.kinds ?? Object.values(KINDS).map((k) => ({ apiVersion: API_VERSION, kind: k.kind }));
       await Promise.all(kinds.map((k) => store.cache(k.apiVersion, k.kind)));
+      // what the stages applied: their kinds watched from the start, their baselines known
+      const stages = (await store.cache(API_VERSION, 'Stage')).list() as { status?: { inventory?: (ObjectRef & { digest?: string; owned?: string })[] } }[];
+      for (const e of stages.flatMap((st) => st.status?.inventory ?? [])) {
+        if (e.digest && e.owned) store.baseline.set(refKey({ ...e, namespace: e.namespace ?? 'default' }), { desired: e.digest, owned: e.owned });
+        await store.cache(e.apiVersion, e.kind).catch(() => undefined);
+      }
       return store;
     } catch (err) {
       await store.close();
@@ -112,13 +125,34 @@ export class KubeStore implements ResourceStore {
     return { ...rest, metadata };
   }
 
-  /** The part of a stored object that Spore applied: what a plan compares with the desired object. */
+  /**
+   * Whether applying `desired` would change nothing Spore owns of `live`: its
+   * owned fields equal the desired ones, or equal what the API server made of
+   * this same desired object when Spore last applied it (the server rewrites
+   * some values: `stringData` into `data`, quantities, empty maps dropped), so
+   * such an object does not look changed at every poll.
+   */
+  inSync(desired: KubeObject, live: StoredObject): boolean {
+    const owned = this.applied(live);
+    if (canonical(owned) === canonical(desired)) return true;
+    const b = this.baseline.get(refKey(refOf(desired)));
+    return Boolean(b && b.desired === digest(desired) && b.owned === digest(owned));
+  }
+
+  /** The part of a stored object that Spore applied (identity and the fields its managedFields entry names). */
   applied(o: StoredObject): KubeObject {
     return ownedBy(o, FIELD_MANAGER) ?? { apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, namespace: o.metadata.namespace } };
   }
 
+  /** The object as the cache has it; undefined also when the cluster does not serve its kind (yet: its CRD may come in the same apply). */
   private async live(ref: ObjectRef): Promise<KubeObject | undefined> {
-    const cache = await this.cache(ref.apiVersion, ref.kind);
+    let cache: KindCache;
+    try {
+      cache = await this.cache(ref.apiVersion, ref.kind);
+    } catch (err) {
+      if (err instanceof KubeError && err.status === 404) return undefined;
+      throw err;
+    }
     const namespaced = !(await this.clusterScoped(ref.apiVersion, ref.kind));
     return cache.get(namespaced ? (ref.namespace ?? 'default') : undefined, ref.name);
   }
@@ -153,7 +187,7 @@ export class KubeStore implements ResourceStore {
     const changed: KubeObject[] = [];
     for (const o of objects) {
       const live = await this.live(refOf(o)).catch(() => undefined);
-      if (live && canonical(this.applied(stored(live))) === canonical(await this.wire(o))) result.unchanged.push(refOf(o));
+      if (live && this.inSync(o, stored(live))) result.unchanged.push(refOf(o));
       else changed.push(o);
     }
     const write = async (o: KubeObject) => {
@@ -163,9 +197,10 @@ export class KubeStore implements ResourceStore {
       try {
         answer = await this.ssa(o);
       } catch (err) {
-        throw new ApplyError(`${formatRef(ref)}: ${(err as Error).message}`, formatRef(ref), [...result.created, ...result.updated]);
+        throw new ApplyError(`${formatRef(ref)}: ${(err as Error).message}`, formatRef(ref), [...result.created, ...result.updated], passing(err));
       }
       (await this.cache(ref.apiVersion, ref.kind)).wrote(answer.metadata.namespace, answer.metadata.name, answer);
+      this.baseline.set(refKey(ref), { desired: digest(o), owned: digest(this.applied(stored(answer))) });
       (existed ? result.updated : result.created).push(ref);
     };
     const foundation = changed.filter((o) => waveOf(o) === WAVE_FOUNDATION);
@@ -173,11 +208,15 @@ export class KubeStore implements ResourceStore {
     await this.established(foundation.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata.name));
     const rest = changed.filter((o) => waveOf(o) !== WAVE_FOUNDATION);
     const refused: string[] = [];
+    let transient = false;
     await bounded(rest, 8, async (o) => {
-      await this.ssa(o, true).catch((err: Error) => refused.push(`${formatRef(refOf(o))}: ${err.message}`));
+      await this.ssa(o, true).catch((err: Error) => {
+        transient ||= passing(err);
+        refused.push(`${formatRef(refOf(o))}: ${err.message}`);
+      });
     });
     if (refused.length) {
-      throw new ApplyError(`the API server refused ${refused.length} object(s), nothing of them was applied:\n  ${refused.sort().join('\n  ')}`, refused[0].split(':')[0], [...result.created, ...result.updated]);
+      throw new ApplyError(`the API server refused ${refused.length} object(s), nothing of them was applied:\n  ${refused.sort().join('\n  ')}`, refused.sort()[0].split(': ')[0], [...result.created, ...result.updated], transient);
     }
     const waves = [...new Set(rest.map(waveOf))].sort((a, b) => a - b);
     for (const wave of waves) await bounded(rest.filter((o) => waveOf(o) === wave), 8, write);
@@ -214,7 +253,7 @@ export class KubeStore implements ResourceStore {
 
   async inventory(stage: { app: string; stage: string }): Promise<ObjectRef[]> {
     const s = (await this.live(this.stageRef(stage))) as { status?: { inventory?: ObjectRef[] } } | undefined;
-    return (s?.status?.inventory ?? []).map((r) => ({ ...r, namespace: r.namespace ?? 'default' }));
+    return (s?.status?.inventory ?? []).map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, namespace: r.namespace ?? 'default', name: r.name }));
   }
 
   /** The Stage exists (made on first use) and its inventory is `refs`. */
@@ -223,7 +262,9 @@ export class KubeStore implements ResourceStore {
     if (!(await this.live(ref))) {
       await this.ssa({ apiVersion: API_VERSION, kind: 'Stage', metadata: { name: ref.name, namespace: this.namespace, labels: { [APP_LABEL]: stage.app } }, spec: { app: stage.app, stage: stage.stage } });
     }
-    const inventory = [...refs].sort((a, b) => refKey(a).localeCompare(refKey(b))).map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, namespace: r.namespace, name: r.name }));
+    const inventory = [...refs]
+      .sort((a, b) => refKey(a).localeCompare(refKey(b)))
+      .map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, namespace: r.namespace, name: r.name, ...this.baseline.get(refKey(r)) && { digest: this.baseline.get(refKey(r))!.desired, owned: this.baseline.get(refKey(r))!.owned } }));
     await this.applyStatus(ref, { inventory }, `${FIELD_MANAGER}-inventory`);
   }
 
@@ -264,15 +305,21 @@ export class KubeStore implements ResourceStore {
     return out.sort((a, b) => a.kind.localeCompare(b.kind) || a.metadata.namespace.localeCompare(b.metadata.namespace) || a.metadata.name.localeCompare(b.metadata.name));
   }
 
+  /** Deletes an object, only as the store last saw it (a precondition on its version): changed since, it is left alone. */
   async delete(ref: ObjectRef): Promise<boolean> {
     const r = refOf(ref);
     const live = await this.live(r);
+    const seen = (live?.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
     try {
-      await this.client.request('DELETE', await this.client.path(refOf(await this.wire({ apiVersion: r.apiVersion, kind: r.kind, metadata: { name: r.name, namespace: r.namespace } }))), { query: { propagationPolicy: 'Background' } });
+      await this.client.request('DELETE', await this.client.path(refOf(await this.wire({ apiVersion: r.apiVersion, kind: r.kind, metadata: { name: r.name, namespace: r.namespace } }))), {
+        query: { propagationPolicy: 'Background' },
+        body: { apiVersion: 'v1', kind: 'DeleteOptions', ...(seen ? { preconditions: { resourceVersion: seen } } : {}) },
+      });
     } catch (err) {
-      if (err instanceof KubeError && err.status === 404) return false;
+      if (err instanceof KubeError && (err.status === 404 || err.status === 409)) return false;
       throw err;
     }
+    this.baseline.delete(refKey(r));
     const version = (live?.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
     // remembered as gone, until the watch shows the deletion (a later version than the last one seen)
     if (version && /^\d+$/.test(version)) (await this.cache(r.apiVersion, r.kind)).wrote(live!.metadata.namespace, r.name, null, BigInt(version) + 1n);

@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
 import type { KubeObject } from '../api/index.js';
-import { bodyOf } from './canonical.js';
+import { bodyOf, canonical } from './canonical.js';
 import {
   refOf,
   type ApplyOptions,
@@ -206,6 +206,10 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
       .run(JSON.stringify(status), this.nextVersion(), r.apiVersion, r.kind, r.namespace, r.name);
     if (changed.changes === 0) throw new Error(`cannot set status: ${r.kind}/${r.namespace}/${r.name} not found`);
     this.events.emit('change', { type: 'MODIFIED', object: toObject(this.row(r)!) } satisfies WatchEvent);
+  }
+
+  inSync(desired: KubeObject, live: StoredObject): boolean {
+    return canonical(desired) === canonical(live);
   }
 
   /** Everything stored is what apply wrote (canonical() leaves out the server-set metadata). */

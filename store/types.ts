@@ -35,8 +35,10 @@ export interface ListFilter {
 
 export interface ApplyOptions {
   /**
-   * Delete the objects carrying all of these labels that are not in the applied
-   * set. Only objects with the labels are ever pruned; anything else is left alone.
+   * Delete the stage's objects that are not in the applied set; only objects
+   * still carrying all of these labels are ever pruned. Locally the stage's
+   * objects are found by the labels; on a cluster by the inventory kept on the
+   * Stage of the labels' app and stage (which must both be given).
    */
   prune?: { labels: Record<string, string> };
 }
@@ -69,7 +71,13 @@ export interface ResourceStore {
    * the API server and others added (defaults, their own fields).
    */
   applied(o: StoredObject): KubeObject;
-  /** Calls `listener` for every change after this call, in commit order; returns the unsubscribe function. */
+  /** Whether applying `desired` would change nothing apply wrote of `live` (what a plan and apply compare). */
+  inSync(desired: KubeObject, live: StoredObject): boolean;
+  /**
+   * Calls `listener` for every change after this call, in commit order (on a
+   * cluster, in order per kind: each kind has its own watch); returns the
+   * unsubscribe function.
+   */
   watch(listener: (event: WatchEvent) => void): () => void;
   close(): Promise<void>;
 }

@@ -49,7 +49,9 @@ describe('spore outside its repository', () => {
     let out = '';
     child.stdout!.on('data', (c) => (out += c));
     child.stderr!.on('data', (c) => (out += c));
-    const url = await waitFor('serving', () => /serving on (http:\/\/\S+)\n/.exec(out)?.[1], 60_000);
+    const url = await waitFor('serving', () => /serving on (http:\/\/\S+)\n/.exec(out)?.[1], 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; spore up said:\n${out}`);
+    });
     expect(await (await request(`${url}/hello`)).body.text()).toBe('from the packed spore');
     child.kill('SIGTERM');
   });

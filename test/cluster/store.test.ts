@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_LABEL, STAGE_LABEL, type KubeObject } from '../../api/index.js';
 import { KubeHistory } from '../../store/kube-history.js';
 import { ApplyError, KubeStore } from '../../store/kubernetes.js';
-import type { WatchEvent } from '../../store/index.js';
+import { refOf, type WatchEvent } from '../../store/index.js';
 import { clusterReady, installCrds, kubeConfig, testNamespace } from './cluster.js';
 
 const kubeconfig = await clusterReady();
@@ -117,6 +117,7 @@ describe.skipIf(!kubeconfig)('the store on the Kubernetes API', () => {
     const set = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: labels('shop', 'pr-1') } }, ...objects(ns, 'shop').map((o) => ({ ...o, metadata: { ...o.metadata, labels: labels('shop', 'pr-1') } }))];
     const r = await store.apply(set, { prune: { labels: labels('shop', 'pr-1') } });
     expect(r.created).toHaveLength(5);
+    expect(r.created[0].kind).toBe('Namespace');
     const torn = await store.apply([], { prune: { labels: labels('shop', 'pr-1') } });
     // the objects first (reverse waves: functions before what they use), the namespace last
     expect(torn.pruned).toHaveLength(5);
@@ -146,9 +147,36 @@ describe.skipIf(!kubeconfig)('the store on the Kubernetes API', () => {
     expect(await store.get(ref)).toBeUndefined();
   });
 
-  it('says what to do when the CRDs are not installed', async () => {
-    // a store asked to watch a kind the cluster does not serve fails with the fix, not a stack
-    await expect(KubeStore.open({ kubeconfig: kc, namespace: system, kinds: [{ apiVersion: 'nope.example/v1', kind: 'Thing' }], report: () => {} })).rejects.toThrow(/does not serve Thing in nope.example\/v1/);
+  it('fails clearly when asked to watch a kind the cluster does not serve, or to keep history in a namespace that does not exist', async () => {
+    await expect(KubeStore.open({ kubeconfig: kc, namespace: system, kinds: [{ apiVersion: 'nope.example/v1', kind: 'Thing' }], report: () => {} })).rejects.toThrow(/does not serve Thing in nope.example\/v1 \(is its CustomResourceDefinition installed\?\)/);
+    await expect(KubeHistory.open(store.client, 'no-such-namespace', 'shop', () => {})).rejects.toThrow('namespace no-such-namespace does not exist: create it (kubectl create namespace no-such-namespace) or give --namespace');
+  });
+
+  it('applies a new CRD and objects of its kind in one set, and does not take what the server rewrites for drift', async () => {
+    const ns = await testNamespace(kc, 'crd');
+    const group = `t${Date.now().toString(36)}.example.com`;
+    const crd = {
+      apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name: `widgets.${group}`, labels: labels('shop', 'crd') },
+      spec: { group, scope: 'Namespaced', names: { plural: 'widgets', singular: 'widget', kind: 'Widget' }, versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { size: { type: 'integer' } } } } } } }] },
+    };
+    const widget = { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w', namespace: ns, labels: labels('shop', 'crd') }, spec: { size: 3 } };
+    // values the API server rewrites: stringData becomes data, an empty map is dropped
+    const secret = { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: ns, labels: labels('shop', 'crd'), annotations: {} }, stringData: { password: 'hunter2' } };
+    const empty = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'empty', namespace: ns, labels: labels('shop', 'crd') }, data: {} };
+    expect(await store.get(refOf(widget as any))).toBeUndefined(); // not served yet: nothing there, not an error
+    const set = [crd, widget, secret, empty] as KubeObject[];
+    const first = await store.apply(set, { prune: { labels: labels('shop', 'crd') } });
+    expect(first.created).toHaveLength(4);
+    expect((await read(widget as any)).spec).toEqual({ size: 3 });
+    const again = await store.apply(set, { prune: { labels: labels('shop', 'crd') } });
+    expect(again).toMatchObject({ created: [], updated: [], unchanged: expect.arrayContaining([expect.objectContaining({ kind: 'Secret' }), expect.objectContaining({ kind: 'ConfigMap' })]) });
+    // a restarted store knows it too (the baseline is kept in the Stage's inventory)
+    const restarted = await KubeStore.open({ kubeconfig: kc, namespace: system, report: () => {} });
+    try {
+      expect((await restarted.apply(set, { prune: { labels: labels('shop', 'crd') } })).unchanged).toHaveLength(4);
+    } finally {
+      await restarted.close();
+    }
   });
 
   it('keeps the sync history and state in ConfigMaps, read back by a restarted reconciler', async () => {
