@@ -11,6 +11,7 @@ import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/
 import { reconcilerServer } from '../reconciler/server.js';
 import { SqliteStore, type ResourceStore, type SyncHistory } from '../store/index.js';
 import { UP_FILE } from './target.js';
+import { secretsFolder } from './up.js';
 
 export interface GitOptions {
   git: string;
@@ -35,6 +36,7 @@ export interface GitOptions {
   inCluster?: boolean;
   namespace?: string;
   archiveUrl?: string;
+  secretsDir?: string;
 }
 
 /** The store and history the reconciler writes to: the state folder's SQLite file, or a cluster's API. */
@@ -125,7 +127,7 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
       report: say,
     });
     server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret ?? process.env.SPORE_WEBHOOK_SECRET, apiToken, report: say });
-    if (withDataplane && local) dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host });
+    if (withDataplane && local) dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host, secretsDir: secretsFolder(o.secretsDir) });
     await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
   } catch (err) {
     await dataplane?.close();

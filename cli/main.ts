@@ -30,7 +30,8 @@ export function program(): Command {
     .option('-p, --port <port>', 'router port', '8080')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('-w, --watch', 're-synthesize and apply on file changes')
-    .option('--state-dir <dir>', 'state folder (store, archives, instances)', '<dir>/.spore');
+    .option('--state-dir <dir>', 'state folder (store, archives, instances)', '<dir>/.spore')
+    .option('--secrets-dir <dir>', "the Secrets functions name: <dir>/<namespace>/<name>/<key> files, as Fission mounts them in a pod");
   const gitOptions = (c: Command) =>
     c
       .option('--git <url>', 'follow this Git repository (file://, https, ssh) instead of a folder')

@@ -1,6 +1,6 @@
 // `spore up`: synthesize an app, apply it to the local store, and serve it
 // with the dataplane, in one process.
-import { existsSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { APP_LABEL, MAIN_STAGE, STAGE_LABEL, appName } from '../api/index.js';
 import { startDataplane, type Dataplane } from '../dataplane/index.js';
@@ -17,6 +17,16 @@ export interface UpOptions {
   stateDir?: string;
   /** The app's name (labels its objects); by default its package.json name, else its folder's. */
   app?: string;
+  /** The Secrets functions name: `<dir>/<namespace>/<name>/<key>` files. */
+  secretsDir?: string;
+}
+
+/** The --secrets-dir folder, checked at start: a typo would otherwise show only at a function's first call. */
+export function secretsFolder(dir: string | undefined): string | undefined {
+  if (dir === undefined) return undefined;
+  const full = resolve(dir);
+  if (!existsSync(full) || !statSync(full).isDirectory()) throw new Error(`--secrets-dir ${dir}: no such folder (it holds <namespace>/<name>/<key> files, one per key of each Secret)`);
+  return full;
 }
 
 export interface LocalApp {
@@ -94,6 +104,7 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
   const port = Number(options.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number (got "${options.port}")`);
   const stateDir = resolve(options.stateDir ?? join(dir, '.spore'));
+  const secretsDir = secretsFolder(options.secretsDir);
   const say = (m: string) => process.stdout.write(`${m}\n`);
   const app = localApp(dir, stateDir, say, appIdentity(dir, options.app));
   say(`spore: synthesizing ${dir}`);
@@ -105,7 +116,7 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
   }
   let dataplane: Dataplane;
   try {
-    dataplane = await startDataplane({ store: app.store, stateDir, port, host: options.host });
+    dataplane = await startDataplane({ store: app.store, stateDir, port, host: options.host, secretsDir });
   } catch (err) {
     await app.store.close();
     throw new Error(`cannot start the dataplane on ${options.host}:${port}: ${(err as Error).message}`);

@@ -33,6 +33,8 @@ export interface DataplaneOptions {
   /** Instances one function may have at most on this host. @default 4 per CPU */
   maxInstancesPerFunction?: number;
   bodyLimit?: number;
+  /** Folder of the Secrets functions name: `<namespace>/<name>/<key>` files, as Fission mounts them in a pod. */
+  secretsDir?: string;
   /** Serve /_spore/* for the CLI. @default true */
   admin?: boolean;
   report?: (message: string) => void;
@@ -56,7 +58,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   };
   const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), hide: o.stateDir, onLineCut, report: o.report });
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
-  const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report });
+  const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report, secretsDir: o.secretsDir });
   await poolmgr.start();
   let timers: Timers | undefined;
   const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [] }) };

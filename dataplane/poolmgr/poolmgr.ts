@@ -10,6 +10,7 @@ import { API_VERSION, resolveExecutor, type ResolvedExecutor } from '../../api/i
 import type { ResourceStore, StoredObject, WatchEvent } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { LogSink } from '../logs.js';
+import { writeMounts } from './mounts.js';
 import type { Metrics } from '../metrics.js';
 import { PackageError, type PackageFetcher } from './package-fetcher.js';
 import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine } from './provider.js';
@@ -32,6 +33,8 @@ export interface PoolManagerOptions {
   reapIntervalMs?: number;
   /** Where instances' own messages go before they serve a function. @default stderr */
   report?: (message: string) => void;
+  /** Folder of the Secrets functions name: `<namespace>/<name>/<key>` files (`spore up --secrets-dir`). */
+  secretsDir?: string;
 }
 
 interface Slot {
@@ -411,7 +414,7 @@ export class PoolManager {
   }
 
   private async specialize(pool: FunctionPool, fn: StoredObject, executor: ResolvedExecutor, revision: string): Promise<Slot> {
-    const spec = fn.spec as { environment: { name: string }; package: { name: string }; entrypoint?: string; env?: { name: string; value: string }[] };
+    const spec = fn.spec as { environment: { name: string }; package: { name: string }; entrypoint?: string; env?: { name: string; value: string }[]; secrets?: { name: string }[]; configMaps?: { name: string }[] };
     const pkgKey = key(pool.namespace, spec.package.name);
     const pkg = this.packages.get(pkgKey);
     if (!pkg) throw new DataplaneError(500, 'PackageMissing', `function ${pool.key} refers to Package ${pkgKey}, which is not applied`);
@@ -433,7 +436,12 @@ export class PoolManager {
     try {
       const codeDir = join(instance.workDir, 'code');
       await this.o.fetcher.extract(bytes, codeDir, `Package ${pkgKey}`, instance.owner);
-      const env = Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value]));
+      // Fission's layout (secrets/<namespace>/<name>/<key>, configs/…); the folders are named to the function by its env
+      const mounts = await writeMounts({ namespace: pool.namespace, name: pool.name, secrets: spec.secrets, configMaps: spec.configMaps }, instance.workDir, { store: this.o.store, secretsDir: this.o.secretsDir }, instance.owner).catch((err: Error) => {
+        this.report(err.message);
+        throw err;
+      });
+      const env = { ...Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value])), SPORE_SECRETS_DIR: mounts.secrets, SPORE_CONFIGS_DIR: mounts.configs };
       const res = await request(`${instance.url}/v2/specialize`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...(instance.token ? { [INSTANCE_TOKEN]: instance.token } : {}) },

@@ -82,11 +82,11 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function harness(o: { queueSize?: number; bodyLimit?: number; stateDir?: string; maxInstancesPerFunction?: number } = {}): Promise<Harness> {
+export async function harness(o: { queueSize?: number; bodyLimit?: number; stateDir?: string; maxInstancesPerFunction?: number; secretsDir?: string } = {}): Promise<Harness> {
   const dir = o.stateDir ?? tempDir('spore-dp-');
   const store = new SqliteStore(join(dir, 'spore.db'));
   const reports: string[] = [];
-  const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, bodyLimit: o.bodyLimit, report: (m) => reports.push(m) });
+  const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, bodyLimit: o.bodyLimit, secretsDir: o.secretsDir, report: (m) => reports.push(m) });
   return {
     store,
     dp,
