@@ -77,3 +77,18 @@ export async function installCrds(kc: KubeConfig): Promise<any[]> {
   for (const crd of crds) await waitEstablished(kc, crd.metadata.name);
   return crds;
 }
+
+/**
+ * Waits until the namespace has its `default` ServiceAccount, which the test
+ * node agent creates (as the controller manager would): the API server refuses
+ * pods in a namespace without one.
+ */
+export async function podsAllowed(kc: KubeConfig, namespace: string): Promise<void> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  for (let i = 0; ; i++) {
+    const found = await api.read({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace } }).then(() => true, () => false);
+    if (found) return;
+    if (i === 600) throw new Error(`namespace ${namespace} has no default ServiceAccount: is the test node agent running (test/cluster/node-agent.ts)?`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

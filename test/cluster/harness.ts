@@ -48,7 +48,7 @@ function logTail(file: string, lines = 15): string {
 }
 
 /** A process gone or a zombie (PID 1 here may not reap the children of a parent that left). */
-function gone(pid: number): boolean {
+export function gone(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {
@@ -62,7 +62,7 @@ function gone(pid: number): boolean {
 }
 
 /** SIGTERM, then SIGKILL after a grace period; resolves once the process is gone. */
-async function terminate(pid: number, child?: ChildProcess): Promise<void> {
+export async function terminate(pid: number, child?: ChildProcess): Promise<void> {
   const exited = child && child.exitCode === null && child.signalCode === null ? new Promise((r) => child.once('exit', r)) : undefined;
   if (gone(pid)) return;
   try {

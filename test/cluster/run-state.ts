@@ -1,9 +1,11 @@
-// One API server per test run: the global setup starts it in the background and
-// writes the outcome into the run's cluster folder; suites wait for that file.
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+// One API server per test run, with its test node (node-agent.ts): the global
+// setup starts both in the background and writes the outcome into the run's
+// cluster folder; suites wait for that file.
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AssetsUnavailable, ensureAssets } from './assets.js';
 import { startCluster, type Cluster } from './harness.js';
+import { startNodeAgent, type NodeAgent } from './node-agent.js';
 
 export interface Outcome {
   /** The kubeconfig of the running server, when it started. */
@@ -16,10 +18,11 @@ export interface Outcome {
 
 const OUTCOME = 'outcome.json';
 
-/** Builds the binaries if needed, starts the server and records the outcome; the returned stop ends both. */
+/** Builds the binaries if needed, starts the server and its test node and records the outcome; the returned stop ends them all. */
 export function startForRun(dir: string): () => Promise<void> {
   const abort = new AbortController();
   let cluster: Cluster | undefined;
+  let agent: NodeAgent | undefined;
   const record = (o: Outcome) => {
     writeFileSync(join(dir, `${OUTCOME}.tmp`), JSON.stringify(o));
     renameSync(join(dir, `${OUTCOME}.tmp`), join(dir, OUTCOME)); // readers never see half a file
@@ -29,6 +32,7 @@ export function startForRun(dir: string): () => Promise<void> {
       const assets = await ensureAssets(join(dir, 'build.log'), abort.signal);
       if (abort.signal.aborted) return;
       cluster = await startCluster(dir, assets);
+      agent = await startNodeAgent(cluster.kubeconfig, { log: (line) => appendFileSync(join(dir, 'node-agent.log'), `${new Date().toISOString()} ${line}\n`) });
       record({ kubeconfig: cluster.kubeconfig });
     } catch (err) {
       record({ reason: (err as Error).message, unavailable: err instanceof AssetsUnavailable });
@@ -37,6 +41,7 @@ export function startForRun(dir: string): () => Promise<void> {
   return async () => {
     abort.abort();
     await starting;
+    await agent?.stop();
     await cluster?.stop();
   };
 }
