@@ -462,7 +462,7 @@ export class Reconciler {
    */
   private async planFor(st: StageStatus, desired: KubeObject[]): Promise<Plan> {
     const inv = this.inventory(st);
-    const live = new Map((await this.o.store.list({ labels: inv })).map((o) => [refKey(refOf(o)), o]));
+    const live = new Map((await this.o.store.held({ labels: inv })).map((o) => [refKey(refOf(o)), o]));
     for (const o of desired) {
       const key = refKey(refOf(o));
       const current = live.get(key) ?? (await this.o.store.get(refOf(o)));

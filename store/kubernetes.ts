@@ -288,6 +288,15 @@ export class KubeStore implements ResourceStore {
     return o && stored(o);
   }
 
+  async held(prune: { labels: Record<string, string> }): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    for (const ref of await this.inventory(stageOf(prune.labels))) {
+      const o = await this.get(ref);
+      if (o && Object.entries(prune.labels).every(([k, v]) => o.metadata.labels?.[k] === v)) out.push(o);
+    }
+    return out;
+  }
+
   /** From the caches: one kind when the filter names it, else every kind the store watches or has written. */
   async list(filter: ListFilter = {}): Promise<StoredObject[]> {
     const caches = filter.kind

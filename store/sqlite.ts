@@ -187,6 +187,10 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
     return row && toObject(row);
   }
 
+  async held(prune: { labels: Record<string, string> }): Promise<StoredObject[]> {
+    return this.list({ labels: prune.labels });
+  }
+
   async list(filter: ListFilter = {}): Promise<StoredObject[]> {
     return this.selectRows(filter).map(toObject);
   }

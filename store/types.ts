@@ -61,6 +61,13 @@ export interface ResourceStore {
   /** Creates or updates every object, and prunes what the prune labels' stage held and the set no longer has. See ApplyResult. */
   apply(objects: readonly KubeObject[], options?: ApplyOptions): Promise<ApplyResult>;
   get(ref: ObjectRef): Promise<StoredObject | undefined>;
+  /**
+   * What a stage holds: the objects an apply with these prune labels may
+   * prune (locally those carrying the labels; on a cluster those of the
+   * stage's inventory that still carry them, so another app's objects with
+   * look-alike labels are never counted).
+   */
+  held(prune: { labels: Record<string, string> }): Promise<StoredObject[]>;
   list(filter?: ListFilter): Promise<StoredObject[]>;
   delete(ref: ObjectRef): Promise<boolean>;
   /** Replaces the status Spore writes on an object (not its spec, generation unchanged). */
