@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SCOPED_KINDS, validateObject, waveOf } from '../../api/index.js';
 import { Platform } from '../../constructs/index.js';
 import { tempDir } from '../helpers.js';
-import { applyObject, clusterReady, kubeConfig, testNamespace } from './cluster.js';
+import { applyObject, clusterReady, kubeConfig, testNamespace, waitEstablished } from './cluster.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/spore.js');
@@ -28,17 +28,6 @@ async function refusal(p: Promise<unknown>): Promise<{ code: number; message: st
     return { code: err.code, message: String(body?.message ?? err.body) };
   }
   throw new Error('the API server accepted the object');
-}
-
-async function waitEstablished(kc: KubeConfig, name: string): Promise<void> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
-  for (let i = 0; ; i++) {
-    const crd = (await api.read({ apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name } })) as any;
-    const established = crd.status?.conditions?.find((c: any) => c.type === 'Established');
-    if (established?.status === 'True') return;
-    if (i === 300) throw new Error(`CRD ${name} is not Established: ${JSON.stringify(crd.status?.conditions)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Applies the spore.dev CRDs `spore crds` prints, as `kubectl apply --server-side` would, and waits until each is Established. */
