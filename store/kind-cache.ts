@@ -29,6 +29,8 @@ export class KindCache {
     collection: string,
     onEvent: (e: CacheEvent) => void,
     onError: (message: string) => void,
+    /** Only objects matching this label selector are kept (the rest is read on demand). */
+    readonly labelSelector?: string,
   ) {
     let attempts = 0;
     let listed = false;
@@ -36,7 +38,7 @@ export class KindCache {
     this.ready = new Promise((resolve, reject) => (ready = { resolve, reject }));
     // list items come without apiVersion and kind: they are put back, so objects read the same from a list and a watch
     const list = async () => {
-      const l = await client.request<{ items: KubeObject[]; metadata: { resourceVersion: string } }>('GET', collection);
+      const l = await client.request<{ items: KubeObject[]; metadata: { resourceVersion: string } }>('GET', collection, { query: { labelSelector } });
       for (const o of l.items) Object.assign(o, { apiVersion, kind });
       // a cache is ready once a list succeeded (the client goes on to watch even when it failed)
       attempts = 0;
@@ -44,7 +46,7 @@ export class KindCache {
       setImmediate(ready.resolve); // after the client has put the items in (its next step, a microtask away)
       return l as never;
     };
-    this.informer = new ListWatch<KubernetesObject>(collection, new Watch(kc), list, false);
+    this.informer = new ListWatch<KubernetesObject>(collection, new Watch(kc), list, false, labelSelector);
     const emit = (type: CacheEvent['type']) => (o: KubernetesObject) => {
       const object = o as KubeObject;
       const key = keyOf(object.metadata.namespace, object.metadata.name);

@@ -96,7 +96,9 @@ export class KubeStore implements ResourceStore {
     if (!c) {
       c = (async () => {
         const collection = await this.client.collection(apiVersion, kind);
-        const cache = new KindCache(this.o.kubeconfig, this.client, apiVersion, kind, collection, (e) => this.emit(e), (m) => this.closed || this.say(`store: ${m}`));
+        // other kinds than Spore's (ConfigMaps, Secrets, Namespaces…): only what Spore labelled is watched, not every Secret of the cluster
+        const selector = apiVersion === API_VERSION ? undefined : APP_LABEL;
+        const cache = new KindCache(this.o.kubeconfig, this.client, apiVersion, kind, collection, (e) => this.emit(e), (m) => this.closed || this.say(`store: ${m}`), selector);
         await cache.ready;
         return cache;
       })();
@@ -154,7 +156,16 @@ export class KubeStore implements ResourceStore {
       throw err;
     }
     const namespaced = !(await this.clusterScoped(ref.apiVersion, ref.kind));
-    return cache.get(namespaced ? (ref.namespace ?? 'default') : undefined, ref.name);
+    const found = cache.get(namespaced ? (ref.namespace ?? 'default') : undefined, ref.name);
+    if (found || !cache.labelSelector) return found;
+    // not among what the cache watches: an object Spore did not label may still be there (made by hand): asked for
+    try {
+      const o = await this.client.request<KubeObject>('GET', await this.client.path({ ...ref, namespace: namespaced ? (ref.namespace ?? 'default') : undefined }));
+      return { ...o, apiVersion: ref.apiVersion, kind: ref.kind };
+    } catch (err) {
+      if (err instanceof KubeError && err.status === 404) return undefined;
+      throw err;
+    }
   }
 
   /** Server-side apply of one object (or its dry run); returns the object the server answered with. */
@@ -297,7 +308,7 @@ export class KubeStore implements ResourceStore {
     return out;
   }
 
-  /** From the caches: one kind when the filter names it, else every kind the store watches or has written. */
+  /** From the caches: one kind when the filter names it, else every kind the store watches or has written; of kinds other than Spore's, only objects carrying the app label. */
   async list(filter: ListFilter = {}): Promise<StoredObject[]> {
     const caches = filter.kind
       ? [await this.cache(filter.apiVersion ?? API_VERSION, filter.kind)]

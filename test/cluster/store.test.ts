@@ -179,6 +179,16 @@ describe.skipIf(!kubeconfig)('the store on the Kubernetes API', () => {
     }
   });
 
+  it('watches only what it labelled of kinds other than Spore\'s, and still reads an unlabelled object by name (so it is never taken over unseen)', async () => {
+    const ns = await testNamespace(kc, 'labelled');
+    await api.create({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'by-hand', namespace: ns }, stringData: { k: 'v' } } as any);
+    const secret = await store.get({ apiVersion: 'v1', kind: 'Secret', namespace: ns, name: 'by-hand' });
+    expect(secret?.metadata.labels).toBeUndefined();
+    expect(secret?.kind).toBe('Secret');
+    expect((await store.list({ apiVersion: 'v1', kind: 'Secret', namespace: ns })).map((o) => o.metadata.name)).toEqual([]);
+    expect(await store.get({ apiVersion: 'v1', kind: 'Secret', namespace: ns, name: 'nothing' })).toBeUndefined();
+  });
+
   it('keeps the sync history and state in ConfigMaps, read back by a restarted reconciler', async () => {
     const ns = await testNamespace(kc, 'history');
     const h = await KubeHistory.open(store.client, ns, 'shop', () => {});
