@@ -196,14 +196,16 @@ export class KubeStore implements ResourceStore {
     // written ahead: a crash after some creates leaves them in the inventory, so a later apply can still prune them
     if (stage) await this.writeInventory(stage, union(before, wanted));
     const changed: KubeObject[] = [];
+    const existing = new Set<string>(); // looked up once: an unlabelled object costs a GET
     for (const o of objects) {
       const live = await this.live(refOf(o)).catch(() => undefined);
+      if (live) existing.add(refKey(refOf(o)));
       if (live && this.inSync(o, stored(live))) result.unchanged.push(refOf(o));
       else changed.push(o);
     }
     const write = async (o: KubeObject) => {
       const ref = refOf(o);
-      const existed = Boolean(await this.live(ref).catch(() => undefined));
+      const existed = existing.has(refKey(ref));
       let answer: KubeObject;
       try {
         answer = await this.ssa(o);
@@ -226,8 +228,9 @@ export class KubeStore implements ResourceStore {
         refused.push(`${formatRef(refOf(o))}: ${err.message}`);
       });
     });
+    refused.sort();
     if (refused.length) {
-      throw new ApplyError(`the API server refused ${refused.length} object(s), nothing of them was applied:\n  ${refused.sort().join('\n  ')}`, refused.sort()[0].split(': ')[0], [...result.created, ...result.updated], transient);
+      throw new ApplyError(`the API server refused ${refused.length} object(s), nothing of them was applied:\n  ${refused.join('\n  ')}`, refused[0].split(': ')[0], [...result.created, ...result.updated], transient);
     }
     const waves = [...new Set(rest.map(waveOf))].sort((a, b) => a - b);
     for (const wave of waves) await bounded(rest.filter((o) => waveOf(o) === wave), 8, write);
