@@ -3,7 +3,7 @@
 // `configs/<namespace>/<name>/<key>`, one file per key). Locally, Secrets come
 // from the folder `spore up --secrets-dir` names (the same layout), ConfigMaps
 // from the store. One that is not there fails the specialization, by name.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ResourceStore } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
@@ -58,7 +58,6 @@ export async function writeMounts(
     writeFileSync(file, bytes, { mode: 0o400 });
   }
   if (owner) for (const path of [secrets, configs, ...walk(secrets), ...walk(configs)]) chownSync(path, owner.uid, owner.gid);
-  for (const file of files.keys()) chmodSync(file, 0o400);
   return { secrets, configs };
 }
 
