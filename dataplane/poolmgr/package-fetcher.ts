@@ -9,7 +9,6 @@ import * as tar from 'tar';
 import { request } from 'undici';
 import { ArchiveError, archiveLimitsFromEnv, readArchiveFile, walkArchive, type ArchiveLimits, type ArchiveRejection } from '../../api/archive.js';
 import { archiveUrlProblem } from '../../api/rules.js';
-import type { StoredObject } from '../../store/index.js';
 
 export class PackageError extends Error {
   constructor(
@@ -28,9 +27,15 @@ interface ArchiveSpec {
   url?: string;
 }
 
+/** A Package as the store holds it, or as a specialization request carries it. */
+export interface PackageSource {
+  metadata: { namespace?: string; name: string };
+  spec?: unknown;
+}
+
 export interface PackageFetcherOptions {
-  /** Where relative archive URLs (archives/<sha256>.tgz) are found. */
-  archiveDir: string;
+  /** Where relative archive URLs (archives/<sha256>.tgz) are found; none in a pod, where only absolute URLs can be fetched. */
+  archiveDir?: string;
   /** Verified archives kept in memory, by sha256. @default 64 */
   cacheEntries?: number;
   /** Bytes of verified archives kept in memory. @default 256 MiB */
@@ -51,7 +56,7 @@ export class PackageFetcher {
   }
 
   /** The archive bytes of a Package, verified against its sha256. */
-  async bytes(pkg: StoredObject): Promise<Buffer> {
+  async bytes(pkg: PackageSource): Promise<Buffer> {
     const archive = (pkg.spec as { archive: ArchiveSpec }).archive;
     const name = `Package ${pkg.metadata.namespace}/${pkg.metadata.name}`;
     const hit = this.cache.get(archive.sha256);
@@ -110,6 +115,9 @@ export class PackageFetcher {
           chunks.push(chunk);
         }
         return Buffer.concat(chunks);
+      }
+      if (this.options.archiveDir === undefined) {
+        throw new Error("a relative URL names a file in the reconciler's state folder, which a pod cannot read: start the reconciler with --archive-url so that Packages carry an absolute URL");
       }
       // archives/<sha>.tgz is kept as <sha>.tgz in the archive folder
       return readArchiveFile(join(this.options.archiveDir, url.split('/').pop()!), limit);
