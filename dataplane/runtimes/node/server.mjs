@@ -41,25 +41,39 @@ for (const [method, stream] of [['log', 'stdout'], ['info', 'stdout'], ['debug',
 }
 process.on('uncaughtException', (err) => console.error('uncaught exception in function:', err));
 process.on('unhandledRejection', (err) => console.error('unhandled rejection in function:', err));
-// The pool manager holds our stdin: when it goes away, so do we (no orphans).
-// Its first line is this instance's credential: every request must carry it
-// (X-Spore-Instance-Token), so only the pool manager and the router, never
-// another function or local process, can specialize or call this instance.
+// This instance's credential: every request must carry it (X-Spore-Instance-Token),
+// so only the pool manager and the router, never another function or local
+// process, can specialize or call this instance.
 let token;
 let offered; // the caller's token is written here to be compared: no allocation per call
-let tokenLine = '';
-process.stdin.on('data', (chunk) => {
-  if (token !== undefined) return;
-  tokenLine += chunk;
-  const nl = tokenLine.indexOf('\n');
-  if (nl >= 0) {
-    token = Buffer.from(tokenLine.slice(0, nl).trim());
-    offered = Buffer.alloc(token.length);
+const fromEnv = process.env.SPORE_INSTANCE_TOKEN;
+if (fromEnv !== undefined) {
+  // In a pod: the credential comes from a Secret through the env, and there is
+  // no stdin and no parent to outlive. The function must not read it back.
+  delete process.env.SPORE_INSTANCE_TOKEN;
+  if (!fromEnv.trim()) {
+    process.stderr.write('SPORE_INSTANCE_TOKEN is empty: refusing to serve without a credential\n');
+    process.exit(1);
   }
-});
-process.stdin.on('end', () => process.exit(0));
-process.stdin.on('error', () => process.exit(0));
-process.stdin.resume();
+  token = Buffer.from(fromEnv.trim());
+  offered = Buffer.alloc(token.length);
+} else {
+  // Locally the pool manager holds our stdin, and its first line is the
+  // credential: when the pipe goes away, so do we (no orphans).
+  let tokenLine = '';
+  process.stdin.on('data', (chunk) => {
+    if (token !== undefined) return;
+    tokenLine += chunk;
+    const nl = tokenLine.indexOf('\n');
+    if (nl >= 0) {
+      token = Buffer.from(tokenLine.slice(0, nl).trim());
+      offered = Buffer.alloc(token.length);
+    }
+  });
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
 const TOKEN = 'x-spore-instance-token';
 let warming = true;
 

@@ -271,7 +271,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-_token = None  # this instance's credential: the first line the pool manager writes on our stdin
+_token = None  # this instance's credential: from the env in a pod, else the first line the pool manager writes on our stdin
 TOKEN = "X-Spore-Instance-Token"
 
 
@@ -286,11 +286,25 @@ def _exit_when_parent_goes():
         os._exit(0)
 
 
+def _token_from_env():
+    """In a pod: the credential comes from a Secret through the env; no stdin, no parent to outlive. The function must not read it back."""
+    global _token
+    value = os.environ.pop("SPORE_INSTANCE_TOKEN", None)
+    if value is None:
+        return False
+    _token = value.strip().encode("utf-8")
+    if not _token:
+        sys.stderr.write("SPORE_INSTANCE_TOKEN is empty: refusing to serve without a credential\n")
+        sys.exit(1)
+    return True
+
+
 def main():
     port = int(os.environ.get("PORT", "8888"))
     host = os.environ.get("HOST", "127.0.0.1")
     server = Server((host, port), Handler)
-    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    if not _token_from_env():
+        threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     sys.stdout.write(f"spore-runtime listening on {host}:{server.server_address[1]}\n")
     sys.stdout.flush()
     server.serve_forever()
