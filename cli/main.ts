@@ -100,6 +100,16 @@ export function program(): Command {
   reconcilerVerb('sync', 'look for new revisions now (and unpin a rollback), then print the status; exits 1 when a head failed').option('--force', 'also retry a revision that failed').action(syncCommand);
   target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
   withOutput(target(cli.command('list').description('functions, routes and instances of the running spore up'))).action(listCommand);
+  cli
+    .command('fetcher')
+    .description("the sidecar of a pool pod: given one specialization by the pool manager, fetch and verify the code, write the Secrets and ConfigMaps, and specialize the runtime beside it (credential: env SPORE_INSTANCE_TOKEN)")
+    .option('--port <port>', 'port to listen on (default: env PORT, else 8000)')
+    .option('--host <host>', 'address to listen on (default: env HOST, else 0.0.0.0)')
+    .option('--runtime-port <port>', "the runtime container's port, on the pod's own address", '8888')
+    .option('--userfunc <dir>', 'code volume (default: env SPORE_MOUNT_USERFUNC, else /userfunc)')
+    .option('--secrets <dir>', 'Secrets volume (default: env SPORE_MOUNT_SECRETS, else /secrets)')
+    .option('--configs <dir>', 'ConfigMaps volume (default: env SPORE_MOUNT_CONFIGS, else /configs)')
+    .action(async (o) => (await import('./fetcher.js')).fetcherCommand(o)); // loaded only for this verb
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
   cli
     .command('init')
