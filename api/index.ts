@@ -14,3 +14,4 @@ export * from './crd.js';
 export * from './executor.js';
 export * from './labels.js';
 export * from './quantity.js';
+export * from './platform.js';

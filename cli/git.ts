@@ -10,6 +10,7 @@ import { GitSource } from '../reconciler/git-source.js';
 import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/reconciler.js';
 import { reconcilerServer } from '../reconciler/server.js';
 import { SqliteStore, type ResourceStore, type SyncHistory } from '../store/index.js';
+import { loadKubeConfig } from './kube.js';
 import { UP_FILE } from './target.js';
 import { secretsFolder } from './up.js';
 
@@ -45,20 +46,9 @@ async function openTarget(o: GitOptions, stateDir: string, app: string, say: (li
     const store = new SqliteStore(join(stateDir, 'spore.db'));
     return { store, history: store, local: store, close: () => store.close(), where: join(stateDir, 'spore.db') };
   }
-  if (o.kubeconfig && o.inCluster) throw new Error('give --kubeconfig or --in-cluster, not both');
-  // loaded only here: the Kubernetes client is large, and spore up never needs it
-  const { KubeConfig } = await import('@kubernetes/client-node');
+  const kc = await loadKubeConfig(o);
   const { KubeStore } = await import('../store/kubernetes.js');
   const { KubeHistory } = await import('../store/kube-history.js');
-  const kc = new KubeConfig();
-  if (o.inCluster) kc.loadFromCluster();
-  else {
-    try {
-      kc.loadFromFile(resolve(o.kubeconfig!));
-    } catch (err) {
-      throw new Error(`--kubeconfig ${o.kubeconfig}: ${(err as Error).message}`);
-    }
-  }
   const namespace = o.namespace ?? 'spore-system';
   const store = await KubeStore.open({ kubeconfig: kc, namespace, report: say });
   try {

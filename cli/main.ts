@@ -5,6 +5,7 @@ import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, r
 import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
+import { poolmgrCommand, routerCommand } from './dataplane.js';
 import { initCommand } from './init.js';
 import { publishCommand } from './publish.js';
 import { withOutput } from './output.js';
@@ -110,6 +111,17 @@ export function program(): Command {
     .option('--secrets <dir>', 'Secrets volume (default: env SPORE_MOUNT_SECRETS, else /secrets)')
     .option('--configs <dir>', 'ConfigMaps volume (default: env SPORE_MOUNT_CONFIGS, else /configs)')
     .action(async (o) => (await import('./fetcher.js')).fetcherCommand(o)); // loaded only for this verb
+  const clusterComponent = (c: Command, port: string) =>
+    c
+      .option('--kubeconfig <path>', "the cluster of this kubeconfig (its current context); in a pod, its service account")
+      .option('--in-cluster', 'the cluster this pod runs in (its service account)')
+      .option('-p, --port <port>', `port to listen on (default: PORT, else ${port})`)
+      .option('--host <host>', 'address to listen on', '0.0.0.0')
+      .option('--namespace <ns>', "namespace of Spore's own objects: the pool's pods and the pool manager's credential (default: SPORE_NAMESPACE, else spore-system)");
+  clusterComponent(cli.command('poolmgr').description('run the pool manager on a cluster: pools of runtime pods per Environment, specialized on a miss from the router'), '8081').action(poolmgrCommand);
+  clusterComponent(cli.command('router').description("run the router on a cluster: serves the routes, holds the instances it was lent, asks the pool manager only on a miss"), '8080')
+    .option('--poolmgr <url>', "the pool manager's address (default: SPORE_POOLMGR_URL)")
+    .action(routerCommand);
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
   cli
     .command('init')

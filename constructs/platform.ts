@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { ApiObject, Chart, Size, type ChartProps } from 'cdk8s';
 import type * as Kplus from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
-import { allCrds, GROUP, KINDS, waveOf, type KindName } from '../api/index.js';
+import { allCrds, DATAPLANE_KINDS, GROUP, KINDS, POOL_POD_LABEL, POOLMGR_CREDENTIAL_SECRET, waveOf, type KindName } from '../api/index.js';
 import { SYNC_WAVE } from './spore-object.js';
 
 const require = createRequire(import.meta.url);
@@ -207,18 +207,48 @@ export class Platform extends Chart {
         PORT: kplus.EnvValue.fromValue(String(port)),
         ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, kplus.EnvValue.fromValue(v)])),
       });
-      // router: reads routes and functions; calls the pool manager over HTTP
+      // router: reads routes and what a function is made of (a change gives its instances back); asks the pool manager over HTTP on a miss
       const router = component('router', props.router ?? {}, { port: 8080, args: ['router'], env: dataplaneEnv(8080, { SPORE_POOLMGR_URL: `http://spore-poolmgr.${ns}:8081` }), scratch: { '/tmp': 'tmp' }, resources: small });
-      bind('router', router, [[READ, (['HttpTrigger', 'Function', 'TimerTrigger', 'QueueTrigger', 'WatchTrigger', 'Workflow'] as KindName[]).map((k) => sporeResource(k))]]);
-      // pool manager: reads what it runs, runs instances as pods in its own namespace
+      bind('router', router, [[READ, DATAPLANE_KINDS.router.map((k) => sporeResource(k))]]);
+      // the pool manager's credential, which it makes: the one Secret the router reads (by name: a rule cdk8s-plus does not write)
+      const credential = { name: 'spore-router-credential', namespace: ns };
+      new ApiObject(this, 'router-credential-role', { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: credential, rules: [{ apiGroups: [''], resources: ['secrets'], resourceNames: [POOLMGR_CREDENTIAL_SECRET], verbs: ['get'] }] });
+      new ApiObject(this, 'router-credential-binding', {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: credential,
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: credential.name },
+        subjects: [{ kind: 'ServiceAccount', name: router.name, namespace: ns }],
+      });
+      // pool manager: reads what it runs (and the Secrets and ConfigMaps functions name, handed to the pods' fetchers);
+      // runs instances as pods in its own namespace, each with a credential Secret of its own
       const poolmgr = component('poolmgr', props.poolManager ?? {}, {
-        port: 8081, args: ['poolmgr'], env: dataplaneEnv(8081, { SPORE_RUNTIME_NODE_IMAGE: runtimeImages.node, SPORE_RUNTIME_PYTHON_IMAGE: runtimeImages.python }), scratch: { '/tmp': 'tmp' }, resources: small,
+        port: 8081,
+        args: ['poolmgr'],
+        env: dataplaneEnv(8081, { SPORE_RUNTIME_NODE_IMAGE: runtimeImages.node, SPORE_RUNTIME_PYTHON_IMAGE: runtimeImages.python, SPORE_FETCHER_IMAGE: image }),
+        scratch: { '/tmp': 'tmp' },
+        resources: small,
       });
       bind('poolmgr', poolmgr, [
-        [READ, [sporeResource('Environment'), sporeResource('Package'), sporeResource('Function'), kplus.ApiResource.SECRETS, kplus.ApiResource.CONFIG_MAPS]],
+        [READ, [...DATAPLANE_KINDS.poolmgr.map((k) => sporeResource(k)), kplus.ApiResource.SECRETS, kplus.ApiResource.CONFIG_MAPS]],
         [['get', 'patch', 'update'], [sporeResource('Function', '/status'), sporeResource('Package', '/status'), sporeResource('Environment', '/status')]],
       ]);
-      bind('poolmgr-pods', poolmgr, [[[...READ, 'create', 'delete', 'patch'], [kplus.ApiResource.PODS]], [['get'], [kplus.ApiResource.custom({ apiGroup: '', resourceType: 'pods/log' })]]], ns);
+      bind('poolmgr-pods', poolmgr, [
+        [[...READ, 'create', 'delete', 'patch'], [kplus.ApiResource.PODS]],
+        [['get'], [kplus.ApiResource.custom({ apiGroup: '', resourceType: 'pods/log' })]],
+        [[...READ, 'create', 'delete'], [kplus.ApiResource.SECRETS]],
+      ], ns);
+      // only the router and the pool manager reach the pool's pods (runtime and fetcher ports)
+      new ApiObject(this, 'pool-network-policy', {
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'NetworkPolicy',
+        metadata: { name: 'spore-pool', namespace: ns },
+        spec: {
+          podSelector: { matchLabels: { [POOL_POD_LABEL.name]: POOL_POD_LABEL.value } },
+          policyTypes: ['Ingress'],
+          ingress: [{ from: ['router', 'poolmgr'].map((c) => ({ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'spore', 'app.kubernetes.io/component': c } } })) }],
+        },
+      });
     }
 
     for (const obj of this.node.findAll().filter((c): c is ApiObject => c instanceof ApiObject)) {

@@ -14,7 +14,7 @@ import { Timers } from './triggers/timers.js';
 export { DataplaneError } from './errors.js';
 export { Metrics } from './metrics.js';
 export { PoolManager, type Lease, type FunctionSnapshot } from './poolmgr/poolmgr.js';
-export { ProcessProvider, builtinCommand } from './poolmgr/process-provider.js';
+export { ProcessProvider, builtinCommand, type ProcessInstance } from './poolmgr/process-provider.js';
 export { PackageFetcher, PackageError } from './poolmgr/package-fetcher.js';
 export type { Instance, InstanceProvider } from './poolmgr/provider.js';
 export { Router, REQUEST_ID } from './router/router.js';
@@ -56,8 +56,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     metrics.logLinesCut.inc();
     metrics.logBytesDropped.inc(dropped);
   };
-  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), hide: o.stateDir, onLineCut, report: o.report });
   const fetcher = new PackageFetcher({ archiveDir: join(o.stateDir, 'archives'), onRejected: (reason) => metrics.archivesRejected.inc({ reason }) });
+  const provider = o.provider ?? new ProcessProvider({ workRoot: join(o.stateDir, 'instances'), hide: o.stateDir, fetcher, onLineCut, report: o.report });
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report, secretsDir: o.secretsDir });
   await poolmgr.start();
   let timers: Timers | undefined;

@@ -18,6 +18,8 @@ export interface KubeStoreOptions {
   namespace?: string;
   /** Kinds watched from the start, for the dataplane's reads. @default every spore.dev kind */
   kinds?: { apiVersion: string; kind: string }[];
+  /** Read the Stages' inventories (what the reconciler applied, and its baselines). The dataplane, which only reads, does not. @default true */
+  stages?: boolean;
   report?: (line: string) => void;
 }
 
@@ -73,6 +75,7 @@ export class KubeStore implements ResourceStore {
       const kinds = o.kinds ?? Object.values(KINDS).map((k) => ({ apiVersion: API_VERSION, kind: k.kind }));
       await Promise.all(kinds.map((k) => store.cache(k.apiVersion, k.kind)));
       // what the stages applied: their kinds watched from the start, their baselines known
+      if (o.stages === false) return store;
       const stages = (await store.cache(API_VERSION, 'Stage')).list() as { status?: { inventory?: (ObjectRef & { digest?: string; owned?: string })[] } }[];
       for (const e of stages.flatMap((st) => st.status?.inventory ?? [])) {
         if (e.digest && e.owned) store.baseline.set(refKey({ ...e, namespace: e.namespace ?? 'default' }), { desired: e.digest, owned: e.owned });

@@ -199,8 +199,7 @@ describe('images', () => {
       const help = local([c.args[0], '--help']);
       expect(help.status, `${c.name}: spore ${c.args[0]} --help: ${help.stderr}`).toBe(0);
     }
-    // router and pool manager come with the dataplane on a cluster (off in the chart by default)
-    expect(missing.filter((v) => !['router', 'poolmgr'].includes(v))).toEqual([]);
+    expect(missing).toEqual([]);
     expect(verbs).toContain('reconciler');
   });
 

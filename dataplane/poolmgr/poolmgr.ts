@@ -3,22 +3,22 @@
 // requestsPerInstance, instances grow up to concurrency, then calls wait in a
 // bounded queue, then get 429. Idle instances are reaped; an instance that
 // crashes or overruns is removed; a changed function drains its old instances.
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
-import { request } from 'undici';
 import { API_VERSION, resolveExecutor, type ResolvedExecutor } from '../../api/index.js';
 import type { ResourceStore, StoredObject, WatchEvent } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { LogSink } from '../logs.js';
-import { writeMounts } from './mounts.js';
+import { resolveMounts } from './mounts.js';
 import type { Metrics } from '../metrics.js';
-import { PackageError, type PackageFetcher } from './package-fetcher.js';
-import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine } from './provider.js';
+import type { PackageFetcher } from './package-fetcher.js';
+import type { AdoptedInstance, Instance, InstanceProvider, LogLine } from './provider.js';
 
 export interface PoolManagerOptions {
   store: ResourceStore;
   provider: InstanceProvider;
-  fetcher: PackageFetcher;
+  /** Where archives are fetched on this host (local instances): a bad one is refused before an instance is taken. */
+  fetcher?: PackageFetcher;
   metrics: Metrics;
   logs?: LogSink;
   /** Calls that may wait for an instance, per function; past it, 429. @default 100 */
@@ -47,6 +47,7 @@ interface Slot {
 }
 
 interface Waiter {
+  units: number;
   resolve: (lease: Lease) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -70,10 +71,23 @@ interface EnvPool {
   retryTimer?: NodeJS.Timeout;
 }
 
+/** What a caller of an instance needs of it. */
+export type InstanceRef = Pick<Instance, 'id' | 'url' | 'token' | 'memoryLimited'>;
+
+/**
+ * Where a router gets instances: the pool manager itself (in one process), or
+ * a client of it over HTTP (router/remote-pools.ts).
+ */
+export interface LeaseSource {
+  acquire(namespace: string, name: string): Lease<InstanceRef> | Promise<Lease<InstanceRef>>;
+  snapshot(): object | Promise<object>;
+  updateGauges(): void;
+}
+
 /** An instance lent to one call: release it when the call is done, or kill it if it misbehaved. */
-export interface Lease {
+export interface Lease<I extends InstanceRef = Instance> {
   readonly url: string;
-  readonly instance: Instance;
+  readonly instance: I;
   /** True when this call paid for specializing the instance. */
   readonly coldStart: boolean;
   readonly executor: ResolvedExecutor;
@@ -92,6 +106,9 @@ export interface FunctionSnapshot {
 }
 
 const key = (namespace: string, name: string) => `${namespace}/${name}`;
+
+/** A revision as a label value (at most 63 characters): what a specialized pod serves. */
+export const revisionLabel = (revision: string) => createHash('sha256').update(revision).digest('hex').slice(0, 16);
 
 export class PoolManager {
   private readonly functions = new Map<string, StoredObject>();
@@ -114,6 +131,7 @@ export class PoolManager {
   async start(): Promise<void> {
     this.unwatch = this.o.store.watch((e) => this.onChange(e));
     for (const obj of await this.o.store.list({ apiVersion: API_VERSION })) this.remember(obj);
+    if (this.o.provider.adopt) this.adoptAll(await this.o.provider.adopt());
     for (const env of this.environments.values()) this.syncEnvPool(env);
     this.reaper = setInterval(() => this.reap(), this.o.reapIntervalMs ?? 250);
     this.reaper.unref();
@@ -159,6 +177,41 @@ export class PoolManager {
     return `${fn.metadata.generation}|${(pkg?.spec as any)?.archive?.sha256}|${env?.metadata.generation}`;
   }
 
+  /**
+   * Instances a previous pool manager left (pods): generic ones of an
+   * Environment's current generation go back to its pool, specialized ones of
+   * a function's current revision back to the function (idle from now); the
+   * rest, and what exceeds a pool's size, is stopped.
+   */
+  private adoptAll(found: AdoptedInstance[]): void {
+    const revisions = new Map([...this.functions].map(([k, fn]) => [k, revisionLabel(this.revisionOf(fn))]));
+    for (const a of found) {
+      const envKey = key(a.environment.namespace, a.environment.name);
+      const env = this.environments.get(envKey);
+      if (a.function) {
+        const k = key(a.function.namespace, a.function.name);
+        if (!env || revisions.get(k) !== a.function.revision) {
+          void a.instance.kill();
+          continue;
+        }
+        const pool = this.poolOf(a.function.namespace, a.function.name);
+        const slot: Slot = { instance: a.instance, inFlight: 0, lastUsed: Date.now(), draining: false, revision: this.revisionOf(this.functions.get(k)!), specializedAt: Date.now() };
+        pool.slots.push(slot);
+        this.owners.set(a.instance, { namespace: pool.namespace, function: pool.name });
+        void a.instance.exited.then(() => this.remove(pool, slot));
+        continue;
+      }
+      if (!env || String(env.metadata.generation) !== a.environment.generation) {
+        void a.instance.kill();
+        continue;
+      }
+      this.syncEnvPool(env, false);
+      const pool = this.envPools.get(envKey)!;
+      if (pool.warm.length >= ((env.spec as { poolSize?: number }).poolSize ?? 3)) void a.instance.kill();
+      else this.keepWarm(pool, a.instance);
+    }
+  }
+
   private executorOf(fn: StoredObject): ResolvedExecutor {
     const spec = fn.spec as { executor?: object; environment: { name: string } };
     const env = this.environments.get(key(fn.metadata.namespace, spec.environment.name));
@@ -167,7 +220,7 @@ export class PoolManager {
 
   // ---- environments: pools of warm generic instances ---------------------
 
-  private syncEnvPool(env: StoredObject): void {
+  private syncEnvPool(env: StoredObject, fill = true): void {
     const k = key(env.metadata.namespace, env.metadata.name);
     const revision = String(env.metadata.generation);
     let pool = this.envPools.get(k);
@@ -179,7 +232,7 @@ export class PoolManager {
       pool = { key: k, revision, warm: [], starting: 0, backoffMs: 500 };
       this.envPools.set(k, pool);
     }
-    this.refill(pool);
+    if (fill) this.refill(pool);
   }
 
   private dropEnvPool(k: string): void {
@@ -201,15 +254,7 @@ export class PoolManager {
           pool.starting--;
           pool.backoffMs = 500;
           if (this.closed || this.envPools.get(pool.key) !== pool) return void instance.kill();
-          pool.warm.push(instance);
-          void instance.exited.then(() => {
-            const i = pool.warm.indexOf(instance);
-            if (i < 0) return;
-            pool.warm.splice(i, 1);
-            // an instance that dies on its own soon after starting would otherwise be respawned in a tight loop
-            if (Date.now() - instance.startedAt < 5_000) this.retryLater(pool, `environment ${pool.key}: an instance exited right after starting`);
-            else this.refill(pool);
-          });
+          this.keepWarm(pool, instance);
         })
         .catch((err) => {
           pool.starting--;
@@ -217,6 +262,18 @@ export class PoolManager {
           this.retryLater(pool, `environment ${pool.key}: could not start an instance: ${(err as Error).message}`);
         });
     }
+  }
+
+  private keepWarm(pool: EnvPool, instance: Instance): void {
+    pool.warm.push(instance);
+    void instance.exited.then(() => {
+      const i = pool.warm.indexOf(instance);
+      if (i < 0) return;
+      pool.warm.splice(i, 1);
+      // an instance that dies on its own soon after starting would otherwise be respawned in a tight loop
+      if (Date.now() - instance.startedAt < 5_000) this.retryLater(pool, `environment ${pool.key}: an instance exited right after starting`);
+      else this.refill(pool);
+    });
   }
 
   /** One retry at a time per environment, backing off up to 30 s. */
@@ -288,8 +345,8 @@ export class PoolManager {
     return pool;
   }
 
-  private lease(pool: FunctionPool, slot: Slot, coldStart: boolean, executor: ResolvedExecutor): Lease {
-    slot.inFlight++;
+  private lease(pool: FunctionPool, slot: Slot, coldStart: boolean, executor: ResolvedExecutor, units: number): Lease {
+    slot.inFlight += units;
     let done = false;
     return {
       url: slot.instance.url,
@@ -299,7 +356,7 @@ export class PoolManager {
       release: () => {
         if (done) return;
         done = true;
-        slot.inFlight--;
+        slot.inFlight -= units;
         slot.lastUsed = Date.now();
         if (slot.draining) {
           if (slot.inFlight === 0) this.remove(pool, slot);
@@ -308,7 +365,7 @@ export class PoolManager {
       kill: () => {
         if (done) return;
         done = true;
-        slot.inFlight--;
+        slot.inFlight -= units;
         this.remove(pool, slot);
         this.serveWaiters(pool);
       },
@@ -318,23 +375,28 @@ export class PoolManager {
   /**
    * An instance for one call of a function. Synchronous when a specialized
    * instance has room (the warm path); otherwise specializes one, or queues.
+   * `whole`: the instance is lent whole (all its requestsPerInstance), to a
+   * router that counts its calls itself — so the function's concurrency holds
+   * across any number of routers.
    */
-  acquire(namespace: string, name: string): Lease | Promise<Lease> {
+  acquire(namespace: string, name: string, whole = false): Lease | Promise<Lease> {
     if (this.closed) throw new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down');
     const pool = this.poolOf(namespace, name);
     const fn = this.functions.get(pool.key)!;
     const executor = this.executorOf(fn);
     const revision = this.revisionOf(fn);
+    const units = whole ? executor.requestsPerInstance : 1;
     for (const slot of pool.slots) {
-      if (!slot.draining && slot.inFlight < executor.requestsPerInstance && slot.revision === revision) return this.lease(pool, slot, false, executor);
+      if (!slot.draining && slot.inFlight + units <= executor.requestsPerInstance && slot.revision === revision) return this.lease(pool, slot, false, executor, units);
     }
-    if (this.live(pool) + pool.specializing < this.capOf(executor)) return this.coldStart(pool, fn, executor, revision);
+    if (this.live(pool) + pool.specializing < this.capOf(executor)) return this.coldStart(pool, fn, executor, revision, units);
     // instances being specialized will take (requestsPerInstance - 1) more calls each: those wait without counting against the queue
     if (pool.waiters.length >= this.queueSize + pool.specializing * (executor.requestsPerInstance - 1)) {
       throw new DataplaneError(429, 'TooManyRequests', `function ${pool.key} is at its concurrency limit (${this.capOf(executor)} instances × ${executor.requestsPerInstance}) and ${pool.waiters.length} calls are already waiting`, { 'retry-after': '1' });
     }
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
+        units,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -360,24 +422,25 @@ export class PoolManager {
     const executor = this.executorOf(fn);
     const revision = this.revisionOf(fn);
     while (pool.waiters.length) {
-      const slot = pool.slots.find((s) => !s.draining && s.inFlight < executor.requestsPerInstance && s.revision === revision);
+      const units = pool.waiters[0].units;
+      const slot = pool.slots.find((s) => !s.draining && s.inFlight + units <= executor.requestsPerInstance && s.revision === revision);
       if (slot) {
         const w = pool.waiters.shift()!;
         clearTimeout(w.timer);
-        w.resolve(this.lease(pool, slot, false, executor));
+        w.resolve(this.lease(pool, slot, false, executor, units));
         continue;
       }
       if (this.live(pool) + pool.specializing < this.capOf(executor)) {
         const w = pool.waiters.shift()!;
         clearTimeout(w.timer);
-        this.coldStart(pool, fn, executor, revision).then(w.resolve, w.reject);
+        this.coldStart(pool, fn, executor, revision, units).then(w.resolve, w.reject);
         continue;
       }
       return;
     }
   }
 
-  private async coldStart(pool: FunctionPool, fn: StoredObject, executor: ResolvedExecutor, revision: string): Promise<Lease> {
+  private async coldStart(pool: FunctionPool, fn: StoredObject, executor: ResolvedExecutor, revision: string, units: number): Promise<Lease> {
     pool.specializing++;
     const started = performance.now();
     try {
@@ -395,7 +458,7 @@ export class PoolManager {
       this.o.metrics.coldStarts.inc(labels);
       this.o.metrics.coldStartSeconds.observe(labels, (performance.now() - started) / 1000);
       void slot.instance.exited.then(() => this.remove(pool, slot));
-      const lease = this.lease(pool, slot, true, executor);
+      const lease = this.lease(pool, slot, true, executor, units);
       this.serveWaiters(pool); // the new instance may have room for waiting calls too
       return lease;
     } catch (err) {
@@ -418,12 +481,15 @@ export class PoolManager {
     const pkgKey = key(pool.namespace, spec.package.name);
     const pkg = this.packages.get(pkgKey);
     if (!pkg) throw new DataplaneError(500, 'PackageMissing', `function ${pool.key} refers to Package ${pkgKey}, which is not applied`);
-    // fetch and verify before taking an instance: a bad archive costs no instance
-    let bytes: Buffer;
-    try {
-      bytes = await this.o.fetcher.bytes(pkg);
-    } catch (err) {
-      throw new DataplaneError(500, 'BadPackage', (err as Error).message);
+    // what can be refused without an instance is, before one is taken: a missing Secret, a bad archive fetched here
+    const mounts = await resolveMounts({ namespace: pool.namespace, name: pool.name, secrets: spec.secrets, configMaps: spec.configMaps }, { store: this.o.store, secretsDir: this.o.secretsDir }).catch((err: Error) => {
+      this.report(err.message);
+      throw err;
+    });
+    if (this.o.fetcher) {
+      await this.o.fetcher.bytes(pkg).catch((err: Error) => {
+        throw new DataplaneError(500, 'BadPackage', err.message);
+      });
     }
     const instance = await this.takeGeneric(key(pool.namespace, spec.environment.name)).catch((err) => {
       throw err instanceof DataplaneError ? err : new DataplaneError(502, 'NoInstance', `no instance of environment ${spec.environment.name}: ${(err as Error).message}`);
@@ -434,36 +500,19 @@ export class PoolManager {
     }
     this.owners.set(instance, { namespace: pool.namespace, function: pool.name });
     try {
-      const codeDir = join(instance.workDir, 'code');
-      await this.o.fetcher.extract(bytes, codeDir, `Package ${pkgKey}`, instance.owner);
-      // Fission's layout (secrets/<namespace>/<name>/<key>, configs/…); the folders are named to the function by its env
-      const mounts = await writeMounts({ namespace: pool.namespace, name: pool.name, secrets: spec.secrets, configMaps: spec.configMaps }, instance.workDir, { store: this.o.store, secretsDir: this.o.secretsDir }, instance.owner).catch((err: Error) => {
-        this.report(err.message);
-        throw err;
-      });
-      const env = { ...Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value])), SPORE_SECRETS_DIR: mounts.secrets, SPORE_CONFIGS_DIR: mounts.configs };
-      const res = await request(`${instance.url}/v2/specialize`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...(instance.token ? { [INSTANCE_TOKEN]: instance.token } : {}) },
-        body: JSON.stringify({ filepath: codeDir, functionName: spec.entrypoint ?? '', env }),
-        headersTimeout: executor.specializationTimeoutSeconds * 1000,
-        bodyTimeout: executor.specializationTimeoutSeconds * 1000,
-      }).catch((err) => {
-        throw new DataplaneError(504, 'SpecializationTimeout', `function ${pool.key}: specialization did not finish within ${executor.specializationTimeoutSeconds}s (${(err as Error).message})`);
-      });
-      const text = await res.body.text();
-      if (res.statusCode !== 202 && res.statusCode !== 200) {
-        let message = text;
-        try {
-          message = JSON.parse(text).error ?? text;
-        } catch {
-          // plain text
-        }
-        throw new DataplaneError(500, 'SpecializationFailed', `function ${pool.key}: ${message}`);
-      }
+      await instance.specialize(
+        {
+          function: { namespace: pool.namespace, name: pool.name },
+          package: { namespace: pool.namespace, name: spec.package.name, archive: (pkg.spec as { archive: { sha256: string; size: number; inline?: string; url?: string } }).archive },
+          entrypoint: spec.entrypoint ?? '',
+          env: Object.fromEntries((spec.env ?? []).map((e) => [e.name, e.value])),
+          ...mounts,
+          timeoutSeconds: executor.specializationTimeoutSeconds,
+        },
+        { revision: revisionLabel(revision) },
+      );
     } catch (err) {
       void instance.kill();
-      if (err instanceof PackageError) throw new DataplaneError(500, 'BadPackage', err.message);
       throw err;
     }
     return { instance, inFlight: 0, lastUsed: Date.now(), draining: false, revision, specializedAt: Date.now() };
@@ -565,16 +614,20 @@ export class PoolManager {
     this.unwatch?.();
     clearInterval(this.reaper);
     const kills: Promise<void>[] = [];
+    // instances that outlive us (pods) stay, for the next pool manager to adopt
+    const stop = (i: Instance) => {
+      if (!this.o.provider.keepsInstances) kills.push(i.kill());
+    };
     for (const pool of this.pools.values()) {
       for (const w of pool.waiters.splice(0)) {
         clearTimeout(w.timer);
         w.reject(new DataplaneError(503, 'ShuttingDown', 'the dataplane is shutting down'));
       }
-      for (const s of pool.slots.splice(0)) kills.push(s.instance.kill());
+      for (const s of pool.slots.splice(0)) stop(s.instance);
     }
     for (const p of this.envPools.values()) {
       clearTimeout(p.retryTimer);
-      for (const i of p.warm.splice(0)) kills.push(i.kill());
+      for (const i of p.warm.splice(0)) stop(i);
     }
     await Promise.all(kills);
     await this.o.provider.shutdown();

@@ -13,7 +13,9 @@ import { readLines } from '../logs.js';
 import { InstanceCgroups, type InstanceLimits } from './cgroup.js';
 import { InstanceUsers } from './instance-users.js';
 import { InstanceSandbox } from './sandbox.js';
+import { PackageFetcher } from './package-fetcher.js';
 import { INSTANCE_TOKEN, type Instance, type InstanceProvider, type LogLine, type StartOptions } from './provider.js';
+import { specializeInFolder } from './specialize-folder.js';
 
 // The runtimes are programs, not compiled: from sources (dataplane/poolmgr)
 // and from the build (lib/dataplane/poolmgr) they are in dataplane/runtimes.
@@ -48,9 +50,19 @@ function freePort(): Promise<number> {
 const TAG = /^\x1e([^\x1f]*)\x1f(.*)$/s;
 const ANNOUNCE = /^spore-runtime listening on [\d.:]+:(\d+)$/;
 
+/** A local instance: a process, with a folder of its own holding its code, Secrets and ConfigMaps. */
+export interface ProcessInstance extends Instance {
+  readonly pid?: number;
+  readonly workDir: string;
+  /** The user it runs as, when not Spore's own: files put in `workDir` for it are its. */
+  readonly owner?: { uid: number; gid: number };
+}
+
 export interface ProcessProviderOptions {
   /** Where instances get their folders. */
   workRoot: string;
+  /** Fetches and verifies Package archives (specialization). @default one reading relative URLs from workRoot */
+  fetcher?: PackageFetcher;
   /** How long a new process may take to answer its health check. @default 10000 ms */
   startTimeoutMs?: number;
   /** Grace between SIGTERM and SIGKILL. @default 2000 ms */
@@ -80,8 +92,10 @@ export class ProcessProvider implements InstanceProvider {
   private readonly told = new Set<string>();
   /** Set when Spore is not root and may make namespaces: each instance in its own (sandbox.ts). */
   private readonly sandbox = InstanceSandbox.detect();
+  private readonly fetcher: PackageFetcher;
 
   constructor(private readonly options: ProcessProviderOptions) {
+    this.fetcher = options.fetcher ?? new PackageFetcher({ archiveDir: options.workRoot });
     this.users = InstanceUsers.detect(options.workRoot);
     this.root = this.users?.root ?? resolve(options.workRoot);
     if (!this.users && !this.sandbox) options.report?.('instances run as your user, with no sandbox (Spore is not root and this system does not let it make namespaces): a function can read what you can, Spore\'s state folder included');
@@ -97,7 +111,7 @@ export class ProcessProvider implements InstanceProvider {
     }
   }
 
-  async start(environment: StoredObject, options: StartOptions = {}): Promise<Instance> {
+  async start(environment: StoredObject, options: StartOptions = {}): Promise<ProcessInstance> {
     const runtime = (environment.spec as { runtime: { name?: string; command?: string[] } }).runtime;
     const given = runtime.command ?? (runtime.name ? builtinCommand(runtime.name, this.runtimesDir) : undefined);
     if (!given) throw new Error(`Environment ${environment.metadata.name} has no local command (set runtime.name or runtime.command)`);
@@ -186,7 +200,10 @@ export class ProcessProvider implements InstanceProvider {
       const actual = announces ? await this.within(announced, exited, timeoutMs) : port;
       const url = `http://127.0.0.1:${actual}`;
       await this.waitHealthy(url, id, token, exited, timeoutMs);
-      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill, token, owner, memoryLimited: () => (cgroup ? InstanceCgroups.oomKilled(cgroup) : false) };
+      // Fission's layout in the instance's folder: code/, secrets/<namespace>/<name>/<key>, configs/…
+      const specialize: Instance['specialize'] = (request) =>
+        specializeInFolder(request, { fetcher: this.fetcher, codeDir: join(workDir, 'code'), secretsDir: join(workDir, 'secrets'), configsDir: join(workDir, 'configs'), runtimeUrl: url, token, owner });
+      return { id, url, pid: child.pid, startedAt: Date.now(), exited, workDir, kill, token, owner, specialize, memoryLimited: () => (cgroup ? InstanceCgroups.oomKilled(cgroup) : false) };
     } catch (err) {
       await kill();
       throw err;

@@ -6,7 +6,9 @@ import { Readable, Transform } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Dispatcher, errors as undiciErrors } from 'undici';
 import { DataplaneError } from '../errors.js';
-import type { Lease } from '../poolmgr/poolmgr.js';
+import type { InstanceRef, Lease as PoolLease } from '../poolmgr/poolmgr.js';
+
+type Lease = PoolLease<InstanceRef>;
 import type { Router } from './router.js';
 
 export const REQUEST_ID = 'x-spore-request-id';

@@ -9,7 +9,7 @@ import { API_VERSION } from '../../api/index.js';
 import type { LogStore, ResourceStore, StoredObject } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { Lease, PoolManager } from '../poolmgr/poolmgr.js';
+import type { InstanceRef, Lease, LeaseSource } from '../poolmgr/poolmgr.js';
 import { INSTANCE_TOKEN } from '../poolmgr/provider.js';
 import { HOP_BY_HOP, ignore, Relay, REQUEST_ID, timeUp, type Call } from './relay.js';
 import { RouteTable } from './route-table.js';
@@ -39,7 +39,8 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as 
 
 export interface RouterOptions {
   store: ResourceStore;
-  poolmgr: PoolManager;
+  /** The pool manager, or its client (remote-pools.ts) when it runs as its own process. */
+  poolmgr: LeaseSource;
   metrics: Metrics;
   /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. `status` adds to /_spore/status (the timers). */
   admin?: { logs: LogStore; status?: () => Record<string, unknown> };
@@ -152,7 +153,7 @@ export class Router {
     s.route({ method: [...METHODS], url: '/_fn/:namespace/:name/*', handler: internal });
     if (this.o.admin) {
       const logs = this.o.admin.logs;
-      s.get('/_spore/status', async () => ({ ...this.o.poolmgr.snapshot(), routes: this.table.routes, ...this.o.admin?.status?.() }));
+      s.get('/_spore/status', async () => ({ ...(await this.o.poolmgr.snapshot()), routes: this.table.routes, ...this.o.admin?.status?.() }));
       s.get('/_spore/logs', async (req) => {
         const q = req.query as Record<string, string | undefined>;
         if (!q.function) throw new DataplaneError(400, 'BadRequest', 'query parameter "function" is required');
@@ -205,7 +206,7 @@ export class Router {
       relay.count(413);
       return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body (${declared} bytes) exceeds the limit of ${this.bodyLimit} bytes`), relay.requestId);
     }
-    let lease: Lease;
+    let lease: Lease<InstanceRef>;
     try {
       const got = this.o.poolmgr.acquire(call.namespace, call.name);
       lease = got instanceof Promise ? await got : got;

@@ -111,7 +111,7 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       dataplane: { enabled: true },
     });
     const objects = app.charts.flatMap((c) => c.toJson()).sort((a, b) => waveOf(a) - waveOf(b)) as KubernetesObject[];
-    expect(new Set(objects.map((o) => o.kind))).toEqual(new Set(['CustomResourceDefinition', 'Namespace', 'ServiceAccount', 'Deployment', 'Service', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']));
+    expect(new Set(objects.map((o) => o.kind))).toEqual(new Set(['CustomResourceDefinition', 'Namespace', 'ServiceAccount', 'Deployment', 'Service', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'NetworkPolicy']));
     for (const o of objects) {
       // a dry run first, as Spore validates a whole revision before applying it
       await applyObject(kc, o, { dryRun: true });
@@ -127,11 +127,11 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
 
     // what the API server's RBAC authorizer says the reconciler's ServiceAccount may do
     const authz = kc.makeApiClient(AuthorizationV1Api);
-    const may = async (verb: string, resource: string, { group = '', namespace = 'some-app', subresource = '' } = {}) => {
+    const may = async (verb: string, resource: string, { group = '', namespace = 'some-app', subresource = '', name = '', who = 'spore-reconciler' } = {}) => {
       const review = await authz.createSubjectAccessReview({
         body: {
           apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
-          spec: { user: `system:serviceaccount:${ns}:spore-reconciler`, groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`], resourceAttributes: { verb, group, resource, subresource, namespace } },
+          spec: { user: `system:serviceaccount:${ns}:${who}`, groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`], resourceAttributes: { verb, group, resource, subresource, namespace, name } },
         },
       });
       return review.status?.allowed === true;
@@ -152,6 +152,17 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['get', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
       ['create', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
       ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns }],
+      // the pool manager: pods and their credentials in the platform namespace; reads what functions name anywhere
+      ['create', 'pods', { namespace: ns, who: 'spore-poolmgr' }],
+      ['patch', 'pods', { namespace: ns, who: 'spore-poolmgr' }],
+      ['create', 'secrets', { namespace: ns, who: 'spore-poolmgr' }],
+      ['delete', 'secrets', { namespace: ns, who: 'spore-poolmgr' }],
+      ['get', 'secrets', { who: 'spore-poolmgr' }],
+      ['watch', 'functions', { group: 'spore.dev', who: 'spore-poolmgr' }],
+      // the router: routes and functions, and the pool manager's credential by name
+      ['watch', 'httptriggers', { group: 'spore.dev', who: 'spore-router' }],
+      ['list', 'packages', { group: 'spore.dev', who: 'spore-router' }],
+      ['get', 'secrets', { namespace: ns, name: 'spore-poolmgr', who: 'spore-router' }],
     ];
     const denied: [string, string, Parameters<typeof may>[2]?][] = [
       ['create', 'pods'],
@@ -160,10 +171,16 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['update', 'leases', { group: 'coordination.k8s.io' }], // leases only in its own namespace
       ['create', 'clusterrolebindings', { group: 'rbac.authorization.k8s.io', namespace: '' }],
       ['create', 'deployments', { group: 'apps' }],
+      ['create', 'pods', { who: 'spore-poolmgr' }], // pods only in the platform namespace
+      ['create', 'secrets', { who: 'spore-poolmgr' }],
+      ['get', 'secrets', { namespace: ns, name: 'spore-poolmgr-other', who: 'spore-router' }],
+      ['get', 'secrets', { who: 'spore-router' }],
+      ['create', 'functions', { group: 'spore.dev', who: 'spore-router' }],
     ];
-    const answers = async (list: typeof allowed) => Promise.all(list.map(async ([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: ${await may(verb, resource, o)}`));
-    expect(await answers(allowed)).toEqual(allowed.map(([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: true`));
-    expect(await answers(denied)).toEqual(denied.map(([verb, resource, o]) => `${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''} in ${o?.namespace ?? 'some-app'}: false`));
+    const say = ([verb, resource, o]: (typeof allowed)[number]) => `${o?.who ?? 'spore-reconciler'}: ${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''}${o?.name ? ` ${o.name}` : ''} in ${o?.namespace ?? 'some-app'}`;
+    const answers = async (list: typeof allowed) => Promise.all(list.map(async (q) => `${say(q)}: ${await may(q[0], q[1], q[2])}`));
+    expect(await answers(allowed)).toEqual(allowed.map((q) => `${say(q)}: true`));
+    expect(await answers(denied)).toEqual(denied.map((q) => `${say(q)}: false`));
   });
 
   it('defaults what a hand-written Function leaves out the way Spore does', async () => {

@@ -1,9 +1,12 @@
+import { readFileSync } from 'node:fs';
 import { App, Chart, Size } from 'cdk8s';
 import { Cpu } from 'cdk8s-plus-27';
 import { describe, expect, it } from 'vitest';
 import { program } from '../../cli/main.js';
 import { ArgoApplication, ArgoPullRequestApplicationSet, Platform } from '../../constructs/index.js';
 import { tempDir } from '../helpers.js';
+
+const { version: VERSION } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 function platform(props: ConstructorParameters<typeof Platform>[2] = {}) {
   const app = new App({ outdir: tempDir() });
@@ -157,10 +160,17 @@ describe('Platform', () => {
     const router = rulesOf(get('ClusterRole', 'spore-system-router'));
     expect(router.every((r: string) => r.endsWith(':get,list,watch'))).toBe(true);
     expect(router.join(' ')).toContain('spore.dev:httptriggers');
+    // of Secrets, the router reads only the pool manager's credential, in the platform namespace
+    expect(router.join(' ')).not.toContain('secrets');
+    expect(get('Role', 'spore-router-credential').rules).toEqual([{ apiGroups: [''], resources: ['secrets'], resourceNames: ['spore-poolmgr'], verbs: ['get'] }]);
     const poolmgr = rulesOf(get('ClusterRole', 'spore-system-poolmgr'));
     expect(poolmgr.some((r: string) => r.includes('pods'))).toBe(false);
-    expect(rulesOf(get('Role', 'spore-poolmgr-pods'))).toEqual(expect.arrayContaining([':pods:get,list,watch,create,delete,patch', ':pods/log:get']));
+    // pods, and each pod's credential Secret, only in the platform namespace
+    expect(rulesOf(get('Role', 'spore-poolmgr-pods'))).toEqual(expect.arrayContaining([':pods:get,list,watch,create,delete,patch', ':pods/log:get', ':secrets:get,list,watch,create,delete']));
     expect(get('RoleBinding', 'spore-poolmgr-pods').subjects).toEqual([{ kind: 'ServiceAccount', name: 'spore-poolmgr', namespace: 'spore-system', apiGroup: '' }]);
+    // the fetcher sidecar is the platform image; only the router and the pool manager reach the pool's pods
+    expect(get('Deployment', 'spore-poolmgr').spec.template.spec.containers[0].env).toEqual(expect.arrayContaining([{ name: 'SPORE_FETCHER_IMAGE', value: `ghcr.io/spore-dev/spore:${VERSION}` }]));
+    expect(get('NetworkPolicy', 'spore-pool').spec.ingress[0].from.map((f: any) => f.podSelector.matchLabels['app.kubernetes.io/component'])).toEqual(['router', 'poolmgr']);
   });
 
   it('takes images, replicas, resources and namespace', () => {

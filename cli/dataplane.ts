@@ -1,0 +1,106 @@
+// `spore poolmgr` and `spore router`: the dataplane's two parts as their own
+// processes on a cluster (spore up runs both in one process on SQLite). Both
+// read the Kubernetes store; the router asks the pool manager over HTTP on a miss.
+import { createRequire } from 'node:module';
+import { API_VERSION, DATAPLANE_KINDS } from '../api/index.js';
+import { loadKubeConfig, type ClusterOptions } from './kube.js';
+
+const { version } = createRequire(import.meta.url)('spore/package.json') as { version: string };
+
+export interface DataplaneCommandOptions extends ClusterOptions {
+  port?: string;
+  host: string;
+  namespace?: string;
+  poolmgr?: string;
+}
+
+function portOf(v: string, flag: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 65535) throw new Error(`${flag} must be a port number (got "${v}")`);
+  return n;
+}
+
+/** In a pod with neither flag, the pod's service account. */
+const cluster = (o: DataplaneCommandOptions): ClusterOptions => ({ kubeconfig: o.kubeconfig, inCluster: o.inCluster || (!o.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST)) });
+const namespaceOf = (o: DataplaneCommandOptions) => o.namespace ?? process.env.SPORE_NAMESPACE ?? 'spore-system';
+const say = (line: string) => process.stderr.write(`spore: ${line}\n`);
+
+/** The store of a component: the kinds it reads (its role allows no more). */
+async function openStore(o: DataplaneCommandOptions, component: keyof typeof DATAPLANE_KINDS) {
+  const kubeconfig = await loadKubeConfig(cluster(o));
+  const { KubeStore } = await import('../store/kubernetes.js');
+  const kinds = DATAPLANE_KINDS[component].map((kind) => ({ apiVersion: API_VERSION, kind }));
+  return { kubeconfig, store: await KubeStore.open({ kubeconfig, namespace: namespaceOf(o), kinds, stages: false, report: say }) };
+}
+
+function onStop(stop: () => Promise<void>): void {
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      void stop().then(
+        () => process.exit(0),
+        (err) => {
+          say(`stopping: ${(err as Error).message}`);
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+export async function poolmgrCommand(o: DataplaneCommandOptions): Promise<void> {
+  const port = portOf(o.port ?? process.env.PORT ?? '8081', o.port ? '--port' : 'PORT');
+  const namespace = namespaceOf(o);
+  const { kubeconfig, store } = await openStore(o, 'poolmgr');
+  const { Metrics, PoolManager } = await import('../dataplane/index.js');
+  const { PodProvider } = await import('../dataplane/poolmgr/pod-provider.js');
+  const { poolServer } = await import('../dataplane/poolmgr/server.js');
+  const { ensureCredential } = await import('../dataplane/poolmgr/credential.js');
+  const env = process.env;
+  const provider = new PodProvider({
+    kubeconfig,
+    client: store.client,
+    namespace,
+    images: {
+      node: env.SPORE_RUNTIME_NODE_IMAGE ?? `ghcr.io/spore-dev/runtime-node:${version}`,
+      python: env.SPORE_RUNTIME_PYTHON_IMAGE ?? `ghcr.io/spore-dev/runtime-python:${version}`,
+      fetcher: env.SPORE_FETCHER_IMAGE ?? `ghcr.io/spore-dev/spore:${version}`,
+    },
+    report: say,
+  });
+  const metrics = new Metrics({ defaultMetrics: true });
+  const poolmgr = new PoolManager({ store, provider, metrics, report: say });
+  const credential = await ensureCredential(store.client, namespace);
+  await poolmgr.start();
+  const server = poolServer({ poolmgr, metrics, credential });
+  const url = await server.listen({ port, host: o.host });
+  process.stdout.write(`spore poolmgr listening on ${url} (pods in namespace ${namespace} of ${store.client.server})\n`);
+  onStop(async () => {
+    await server.close();
+    await poolmgr.shutdown(); // its pods stay, for the next pool manager to adopt
+    await store.close();
+  });
+}
+
+export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
+  const port = portOf(o.port ?? process.env.PORT ?? '8080', o.port ? '--port' : 'PORT');
+  const poolmgrUrl = (o.poolmgr ?? process.env.SPORE_POOLMGR_URL)?.replace(/\/+$/, '');
+  if (!poolmgrUrl) throw new Error('give the pool manager\'s address: --poolmgr URL (or SPORE_POOLMGR_URL)');
+  if (!/^https?:\/\//.test(poolmgrUrl)) throw new Error(`--poolmgr ${poolmgrUrl}: expected an http:// or https:// URL`);
+  const { store } = await openStore(o, 'router');
+  const { Metrics, Router } = await import('../dataplane/index.js');
+  const { RemotePools } = await import('../dataplane/router/remote-pools.js');
+  const { readCredential } = await import('../dataplane/poolmgr/credential.js');
+  const credential = await readCredential(store.client, namespaceOf(o));
+  const pools = new RemotePools({ url: poolmgrUrl, credential, store, report: say });
+  const router = new Router({ store, poolmgr: pools, metrics: new Metrics({ defaultMetrics: true }), report: say });
+  const url = await router.listen(port, o.host);
+  process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);
+  onStop(async () => {
+    await router.close(); // calls in flight finish (bounded)
+    await pools.close();
+    await store.close();
+  });
+}
