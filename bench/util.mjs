@@ -109,6 +109,27 @@ export function cannon(url, { connections, duration, headers = {} }) {
   });
 }
 
+/**
+ * Loads every target in turn (autocannon), `rounds` times (the order rotated each round);
+ * per target: the median round's req/s and latency, and the median of its
+ * per-round ratios to the first target (the floor).
+ */
+export async function side(targets, { connections, duration, rounds: count }) {
+  for (const t of targets) await latencies(t.url, 200, t.headers); // warm (JIT, connections, instances)
+  const rounds = [];
+  for (let i = 0; i < count; i++) {
+    const order = targets.map((_, k) => (k + i) % targets.length);
+    const round = [];
+    for (const k of order) round[k] = await cannon(targets[k].url, { connections, duration, headers: targets[k].headers });
+    rounds.push(round);
+  }
+  return targets.map((t, k) => {
+    const ratios = rounds.map((r) => r[k].rps / r[0].rps);
+    const mid = [...rounds].sort((a, b) => a[k].rps - b[k].rps)[Math.floor(rounds.length / 2)][k];
+    return { ...t, ...mid, ratio: median(ratios), ratios, errors: rounds.reduce((n, r) => n + r[k].errors, 0) };
+  });
+}
+
 /** Sequential calls on one keep-alive connection, returning each call's latency in milliseconds. */
 export async function latencies(url, count, headers = {}) {
   const out = [];

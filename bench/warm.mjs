@@ -10,7 +10,7 @@ import yaml from 'js-yaml';
 import { request } from 'undici';
 import { packArchive } from '../lib/api/archive.js';
 import { localPython } from '../lib/api/index.js';
-import { NODE_ENV, PYTHON_ENV, ROOT, cannon, fmt, freePort, latencies, median, percentile, rss, scope, specialized, startProcess, waitFor } from './util.mjs';
+import { NODE_ENV, PYTHON_ENV, ROOT, fmt, freePort, latencies, median, percentile, rss, scope, side, specialized, startProcess, waitFor } from './util.mjs';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -137,27 +137,6 @@ async function check(name, url, headers, body) {
   if (res.statusCode !== 200 || text !== body) throw new Error(`${name} (${url}) answered ${res.statusCode} ${JSON.stringify(text.slice(0, 200))}, not ${JSON.stringify(body)}`);
 }
 
-/**
- * Loads every target in turn, ROUNDS times (the order rotated each round);
- * per target: the median round's req/s and latency, and the median of its
- * per-round ratios to the first target (the floor).
- */
-async function side(targets, connections) {
-  for (const t of targets) await latencies(t.url, 200, t.headers); // warm (JIT, connections, instances)
-  const rounds = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const order = targets.map((_, k) => (k + i) % targets.length);
-    const round = [];
-    for (const k of order) round[k] = await cannon(targets[k].url, { connections, duration: DURATION, headers: targets[k].headers });
-    rounds.push(round);
-  }
-  return targets.map((t, k) => {
-    const ratios = rounds.map((r) => r[k].rps / r[0].rps);
-    const mid = [...rounds].sort((a, b) => a[k].rps - b[k].rps)[Math.floor(rounds.length / 2)][k];
-    return { ...t, ...mid, ratio: median(ratios), ratios, errors: rounds.reduce((n, r) => n + r[k].errors, 0) };
-  });
-}
-
 export async function warm() {
   const s = scope();
   try {
@@ -235,7 +214,7 @@ export async function warm() {
       { key: 'router', label: 'through the router (spore up)', url: routed },
     ];
     for (const t of targets) await check(t.label, t.url, t.headers, body);
-    const node = await side(targets, CONNECTIONS);
+    const node = await side(targets, { connections: CONNECTIONS, duration: DURATION, rounds: ROUNDS });
     memory.helloAfterLoad = rss(direct.instance.pid);
 
     // router-added latency, one request at a time
@@ -257,7 +236,7 @@ export async function warm() {
         { key: 'python', label: 'runtime instance direct, py-hello', url: `${instance.instance.url}/py/hello`, headers: instance.headers },
       ];
       for (const t of pyTargets) await check(t.label, t.url, t.headers, pyBody);
-      python = await side(pyTargets, PY_CONNECTIONS);
+      python = await side(pyTargets, { connections: PY_CONNECTIONS, duration: DURATION, rounds: ROUNDS });
     } catch (err) {
       python = { error: err.message };
     }
