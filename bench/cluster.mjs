@@ -2,8 +2,12 @@
 // (test/cluster/harness.ts): push → objects applied through a signed webhook
 // (`spore reconciler --kubeconfig` as a child process); a no-op sync of a
 // 200-function app (time, API requests); and the dataplane's lookups from the
-// informer cache next to SQLite holding the same objects. BENCH_VERBOSE=1
-// prints its phases and what the reconcilers and stores report.
+// informer cache next to SQLite holding the same objects; and the dataplane
+// on the cluster (`spore poolmgr` + `spore router`, pool pods run by the test
+// node agent as local processes) next to spore up's (child processes): cold
+// start and warm calls. BENCH_VERBOSE=1 prints its phases and what the
+// reconcilers and stores report. BENCH_ONLY=dataplane (or sync, or push) runs
+// that section alone.
 import { execFile, execFileSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,14 +19,17 @@ import yaml from 'js-yaml';
 import { Bench } from 'tinybench';
 import { request } from 'undici';
 import { packArchive } from '../lib/api/archive.js';
-import { API_VERSION, allCrds } from '../lib/api/index.js';
+import { API_VERSION, POOL_POD_LABEL, allCrds } from '../lib/api/index.js';
+import { ProcessProvider } from '../lib/dataplane/index.js';
+import { POD_LABELS, RUNTIME_PORT } from '../lib/dataplane/poolmgr/pod-provider.js';
 import { GitSource } from '../lib/reconciler/git-source.js';
 import { Reconciler } from '../lib/reconciler/reconciler.js';
 import { SqliteStore } from '../lib/store/index.js';
+import { KindCache } from '../lib/store/kind-cache.js';
 import { KubeClient } from '../lib/store/kube-client.js';
 import { KubeHistory } from '../lib/store/kube-history.js';
 import { KubeStore } from '../lib/store/kubernetes.js';
-import { ROOT, fmt, freePort, median, percentile, scope, startProcess, waitFor } from './util.mjs';
+import { ROOT, firstCall, fmt, freePort, latencies, median, percentile, scope, side, startProcess, waitFor } from './util.mjs';
 
 const PUSH_FUNCTIONS = 10;
 const NOOP_FUNCTIONS = 200;
@@ -31,6 +38,13 @@ const SYNCS = 10;
 const READ_ROUNDS = 3;
 const READ_MS = 400; // per task and round: the four tasks of a round run one after another
 const SECRET = 'bench-secret';
+const DP_FUNCTIONS = Number(process.env.BENCH_FUNCTIONS ?? 8); // first calls per path
+const DP_POOL = 3;
+const DP_SECONDS = Number(process.env.BENCH_SECONDS ?? 3); // per target and round
+const DP_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const DP_SEQUENTIAL = 500;
+const SECTIONS = ['dataplane', 'sync', 'push'];
+const ONLY = process.env.BENCH_ONLY;
 const BIN = join(ROOT, 'bin/spore.js');
 const exec = promisify(execFile);
 const quiet = process.env.BENCH_VERBOSE ? (line) => console.error(line) : () => {};
@@ -282,7 +296,162 @@ async function pushApplied(s, base, kc, client, kubeconfig) {
   return { functions: PUSH_FUNCTIONS, objects: app.objects, rounds: times, p50: percentile(times, 50), max: Math.max(...times), steps: pushes[Math.floor(pushes.length / 2)]?.timings };
 }
 
+// spore up's dataplane (cli/up.ts without the render) over the SQLite file in BENCH_DIR
+const LOCAL_DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
+import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
+const dir = process.env.BENCH_DIR;
+const store = new SqliteStore(dir + '/spore.db');
+const dp = await startDataplane({ store, stateDir: dir, port: 0 });
+console.log('local dataplane on ' + dp.url);
+process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
+`;
+
+/** The dataplane's function: a tiny Node package answering its own name; a new Function per first call, so each is a cold start. */
+function dataplaneObjects(ns) {
+  const meta = (name) => ({ name, namespace: ns });
+  const docs = [{ apiVersion: API_VERSION, kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: DP_POOL } }];
+  for (let i = 0; i < DP_FUNCTIONS; i++) {
+    const f = `fn-${i}`;
+    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(`export default () => new Response(${JSON.stringify(f)});\n`) }]);
+    docs.push(
+      { apiVersion: API_VERSION, kind: 'Package', metadata: meta(f), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
+      { apiVersion: API_VERSION, kind: 'Function', metadata: meta(f), spec: { environment: { name: 'node' }, package: { name: f } } },
+    );
+  }
+  return docs;
+}
+
+/** Pods deleted (the node agent stops their processes), then the namespaces: no controller here deletes a namespace's pods for it. */
+async function deleteNamespaces(client, pods, namespaces) {
+  await client.request('DELETE', `/api/v1/namespaces/${pods}/pods`, { query: { gracePeriodSeconds: '1' } });
+  await waitFor(`the pods of ${pods} deleted`, async () => (await client.request('GET', `/api/v1/namespaces/${pods}/pods`)).items.length === 0, 60_000);
+  for (const ns of namespaces) await client.request('DELETE', `/api/v1/namespaces/${ns}`);
+}
+
+/** Creation → Ready of every pool pod, as a watch of the pool manager's namespace sees them (ms, in order of readiness). */
+function podReadiness(kc, client, namespace) {
+  const added = new Map(); // pod → when the watch showed it; gone once it was Ready
+  const times = [];
+  const cache = new KindCache(kc, client, 'v1', 'Pod', `/api/v1/namespaces/${namespace}/pods`, ({ type, object }) => {
+    const name = object.metadata.name;
+    if (type === 'ADDED') added.set(name, performance.now());
+    if (added.has(name) && object.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) {
+      times.push(performance.now() - added.get(name));
+      added.delete(name);
+    }
+  }, quiet, `${POOL_POD_LABEL.name}=${POOL_POD_LABEL.value}`);
+  return { ready: cache.ready, times, stop: () => cache.stop() };
+}
+
+/**
+ * The same functions served two ways, side by side: on the cluster (objects
+ * applied with a KubeStore; `spore poolmgr` and `spore router` as child
+ * processes; instances are pool pods with the fetcher sidecar, run by the test
+ * node as local processes) and locally (startDataplane over SQLite in a child
+ * process, as spore up runs it; instances are its child processes). Cold: each
+ * first call waits for a full pool, so it measures specialization + first
+ * call, not pod creation. Warm: fn-0 through either router, and its pod's
+ * runtime called directly.
+ */
+async function dataplane(s, base, kc, client, kubeconfig) {
+  const appNs = 'bench-dp';
+  const system = 'bench-dp-system';
+  for (const ns of [appNs, system]) await createNamespace(client, ns);
+  // last: after the pool manager stopped (it would start the pods again)
+  s.defer(() => deleteNamespaces(client, system, [appNs, system]));
+  // the node agent makes `default` (as the controller manager would): pods are refused before it
+  await waitFor(`namespace ${system}'s default ServiceAccount`, () => client.request('GET', `/api/v1/namespaces/${system}/serviceaccounts/default`).then(() => true, () => false), 60_000);
+  const docs = dataplaneObjects(appNs);
+  const watched = podReadiness(kc, client, system);
+  s.defer(() => watched.stop());
+  await within('the pod watch', 60, watched.ready);
+  const store = await within('KubeStore.open', 120, KubeStore.open({ kubeconfig: kc, namespace: system, kinds: ['Environment', 'Package', 'Function'].map((kind) => ({ apiVersion: API_VERSION, kind })), stages: false, report: quiet }));
+  s.defer(() => store.close());
+  await store.apply(docs);
+
+  // the cluster's path: the two commands, as the chart runs them (one credential between them)
+  const credential = randomBytes(16).toString('hex');
+  const common = ['--kubeconfig', kubeconfig, '--namespace', system, '--host', '127.0.0.1', '--port', '0'];
+  const poolmgr = startProcess(s, process.execPath, [BIN, 'poolmgr', ...common], /spore poolmgr listening on (\S+)/, { SPORE_POOLMGR_CREDENTIAL: credential });
+  const poolmgrUrl = (await within('spore poolmgr starting', 120, poolmgr.matched))[1];
+  const router = startProcess(s, process.execPath, [BIN, 'router', ...common, '--poolmgr', poolmgrUrl], /spore router listening on (\S+)/, { SPORE_POOLMGR_CREDENTIAL: credential });
+  const routerUrl = (await within('spore router starting', 120, router.matched))[1];
+  const podWarm = async () => {
+    const res = await request(`${poolmgrUrl}/v1/status`, { headers: { authorization: `Bearer ${credential}` } });
+    const status = await res.body.json();
+    return status.environments?.find((e) => e.namespace === appNs && e.name === 'node')?.warm ?? 0;
+  };
+
+  // the local path: the same objects in SQLite, spore up's dataplane in a process of its own, as spore router has one
+  const dir = join(base, 'dataplane');
+  mkdirSync(dir);
+  const local = new SqliteStore(join(dir, 'spore.db'));
+  s.defer(() => local.close());
+  await local.apply(docs);
+  writeFileSync(join(dir, 'local.mjs'), LOCAL_DATAPLANE);
+  const up = startProcess(s, process.execPath, [join(dir, 'local.mjs')], /local dataplane on (\S+)\n/, { BENCH_DIR: dir });
+  const dp = { url: (await within('the local dataplane starting', 60, up.matched))[1] };
+  const localWarm = async () => {
+    const res = await request(`${dp.url}/_spore/status`);
+    const status = await res.body.json();
+    return status.environments?.find((e) => e.namespace === appNs && e.name === 'node')?.warm ?? 0;
+  };
+
+  // cold: the paths in turn, each first call from a full pool
+  const first = async (path, url, warmCount, fn) => {
+    await waitFor(`a full ${path} pool (${DP_POOL} warm)`, async () => (await warmCount()) >= DP_POOL, 120_000).catch((err) => {
+      throw new Error(`${err.message}${path === 'pod' ? `; spore poolmgr said:\n${poolmgr.output().slice(-2000)}` : ''}`);
+    });
+    const r = await firstCall(`${url}/_fn/${appNs}/${fn}`);
+    if (r.status !== 200 || r.body !== fn) throw new Error(`${fn} through the ${path} path answered ${r.status} ${r.body.slice(0, 300)}`);
+    return r.ms;
+  };
+  const cold = { pod: [], process: [] };
+  for (let i = 0; i < DP_FUNCTIONS; i++) {
+    const pair = i % 2 ? [['process', dp.url, localWarm], ['pod', routerUrl, podWarm]] : [['pod', routerUrl, podWarm], ['process', dp.url, localWarm]];
+    for (const [path, url, warmCount] of pair) cold[path].push(await first(path, url, warmCount, `fn-${i}`));
+    quiet(`cluster: dataplane: fn-${i} first call: pod ${fmt(cold.pod[i], 1)} ms, process ${fmt(cold.process[i], 1)} ms`);
+  }
+  const podReady = [...watched.times];
+
+  // a process instance's start, for the pod's creation → Ready (spore up's provider, as the local pool starts them)
+  const provider = new ProcessProvider({ workRoot: join(dir, 'starts') });
+  s.defer(() => provider.shutdown());
+  const env = (await local.list({ apiVersion: API_VERSION, kind: 'Environment', namespace: appNs }))[0];
+  const processStart = [];
+  for (let i = 0; i < DP_FUNCTIONS; i++) {
+    const t = performance.now();
+    const instance = await provider.start(env);
+    processStart.push(performance.now() - t);
+    await instance.kill();
+  }
+
+  // warm: fn-0's pod, found by its label, called as the router calls it (its credential from its Secret)
+  const pods = await client.request('GET', `/api/v1/namespaces/${system}/pods`, { query: { labelSelector: `${POD_LABELS.function}=fn-0` } });
+  const pod = pods.items.find((p) => !p.metadata.deletionTimestamp);
+  if (!pod) throw new Error(`no pod in ${system} is labelled ${POD_LABELS.function}=fn-0: the pod path did not serve fn-0 from a pod`);
+  const secret = await client.request('GET', `/api/v1/namespaces/${system}/secrets/${pod.metadata.name}-credential`);
+  const token = Buffer.from(secret.data.token, 'base64').toString();
+  const targets = [
+    { key: 'direct', label: "the pod's runtime, direct (pod IP, its token)", url: `http://${pod.status.podIP}:${RUNTIME_PORT}/`, headers: { 'x-spore-instance-token': token } },
+    { key: 'pod', label: 'spore router → pod', url: `${routerUrl}/_fn/${appNs}/fn-0` },
+    { key: 'process', label: "local router → process (spore up's dataplane)", url: `${dp.url}/_fn/${appNs}/fn-0` },
+  ];
+  for (const t of targets) {
+    const res = await request(t.url, { headers: t.headers });
+    const text = await res.body.text();
+    if (res.statusCode !== 200 || text !== 'fn-0') throw new Error(`${t.label} (${t.url}) answered ${res.statusCode} ${text.slice(0, 300)}, not "fn-0"`);
+  }
+  quiet('cluster: dataplane: warm rounds');
+  const warm = await side(targets, { connections: DP_CONNECTIONS, duration: DP_SECONDS, rounds: ROUNDS });
+  // one call at a time: the latency each hop adds
+  const sequential = {};
+  for (const t of targets) sequential[t.key] = median(await latencies(t.url, DP_SEQUENTIAL, t.headers));
+  return { functions: DP_FUNCTIONS, cold, podReady, processStart, warm, sequential };
+}
+
 export async function cluster(others = {}) {
+  if (ONLY && !SECTIONS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the cluster bench's sections are ${SECTIONS.join(', ')}`);
   const missing = missingAssets();
   if (missing) return { failed: true, unavailable: missing };
   const base = mkdtempSync(join(tmpdir(), 'spore-bench-cluster-'));
@@ -298,12 +467,13 @@ export async function cluster(others = {}) {
     quiet('cluster: installing the CRDs');
     await installCrds(client);
     const version = (await client.request('GET', '/version')).gitVersion;
-    // the 200-function app first: its read path compares stores holding the same objects, none of the push app's
-    quiet('cluster: the 200-function app');
-    const sync = await noop(s, base, kc, client);
-    quiet('cluster: push → applied');
-    const push = await pushApplied(s, base, kc, client, kubeconfig);
-    return { version, push, sync, localPush: others.push?.p50 };
+    const run = (name) => !ONLY || ONLY === name;
+    // the dataplane first: its pool manager pools every Environment of the cluster, the other apps' too
+    const dp = run('dataplane') ? (quiet('cluster: the dataplane, pods and processes'), await dataplane(s, base, kc, client, kubeconfig)) : undefined;
+    // the 200-function app before the push app: its read path compares stores holding the same objects, none of the push app's
+    const sync = run('sync') ? (quiet('cluster: the 200-function app'), await noop(s, base, kc, client)) : undefined;
+    const push = run('push') ? (quiet('cluster: push → applied'), await pushApplied(s, base, kc, client, kubeconfig)) : undefined;
+    return { version, push, sync, dataplane: dp, localPush: others.push?.p50 };
   } finally {
     await s.close();
   }
@@ -314,21 +484,61 @@ const kinds = (byKind) => Object.entries(byKind).map(([k, n]) => `${k} ${n}`).jo
 
 export function report(r) {
   if (r.unavailable) return `cluster: not measured: ${r.unavailable}`;
-  const { push, sync } = r;
-  const noopMs = sync.syncs.map((x) => x.ms);
-  const noopReq = sync.syncs.map((x) => x.requests);
-  const local = r.localPush === undefined ? '' : `; the local push → serving (push, above) ${ms(r.localPush)} p50`;
-  const { get, list } = sync.read;
+  const { push, sync, dataplane: dp } = r;
+  const lines = [`cluster: Spore on a real kube-apiserver ${r.version} + etcd (the tests' harness, npm run cluster), the spore.dev CRDs installed${ONLY ? `; only the ${ONLY} section (BENCH_ONLY)` : ''}.`];
+  if (dp) lines.push(...dataplaneReport(dp));
+  if (push) {
+    const local = r.localPush === undefined ? '' : `; the local push → serving (push, above) ${ms(r.localPush)} p50`;
+    lines.push(
+      `push → applied, webhook, ${push.functions} functions (${push.objects} objects, manifests mode; spore reconciler --kubeconfig as a child process), ${push.rounds.length} pushes:`,
+      `  every Package on the API server with its new archive (seen by a watch): p50 ${ms(push.p50)}, max ${ms(push.max)}; each: ${push.rounds.map((t) => fmt(t, 0)).join(', ')} ms${local}`,
+      `  steps of the middle push (the reconciler's, ms): ${Object.entries(push.steps ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    );
+  }
+  if (sync) {
+    const noopMs = sync.syncs.map((x) => x.ms);
+    const noopReq = sync.syncs.map((x) => x.requests);
+    const { get, list } = sync.read;
+    lines.push(
+      `sync of ${sync.functions} functions (${sync.objects} objects), in-process KubeStore + KubeHistory + Reconciler (manifests); API requests counted by the store's client, which the history shares:`,
+      `  first (full) sync: ${ms(sync.first.ms)}, ${sync.first.requests} API requests (${kinds(sync.first.byKind)})`,
+      `  no-op sync, reconciler.poll('sync') × ${sync.syncs.length}: p50 ${ms(median(noopMs))}, max ${ms(Math.max(...noopMs))}; API requests per sync p50 ${median(noopReq)}, max ${Math.max(...noopReq)} (${kinds(sync.syncs.at(-1).byKind)}); history records written ${sync.recorded}`,
+      `read path, the dataplane's lookups over ${sync.functions} functions, ops/s (tinybench, ${READ_ROUNDS} rounds × ${READ_MS} ms per task, the median round; "× SQLite": the cache's ops/s ÷ SQLite's in the same round, the median of the rounds):`,
+      `  get(Function):          informer cache ${fmt(get.kube, 0)}, SQLite ${fmt(get.sqlite, 0)} ops/s: ${fmt(median(get.ratios))}× SQLite (rounds ${get.ratios.map((x) => fmt(x)).join(', ')})`,
+      `  list(HttpTrigger), ${sync.functions}: informer cache ${fmt(list.kube, 0)}, SQLite ${fmt(list.sqlite, 0)} ops/s: ${fmt(median(list.ratios))}× SQLite (rounds ${list.ratios.map((x) => fmt(x)).join(', ')})`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function dataplaneReport(dp) {
+  const p = (times, q) => percentile(times, q);
+  const podP50 = p(dp.cold.pod, 50);
+  const procP50 = p(dp.cold.process, 50);
+  const cold = (label, times, note) => `    ${label.padEnd(48)} p50 ${ms(p(times, 50)).padStart(7)}  p90 ${ms(p(times, 90)).padStart(7)}  ${note}`;
+  const by = Object.fromEntries(dp.warm.map((t) => [t.key, t]));
+  const width = Math.max(...dp.warm.map((t) => t.label.length));
+  const warmRow = (t, note) => `    ${t.label.padEnd(width)} ${fmt(t.rps, 0).padStart(6)} req/s  p50 ${String(t.p50).padStart(2)} ms  p99 ${String(t.p99).padStart(3)} ms  ${fmt(t.ratio).padStart(4)}× direct${t.key === 'direct' ? '' : ` (rounds ${t.ratios.map((x) => fmt(x)).join(', ')})`}${note ? `  ${note}` : ''}${t.errors ? `  ${t.errors} failed responses!` : ''}`;
+  // both divided by the same round's direct figure: their quotient is the rounds' pod ÷ process
+  const podVsProcess = by.pod.ratios.map((x, i) => x / by.process.ratios[i]);
+  const sq = dp.sequential;
   return [
-    `cluster: Spore on a real kube-apiserver ${r.version} + etcd (the tests' harness, npm run cluster), the spore.dev CRDs installed.`,
-    `push → applied, webhook, ${push.functions} functions (${push.objects} objects, manifests mode; spore reconciler --kubeconfig as a child process), ${push.rounds.length} pushes:`,
-    `  every Package on the API server with its new archive (seen by a watch): p50 ${ms(push.p50)}, max ${ms(push.max)}; each: ${push.rounds.map((t) => fmt(t, 0)).join(', ')} ms${local}`,
-    `  steps of the middle push (the reconciler's, ms): ${Object.entries(push.steps ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-    `sync of ${sync.functions} functions (${sync.objects} objects), in-process KubeStore + KubeHistory + Reconciler (manifests); API requests counted by the store's client, which the history shares:`,
-    `  first (full) sync: ${ms(sync.first.ms)}, ${sync.first.requests} API requests (${kinds(sync.first.byKind)})`,
-    `  no-op sync, reconciler.poll('sync') × ${sync.syncs.length}: p50 ${ms(median(noopMs))}, max ${ms(Math.max(...noopMs))}; API requests per sync p50 ${median(noopReq)}, max ${Math.max(...noopReq)} (${kinds(sync.syncs.at(-1).byKind)}); history records written ${sync.recorded}`,
-    `read path, the dataplane's lookups over ${sync.functions} functions, ops/s (tinybench, ${READ_ROUNDS} rounds × ${READ_MS} ms per task, the median round; "× SQLite": the cache's ops/s ÷ SQLite's in the same round, the median of the rounds):`,
-    `  get(Function):          informer cache ${fmt(get.kube, 0)}, SQLite ${fmt(get.sqlite, 0)} ops/s: ${fmt(median(get.ratios))}× SQLite (rounds ${get.ratios.map((x) => fmt(x)).join(', ')})`,
-    `  list(HttpTrigger), ${sync.functions}: informer cache ${fmt(list.kube, 0)}, SQLite ${fmt(list.sqlite, 0)} ops/s: ${fmt(median(list.ratios))}× SQLite (rounds ${list.ratios.map((x) => fmt(x)).join(', ')})`,
-  ].join('\n');
+    `dataplane: the pod path (spore poolmgr + spore router as child processes; pool pods with the runtime and Spore's fetcher sidecar, run by the test`,
+    `node agent as local processes on 127.0.1.N, so no kubelet, image or CNI cost) next to the process path (spore up's dataplane over SQLite in a`,
+    `process of its own: instances are its child processes), the same Node function:`,
+    `  cold start: the first call of each of ${dp.functions} never-called functions per path through its router, a new connection per call, each from a full pool of ${DP_POOL}`,
+    `  (so specialization + first call, not pod creation); the paths in turn:`,
+    cold('pod path: router → pool manager → fetcher → pod', dp.cold.pod, `p50 ${fmt(podP50 / procP50)}× the process path`),
+    cold('process path (spore up)', dp.cold.process, 'the reference'),
+    `    (p90 of ${dp.functions} calls is about the slowest: a path's first call, which also warms its router's and pool manager's code)`,
+    `  what the pool hides: a pool pod's creation → Ready (the pool manager's namespace watched), ${dp.podReady.length} pods: p50 ${ms(p(dp.podReady, 50))}, max ${ms(Math.max(...dp.podReady))};`,
+    `    a process instance's start → listening (ProcessProvider.start), ${dp.processStart.length} starts: p50 ${ms(p(dp.processStart, 50))}: pod ${fmt(p(dp.podReady, 50) / p(dp.processStart, 50))}× process`,
+    `  warm: fn-0, ${DP_CONNECTIONS} connections × ${DP_SECONDS} s per target, ${ROUNDS} rounds taking the targets in turn (autocannon); req/s, p50, p99: the median round;`,
+    `  "× direct": req/s ÷ the pod's runtime called directly in the same round, the median of the rounds:`,
+    warmRow(by.direct, 'the floor'),
+    warmRow(by.pod),
+    warmRow(by.process),
+    `    spore router → pod ÷ local router → process: ${fmt(median(podVsProcess))}× (rounds ${podVsProcess.map((x) => fmt(x)).join(', ')})`,
+    `  one call at a time (${DP_SEQUENTIAL} each, one keep-alive connection), p50: pod direct ${fmt(sq.direct, 3)} ms, spore router → pod ${fmt(sq.pod, 3)} ms (+${fmt(sq.pod - sq.direct, 3)} ms), local router → process ${fmt(sq.process, 3)} ms`,
+  ];
 }
