@@ -12,6 +12,7 @@ export interface DataplaneCommandOptions extends ClusterOptions {
   host: string;
   namespace?: string;
   poolmgr?: string;
+  watchNamespace?: string;
 }
 
 function portOf(v: string, flag: string): number {
@@ -30,7 +31,8 @@ async function openStore(o: DataplaneCommandOptions, component: keyof typeof DAT
   const kubeconfig = await loadKubeConfig(cluster(o));
   const { KubeStore } = await import('../store/kubernetes.js');
   const kinds = DATAPLANE_KINDS[component].map((kind) => ({ apiVersion: API_VERSION, kind }));
-  return { kubeconfig, store: await KubeStore.open({ kubeconfig, namespace: namespaceOf(o), kinds, stages: false, report: say }) };
+  const watchNamespaces = o.watchNamespace?.split(',').map((n) => n.trim()).filter(Boolean);
+  return { kubeconfig, store: await KubeStore.open({ kubeconfig, namespace: namespaceOf(o), kinds, stages: false, watchNamespaces, report: say }) };
 }
 
 function onStop(stop: () => Promise<void>): void {

@@ -117,7 +117,8 @@ export function program(): Command {
       .option('--in-cluster', 'the cluster this pod runs in (its service account)')
       .option('-p, --port <port>', `port to listen on (default: PORT, else ${port})`)
       .option('--host <host>', 'address to listen on', '0.0.0.0')
-      .option('--namespace <ns>', "namespace of Spore's own objects: the pool's pods and the pool manager's credential (default: SPORE_NAMESPACE, else spore-system)");
+      .option('--namespace <ns>', "namespace of Spore's own objects: the pool's pods and the pool manager's credential (default: SPORE_NAMESPACE, else spore-system)")
+      .option('--watch-namespace <ns,...>', "serve only the functions of these namespaces (default: every namespace); the router and the pool manager must be given the same");
   clusterComponent(cli.command('poolmgr').description('run the pool manager on a cluster: pools of runtime pods per Environment, specialized on a miss from the router'), '8081').action(poolmgrCommand);
   clusterComponent(cli.command('router').description("run the router on a cluster: serves the routes, holds the instances it was lent, asks the pool manager only on a miss"), '8080')
     .option('--poolmgr <url>', "the pool manager's address (default: SPORE_POOLMGR_URL)")

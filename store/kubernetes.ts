@@ -18,6 +18,8 @@ export interface KubeStoreOptions {
   namespace?: string;
   /** Kinds watched from the start, for the dataplane's reads. @default every spore.dev kind */
   kinds?: { apiVersion: string; kind: string }[];
+  /** Only objects of these namespaces are seen (and cluster-scoped ones): a dataplane serving part of a cluster. @default every namespace */
+  watchNamespaces?: string[];
   /** Read the Stages' inventories (what the reconciler applied, and its baselines). The dataplane, which only reads, does not. @default true */
   stages?: boolean;
   report?: (line: string) => void;
@@ -113,7 +115,14 @@ export class KubeStore implements ResourceStore {
 
   private emit(e: CacheEvent): void {
     const event = { type: e.type, object: stored(e.object) };
+    if (!this.visible(event.object)) return;
     for (const l of this.listeners) l(event);
+  }
+
+  /** Outside the namespaces the store watches, an object is not there. */
+  private visible(o: { metadata: { namespace?: string } }): boolean {
+    const only = this.o.watchNamespaces;
+    return !only || !o.metadata.namespace || only.includes(o.metadata.namespace);
   }
 
   /** Whether a kind lives outside namespaces (from discovery; Spore's list for kinds the cluster does not serve yet). */
@@ -302,7 +311,7 @@ export class KubeStore implements ResourceStore {
 
   async get(ref: ObjectRef): Promise<StoredObject | undefined> {
     const o = await this.live(refOf(ref));
-    return o && stored(o);
+    return o && this.visible(o) ? stored(o) : undefined;
   }
 
   async held(prune: { labels: Record<string, string> }): Promise<StoredObject[]> {
@@ -323,7 +332,7 @@ export class KubeStore implements ResourceStore {
     for (const c of caches) {
       for (const o of c.list()) {
         const s = stored(o);
-        if (filter.namespace && s.metadata.namespace !== filter.namespace) continue;
+        if ((filter.namespace && s.metadata.namespace !== filter.namespace) || !this.visible(s)) continue;
         if (Object.entries(filter.labels ?? {}).some(([k, v]) => s.metadata.labels?.[k] !== v)) continue;
         out.push(s);
       }

@@ -557,6 +557,11 @@ export class PoolManager {
 
   // ---- views and shutdown ------------------------------------------------
 
+  /** Calls waiting for an instance of the function. */
+  waiting(namespace: string, name: string): number {
+    return this.pools.get(key(namespace, name))?.waiters.length ?? 0;
+  }
+
   snapshot(): { functions: FunctionSnapshot[]; environments: { namespace: string; name: string; warm: number; starting: number }[] } {
     const now = Date.now();
     const functions = [...this.functions.values()].map((fn) => {

@@ -34,7 +34,7 @@ const LEASE_ID = { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } as const;
 
 export function poolServer(o: PoolServerOptions): FastifyInstance {
   const ttl = o.leaseTtlMs ?? 30_000;
-  const leases = new Map<string, { lease: Lease; renewed: number }>();
+  const leases = new Map<string, { lease: Lease; renewed: number; namespace: string; name: string }>();
   const expect = Buffer.from(`Bearer ${o.credential}`);
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
   const expiry = setInterval(() => {
@@ -68,11 +68,18 @@ export function poolServer(o: PoolServerOptions): FastifyInstance {
       '/v1/leases',
       { schema: { body: { type: 'object', required: ['namespace', 'name'], additionalProperties: false, properties: { namespace: NAME, name: NAME } } } },
       async (req, reply) => {
-        const got = o.poolmgr.acquire(req.body.namespace, req.body.name, true);
+        const { namespace, name } = req.body;
+        let gone = false;
+        reply.raw.once('close', () => (gone = !reply.raw.writableFinished));
+        const got = o.poolmgr.acquire(namespace, name, true);
         const lease = got instanceof Promise ? await got : got;
-        // the router may have gone while it waited: its lease still comes back through the expiry
+        // a router that left while it waited (its call ended) will never use it
+        if (gone) {
+          lease.release();
+          return reply;
+        }
         const id = randomBytes(12).toString('base64url');
-        leases.set(id, { lease, renewed: Date.now() });
+        leases.set(id, { lease, renewed: Date.now(), namespace, name });
         // an instance that dies is no one's lease: the router hears it at its next renewal
         void lease.instance.exited.then(() => leases.delete(id));
         const grant: LeaseGrant = { lease: id, url: lease.url, instance: lease.instance.id, token: lease.instance.token, coldStart: lease.coldStart, executor: lease.executor };
@@ -95,12 +102,17 @@ export function poolServer(o: PoolServerOptions): FastifyInstance {
       async (req) => {
         const now = Date.now();
         const unknown: string[] = [];
+        const wanted: string[] = [];
         for (const id of req.body.leases) {
           const l = leases.get(id);
-          if (l) l.renewed = now;
-          else unknown.push(id);
+          if (!l) unknown.push(id);
+          else {
+            l.renewed = now;
+            // calls wait for an instance of its function (through another router): it should come back once idle
+            if (o.poolmgr.waiting(l.namespace, l.name) > 0) wanted.push(id);
+          }
         }
-        return { unknown };
+        return { unknown, wanted };
       },
     );
     api.get('/v1/status', async () => o.poolmgr.snapshot());

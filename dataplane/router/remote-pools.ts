@@ -19,7 +19,7 @@ export interface RemotePoolsOptions {
   store: ResourceStore;
   /** An idle instance is given back after this, at most (or half its idle timeout, if shorter). @default 10 s */
   holdMs?: number;
-  /** How often held leases are renewed (the pool manager takes back one not renewed for 30 s). @default 5 s */
+  /** How often held leases are renewed (the pool manager takes back one not renewed for 30 s, and says which ones another router waits for). @default 2 s */
   renewMs?: number;
   report?: (message: string) => void;
 }
@@ -32,19 +32,28 @@ interface Held {
   lastUsed: number;
   /** Its function changed: no new calls; given back once idle. */
   stale: boolean;
+  /** Calls through another router wait for it (the pool manager said so): given back once idle. */
+  wanted: boolean;
   /** The call that made the pool manager specialize it has not been lent it yet. */
   fresh: boolean;
 }
 
-interface Borrow {
-  done: Promise<Held>;
-  /** Calls waiting on it. */
-  waiting: number;
+interface Waiter {
+  resolve: (lease: Lease<InstanceRef>) => void;
+  reject: (err: Error) => void;
+}
+
+/** A function's calls waiting for room, and the borrows under way for them. */
+interface Waiting {
+  namespace: string;
+  name: string;
+  calls: Waiter[];
+  borrowing: number;
 }
 
 export class RemotePools implements LeaseSource {
   private readonly held = new Map<string, Held[]>();
-  private readonly borrows = new Map<string, Borrow[]>();
+  private readonly waiting = new Map<string, Waiting>();
   /** Instances of a function that changed, by function: one lent again before the pool manager saw the change is not kept. */
   private readonly retired = new Map<string, Set<string>>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -56,7 +65,7 @@ export class RemotePools implements LeaseSource {
     this.auth = `Bearer ${o.credential}`;
     this.unwatch = o.store.watch((e) => this.onChange(e));
     const reap = setInterval(() => this.giveBackIdle(), 500);
-    const renew = setInterval(() => void this.renew(), o.renewMs ?? 5_000);
+    const renew = setInterval(() => void this.renew(), o.renewMs ?? 2_000);
     for (const t of [reap, renew]) t.unref();
     this.timers.push(reap, renew);
   }
@@ -65,42 +74,49 @@ export class RemotePools implements LeaseSource {
     if (this.closed) throw new DataplaneError(503, 'ShuttingDown', 'the router is shutting down');
     const key = `${namespace}/${name}`;
     const h = this.find(key);
-    return h ? this.lend(h) : this.miss(key, namespace, name);
+    if (h) return this.lend(h);
+    return new Promise((resolve, reject) => {
+      let w = this.waiting.get(key);
+      if (!w) this.waiting.set(key, (w = { namespace, name, calls: [], borrowing: 0 }));
+      w.calls.push({ resolve, reject });
+      this.pump(key);
+    });
   }
 
   private find(key: string): Held | undefined {
-    for (const h of this.held.get(key) ?? []) if (!h.stale && h.inFlight < h.grant.executor.requestsPerInstance) return h;
+    for (const h of this.held.get(key) ?? []) if (!h.stale && !h.wanted && h.inFlight < h.grant.executor.requestsPerInstance) return h;
     return undefined;
   }
 
-  /** Waits on a borrow under way while it may have room for this call, else starts one; then tries again. */
-  private async miss(key: string, namespace: string, name: string): Promise<Lease<InstanceRef>> {
-    for (;;) {
-      const h = this.find(key);
-      if (h) return this.lend(h);
-      const pending = this.borrows.get(key) ?? [];
-      const room = pending.find((b) => b.waiting < this.capacityGuess(key));
-      if (room) {
-        room.waiting++;
-        await room.done.catch(() => {}); // its failure is its asker's; this call tries again
-        continue;
-      }
-      const b: Borrow = { waiting: 1, done: this.borrow(key, namespace, name) };
-      this.borrows.set(key, [...pending, b]);
-      try {
-        // the call that asked is served by what came, even an instance of an old revision (then given back)
-        return this.lend(await b.done);
-      } finally {
-        const left = (this.borrows.get(key) ?? []).filter((x) => x !== b);
-        if (left.length) this.borrows.set(key, left);
-        else this.borrows.delete(key);
-      }
+  /**
+   * Waiting calls take the room held instances have (one freed by a call
+   * that ended, or a borrowed one); for the rest, borrows are started — one
+   * at a time until an instance tells how many calls it takes.
+   */
+  private pump(key: string): void {
+    const w = this.waiting.get(key);
+    if (!w) return;
+    for (let h = this.find(key); h && w.calls.length; h = this.find(key)) w.calls.shift()!.resolve(this.lend(h));
+    if (!w.calls.length && !w.borrowing) return void this.waiting.delete(key);
+    const perInstance = this.held.get(key)?.[0]?.grant.executor.requestsPerInstance;
+    if (w.calls.length && (!w.borrowing || (perInstance !== undefined && w.calls.length > w.borrowing * perInstance))) {
+      w.borrowing++;
+      this.borrow(key, w.namespace, w.name).then(
+        (h) => {
+          w.borrowing--;
+          // the first call waiting is served by what came, even an instance of an old revision (then given back)
+          const first = w.calls.shift();
+          if (first) first.resolve(this.lend(h));
+          this.pump(key);
+        },
+        (err: Error) => {
+          w.borrowing--;
+          // the calls this borrow was for get its answer (a 429, a failed specialization …)
+          if (!w.borrowing) for (const c of w.calls.splice(0)) c.reject(err);
+          this.pump(key);
+        },
+      );
     }
-  }
-
-  /** Calls one instance of the function takes, as far as known (unknown: a borrow under way is waited for). */
-  private capacityGuess(key: string): number {
-    return this.held.get(key)?.[0]?.grant.executor.requestsPerInstance ?? Infinity;
   }
 
   private async borrow(key: string, namespace: string, name: string): Promise<Held> {
@@ -109,7 +125,7 @@ export class RemotePools implements LeaseSource {
       void this.giveBack(grant.lease, 'release');
       throw new DataplaneError(503, 'ShuttingDown', 'the router is shutting down');
     }
-    const h: Held = { key, grant, instance: { id: grant.instance, url: grant.url, token: grant.token }, inFlight: 0, lastUsed: Date.now(), stale: this.retired.get(key)?.has(grant.instance) ?? false, fresh: grant.coldStart };
+    const h: Held = { key, grant, instance: { id: grant.instance, url: grant.url, token: grant.token }, inFlight: 0, lastUsed: Date.now(), stale: this.retired.get(key)?.has(grant.instance) ?? false, wanted: false, fresh: grant.coldStart };
     const list = this.held.get(key);
     if (list) list.push(h);
     else this.held.set(key, [h]);
@@ -131,24 +147,32 @@ export class RemotePools implements LeaseSource {
         done = true;
         h.inFlight--;
         h.lastUsed = Date.now();
-        if (h.stale && h.inFlight === 0) this.drop(h, 'release');
+        if ((h.stale || h.wanted) && h.inFlight === 0) this.drop(h, 'release');
+        else this.pump(h.key);
       },
       kill: () => {
         if (done) return;
         done = true;
         h.inFlight--;
         this.drop(h, 'kill');
+        this.pump(h.key);
       },
     };
   }
 
+  /** Gives a held instance back to the pool manager. */
   private drop(h: Held, verb: 'release' | 'kill'): void {
+    if (this.forget(h)) void this.giveBack(h.grant.lease, verb);
+  }
+
+  /** No longer held here; false if it was not. */
+  private forget(h: Held): boolean {
     const list = this.held.get(h.key);
     const i = list?.indexOf(h) ?? -1;
-    if (i < 0) return;
+    if (i < 0) return false;
     list!.splice(i, 1);
     if (!list!.length) this.held.delete(h.key);
-    void this.giveBack(h.grant.lease, verb);
+    return true;
   }
 
   private retire(h: Held): void {
@@ -177,15 +201,17 @@ export class RemotePools implements LeaseSource {
     const all = [...this.held.values()].flat();
     if (!all.length) return;
     try {
-      const { unknown } = (await this.call('POST', '/v1/leases/renew', { leases: all.map((h) => h.grant.lease) })) as { unknown: string[] };
+      const { unknown, wanted } = (await this.call('POST', '/v1/leases/renew', { leases: all.map((h) => h.grant.lease) })) as { unknown: string[]; wanted: string[] };
+      // another router's calls wait for these: they go back once their calls here are done
+      const asked = new Set(wanted);
+      for (const h of all) {
+        if (!asked.has(h.grant.lease)) continue;
+        h.wanted = true;
+        if (h.inFlight === 0) this.drop(h, 'release');
+      }
       // gone: its instance died, or the pool manager restarted (it adopts the instance and lends it again)
       const gone = new Set(unknown);
-      for (const h of all) {
-        if (!gone.has(h.grant.lease)) continue;
-        const list = this.held.get(h.key);
-        list?.splice(list.indexOf(h), 1);
-        if (list && !list.length) this.held.delete(h.key);
-      }
+      for (const h of all) if (gone.has(h.grant.lease)) this.forget(h);
     } catch (err) {
       this.report(`cannot renew the router's leases: ${(err as Error).message}`);
     }

@@ -7,12 +7,12 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import yaml from 'js-yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packArchive } from '../../api/archive.js';
 import { KubeClient } from '../../store/kube-client.js';
 import { tempDir } from '../helpers.js';
 import { Repo } from '../reconciler/gitrepo.js';
-import { clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/spore.js');
@@ -61,11 +61,17 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
   let kc: KubeConfig;
   let client: KubeClient;
   const children = new Set<ChildProcess>();
+  /** What the components said, shown when a test fails. */
+  const said: (() => string)[] = [];
 
   beforeAll(async () => {
     kc = kubeConfig(kubeconfig!);
     client = new KubeClient(kc);
     await installCrds(kc);
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-4000));
+    said.length = 0;
   });
   afterAll(() => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -80,6 +86,7 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));
     let url = '';
+    said.push(() => `--- spore ${args[0]}:\n${out}`);
     if (announce) {
       await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
       url = announce.exec(out)![1];
@@ -113,14 +120,14 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
     const synced = () => JSON.parse(spawnSync(process.execPath, [BIN, 'status', '-o', 'json', '--state-dir', state], { encoding: 'utf8' }).stdout || '[]')[0]?.state;
     await expect.poll(synced, { timeout: 60_000, interval: 250 }).toBe('synced');
 
-    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--host', '127.0.0.1', '--port', '0'];
+    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
     let poolmgr = await run(['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
     const router = await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
     // the pool: poolSize generic pods of the Environment, Ready
     await expect.poll(() => generic(system), { timeout: 60_000, interval: 250 }).toBe(2);
 
     const get = async (path: string) => {
-      const res = await fetch(router.url + path);
+      const res = await fetch(router.url + path, { signal: AbortSignal.timeout(60_000) });
       const text = await res.text();
       let body: any = text;
       try {
@@ -181,4 +188,43 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
     await stop(poolmgr.child);
     await stop(rec.child);
   }, 300_000);
+
+  it("holds a function's concurrency across two routers: an instance is lent whole to one router at a time", async () => {
+    const ns = await testNamespace(kc, 'dp-two');
+    const system = await testNamespace(kc, 'dp-two-system');
+    await podsAllowed(kc, system);
+    // one instance, two calls at a time: the function counts the calls it has in flight
+    const code = `let now = 0, most = 0;
+export default async () => {
+  most = Math.max(most, ++now);
+  await new Promise((r) => setTimeout(r, 1000));
+  now--;
+  return Response.json({ most, instance: process.env.SPORE_INSTANCE });
+};
+`;
+    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(code) }]);
+    const meta = (name: string) => ({ name, namespace: ns });
+    for (const o of [
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 1 } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('one'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: meta('one'), spec: { environment: { name: 'node' }, package: { name: 'one' }, executor: { concurrency: 1, requestsPerInstance: 2 } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'HttpTrigger', metadata: meta('one'), spec: { path: '/one', function: { name: 'one' } } },
+    ]) await applyObject(kc, o as any);
+    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
+    const poolmgr = await run(['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
+    const routers = [await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/), await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/)];
+    await expect.poll(() => generic(system), { timeout: 60_000, interval: 250 }).toBe(1);
+    // four calls through each router at once
+    const calls = await Promise.all([0, 1, 0, 1, 0, 1, 0, 1].map(async (i) => {
+      const res = await fetch(`${routers[i].url}/one`, { signal: AbortSignal.timeout(60_000) });
+      return { status: res.status, body: (await res.json()) as { most: number; instance: string } };
+    }));
+    expect(calls.map((c) => c.status)).toEqual([200, 200, 200, 200, 200, 200, 200, 200]);
+    // never more than two at once on the instance (each router could send two), and only one instance
+    expect(Math.max(...calls.map((c) => c.body.most))).toBe(2);
+    expect(new Set(calls.map((c) => c.body.instance)).size).toBe(1);
+    expect(await specialized(system)).toHaveLength(1);
+    for (const r of routers) await stop(r.child);
+    await stop(poolmgr.child);
+  }, 180_000);
 });
