@@ -371,7 +371,7 @@ async function dataplane(s, base, kc, client, kubeconfig) {
 
   // the cluster's path: the two commands, as the chart runs them (one credential between them)
   const credential = randomBytes(16).toString('hex');
-  const common = ['--kubeconfig', kubeconfig, '--namespace', system, '--host', '127.0.0.1', '--port', '0'];
+  const common = ['--kubeconfig', kubeconfig, '--namespace', system, '--watch-namespace', appNs, '--host', '127.0.0.1', '--port', '0'];
   const poolmgr = startProcess(s, process.execPath, [BIN, 'poolmgr', ...common], /spore poolmgr listening on (\S+)/, { SPORE_POOLMGR_CREDENTIAL: credential });
   const poolmgrUrl = (await within('spore poolmgr starting', 120, poolmgr.matched))[1];
   const router = startProcess(s, process.execPath, [BIN, 'router', ...common, '--poolmgr', poolmgrUrl], /spore router listening on (\S+)/, { SPORE_POOLMGR_CREDENTIAL: credential });
@@ -468,7 +468,6 @@ export async function cluster(others = {}) {
     await installCrds(client);
     const version = (await client.request('GET', '/version')).gitVersion;
     const run = (name) => !ONLY || ONLY === name;
-    // the dataplane first: its pool manager pools every Environment of the cluster, the other apps' too
     const dp = run('dataplane') ? (quiet('cluster: the dataplane, pods and processes'), await dataplane(s, base, kc, client, kubeconfig)) : undefined;
     // the 200-function app before the push app: its read path compares stores holding the same objects, none of the push app's
     const sync = run('sync') ? (quiet('cluster: the 200-function app'), await noop(s, base, kc, client)) : undefined;
