@@ -99,15 +99,29 @@ export async function invokeCommand(fn: string, o: InvokeOptions): Promise<void>
   }
 }
 
-export async function logsCommand(fn: string, o: TargetOptions & { follow?: boolean; since?: string }): Promise<void> {
-  const base = findTarget(o);
+export interface LogsOptions extends TargetOptions {
+  follow?: boolean;
+  since?: string;
+  /** On a cluster: read the function's pods' logs through the API of this kubeconfig. */
+  kubeconfig?: string;
+  poolNamespace?: string;
+}
+
+/** A local spore up's log store over its admin API; with --kubeconfig, the function's pods on the cluster. */
+export async function logsCommand(fn: string, o: LogsOptions): Promise<void> {
   const { namespace, name } = splitName(fn, o.namespace);
-  let since = 0;
+  let sinceMs: number | undefined;
   if (o.since) {
     const ms = parseDuration(o.since);
     if (ms == null || ms < 0) throw new Error(`--since "${o.since}": give a duration such as 30s, 5m or 2h`);
-    since = Date.now() - ms;
+    sinceMs = ms;
   }
+  if (o.kubeconfig) {
+    const { clusterLogsCommand } = await import('./cluster-logs.js'); // the Kubernetes client only when needed
+    return clusterLogsCommand(namespace, name, { kubeconfig: o.kubeconfig, poolNamespace: o.poolNamespace ?? process.env.SPORE_NAMESPACE ?? 'spore-system', follow: o.follow, sinceMs });
+  }
+  const base = findTarget(o);
+  const since = sinceMs === undefined ? 0 : Date.now() - sinceMs;
   let afterId = 0;
   const print = (entries: any[]) => {
     for (const e of entries) {
@@ -143,6 +157,10 @@ export async function listCommand(o: TargetOptions & OutputOptions): Promise<voi
   for (const t of status.timers ?? []) {
     const last = t.lastStatus === undefined ? '' : ` last=${t.lastStatus || 'failed'}${t.lastError ? ` (${t.lastError})` : ''}`;
     out.push(`  ${`${t.namespace}/${t.name}`.padEnd(32)} "${t.cron}" ${t.timeZone} → ${t.function} next=${t.nextRun ?? 'never'}${last}`);
+  }
+  out.push('QUEUES');
+  for (const q of status.queues ?? []) {
+    out.push(`  ${`${q.namespace}/${q.name}`.padEnd(32)} ${q.broker} ${q.topic} → ${q.function} ${q.state}${q.detail ? ` (${q.detail})` : ''} handled=${q.handled} failed=${q.failed}`);
   }
   out.push('ENVIRONMENTS');
   for (const e of status.environments) out.push(`  ${`${e.namespace}/${e.name}`.padEnd(32)} warm=${e.warm} starting=${e.starting}`);

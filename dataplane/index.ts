@@ -9,6 +9,7 @@ import { PoolManager } from './poolmgr/poolmgr.js';
 import { ProcessProvider } from './poolmgr/process-provider.js';
 import type { InstanceProvider } from './poolmgr/provider.js';
 import { Router } from './router/router.js';
+import { Queues } from './triggers/queues.js';
 import { Timers } from './triggers/timers.js';
 
 export { DataplaneError } from './errors.js';
@@ -20,6 +21,7 @@ export type { Instance, InstanceProvider } from './poolmgr/provider.js';
 export { Router, REQUEST_ID } from './router/router.js';
 export { RouteTable } from './router/route-table.js';
 export { Timers, schedule, type TimerInfo } from './triggers/timers.js';
+export { Queues, type QueueInfo } from './triggers/queues.js';
 
 export interface DataplaneOptions {
   store: ResourceStore & LogStore;
@@ -46,6 +48,7 @@ export interface Dataplane {
   poolmgr: PoolManager;
   metrics: Metrics;
   timers: Timers;
+  queues: Queues;
   close(): Promise<void>;
 }
 
@@ -61,7 +64,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   const poolmgr = new PoolManager({ store: o.store, provider, fetcher, metrics, logs, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, report: o.report, secretsDir: o.secretsDir });
   await poolmgr.start();
   let timers: Timers | undefined;
-  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [] }) };
+  let queues: Queues | undefined;
+  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [], queues: queues?.list() ?? [] }) };
   const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;
   try {
@@ -73,7 +77,10 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   // timers call through the router (in-process), so they start once it serves
   timers = new Timers({ store: o.store, router, logs, report: o.report });
   await timers.start();
+  queues = new Queues({ store: o.store, router, logs, report: o.report });
+  await queues.start();
   const started = timers;
+  const consuming = queues;
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -81,9 +88,11 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     poolmgr,
     metrics,
     timers: started,
+    queues: consuming,
     close: () =>
       (closing ??= (async () => {
-        await started.close(); // no new firing; the calls in flight finish (bounded) while the router still serves
+        // no new firing or message; the calls in flight finish (bounded) while the router still serves
+        await Promise.all([started.close(), consuming.close()]);
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

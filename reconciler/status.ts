@@ -16,8 +16,8 @@ export interface Condition {
 
 /** Kinds the reconciler does not serve (timers fire only in `spore up`'s dataplane): their objects are accepted, and say so. */
 const NOT_SERVED: Record<string, string> = {
-  TimerTrigger: 'accepted; fired by the dataplane of spore up; a cluster runs no dataplane yet, so there it does not fire',
-  QueueTrigger: 'accepted; queue triggers do not consume in this version of Spore',
+  TimerTrigger: "accepted; fired by spore up's dataplane; on a cluster, spore router and spore poolmgr do not fire timers yet",
+  QueueTrigger: "accepted; consumed by spore up's dataplane (NATS JetStream); on a cluster nothing consumes queues yet, and Kafka nowhere yet",
   WatchTrigger: 'accepted; watch triggers do not fire in this version of Spore',
   Workflow: 'accepted; workflows do not run in this version of Spore',
 };

@@ -23,7 +23,7 @@ export interface Invocation {
   /** Path under the function, with a query if any. */
   path: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Buffer;
   /** Made up when not given. */
   requestId?: string;
 }
@@ -31,7 +31,11 @@ export interface Invocation {
 export interface InvokeResult {
   status: number;
   requestId: string;
+  /** The body as text. */
   body: string;
+  /** The body as it came. */
+  payload: Buffer;
+  headers: Record<string, string | string[] | undefined>;
 }
 /** What a header value may hold as it is; anything else (a decoded `%0A`, `€`) is sent percent-encoded. */
 const HEADER_SAFE = /^[\x20-\x7e]*$/;
@@ -275,7 +279,7 @@ export class Router {
     const requestId = c.requestId ?? randomUUID();
     const url = `/_fn/${encodeURIComponent(c.namespace)}/${encodeURIComponent(c.name)}${c.path.startsWith('/') ? c.path : `/${c.path}`}`;
     const res = await this.server.inject({ method: c.method as Dispatcher.HttpMethod, url, headers: { ...c.headers, [REQUEST_ID]: requestId }, payload: c.body });
-    return { status: res.statusCode, requestId, body: res.body };
+    return { status: res.statusCode, requestId, body: res.body, payload: res.rawPayload, headers: res.headers as InvokeResult['headers'] };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,254 @@
+// QueueTriggers: each one read from the store gets a consumer on its broker
+// (nats.ts: a durable JetStream consumer), and each message becomes a call of
+// the function through the router's invoke(), the same path as an HTTP call.
+// What happens to a message is decided here, for every broker alike:
+//   2xx        → the response goes to responseTopic (when set), the message is acknowledged;
+//   otherwise  → retried (the broker redelivers it, after a backoff) up to
+//                maxRetries times, then published to errorTopic (when set)
+//                with the error, and acknowledged.
+// A message is acknowledged only once that is done: killed in between, Spore
+// gets it again (at least once).
+import { randomUUID } from 'node:crypto';
+import { API_VERSION, type QueueTriggerSpec } from '../../api/index.js';
+import type { ResourceStore, StoredObject } from '../../store/index.js';
+import type { LogSink } from '../logs.js';
+import type { Router } from '../router/router.js';
+import { natsConsumer } from './nats.js';
+
+export interface QueueMessage {
+  data: Buffer;
+  /** The message's headers, names lowercased. */
+  headers: Record<string, string>;
+  /** 1 on the first delivery. */
+  attempt: number;
+}
+
+/** What to do with a message once handled. */
+export type Outcome = { ack: true } | { ack: false; retryInMs: number };
+
+/** A running consumer of one trigger. */
+export interface TriggerConsumer {
+  /** Stops taking messages; resolves once the ones in hand are settled. `forget`: the trigger is gone, its durable state on the broker too. */
+  stop(forget: boolean): Promise<void>;
+}
+
+export interface ConsumerContext {
+  trigger: { namespace: string; name: string };
+  spec: QueueTriggerSpec;
+  url: string;
+  handle(message: QueueMessage, publish: (topic: string, data: Buffer, headers: Record<string, string>) => Promise<void>): Promise<Outcome>;
+  state(state: QueueInfo['state'], detail?: string): void;
+  report(message: string): void;
+}
+
+export interface QueueInfo {
+  namespace: string;
+  name: string;
+  function: string;
+  broker: string;
+  topic: string;
+  state: 'connecting' | 'consuming' | 'failed' | 'inactive';
+  /** Where it consumes from (the stream), or why it does not. */
+  detail?: string;
+  handled: number;
+  failed: number;
+}
+
+export interface QueuesOptions {
+  store: ResourceStore;
+  router: Router;
+  logs: LogSink;
+  report?: (message: string) => void;
+}
+
+interface Running {
+  specText: string;
+  info: QueueInfo;
+  consumer?: TriggerConsumer;
+  stopped: boolean;
+}
+
+/** Delay before the attempt after `attempt`: 1 s, 2 s, 4 s … at most 60 s. */
+export const retryDelayMs = (attempt: number) => Math.min(1000 * 2 ** (attempt - 1), 60_000);
+
+export class Queues {
+  private readonly running = new Map<string, Running>();
+  private unwatch?: () => void;
+
+  constructor(private readonly o: QueuesOptions) {}
+
+  async start(): Promise<void> {
+    this.unwatch = this.o.store.watch((e) => {
+      if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'QueueTrigger') return;
+      if (e.type === 'DELETED') void this.remove(keyOf(e.object), true);
+      else void this.set(e.object);
+    });
+    for (const t of await this.o.store.list({ apiVersion: API_VERSION, kind: 'QueueTrigger' })) await this.set(t);
+  }
+
+  list(): QueueInfo[] {
+    return [...this.running.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, r]) => ({ ...r.info }));
+  }
+
+  /** Stops every consumer; messages in hand are settled (bounded by `graceMs`), the rest stays on the broker. */
+  async close(graceMs = 10_000): Promise<void> {
+    this.unwatch?.();
+    let timer: NodeJS.Timeout | undefined;
+    const all = Promise.all([...this.running.keys()].map((k) => this.remove(k, false)));
+    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+  }
+
+  private async set(o: StoredObject): Promise<void> {
+    const key = keyOf(o);
+    const spec = (o as unknown as { spec: QueueTriggerSpec }).spec;
+    const specText = JSON.stringify(spec);
+    if (this.running.get(key)?.specText === specText) return;
+    await this.remove(key, false);
+    const trigger = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name };
+    const info: QueueInfo = { ...trigger, function: spec.function.name, broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
+    const r: Running = { specText, info, stopped: false };
+    this.running.set(key, r);
+    if (spec.broker.kind !== 'nats') {
+      info.state = 'inactive';
+      info.detail = `${spec.broker.kind} queue triggers do not run yet (NATS JetStream does)`;
+      this.report(`queue trigger ${key}: inactive: ${info.detail}`);
+      return;
+    }
+    let url: string;
+    try {
+      url = await this.brokerUrl(trigger.namespace, spec);
+    } catch (err) {
+      info.state = 'failed';
+      info.detail = (err as Error).message;
+      this.report(`queue trigger ${key}: ${info.detail}`);
+      return;
+    }
+    const consumer = natsConsumer({
+      trigger,
+      spec,
+      url,
+      handle: (m, publish) => this.handle(r, m, publish),
+      state: (state, detail) => {
+        if (r.stopped) return;
+        if (state !== info.state || detail !== info.detail) {
+          if (state === 'consuming') this.report(`queue trigger ${key}: consuming ${spec.topic} (${detail}) → ${trigger.namespace}/${spec.function.name}`);
+          else if (state === 'failed') this.report(`queue trigger ${key}: ${detail}`);
+        }
+        info.state = state;
+        info.detail = detail;
+      },
+      report: (m) => this.report(`queue trigger ${key}: ${m}`),
+    });
+    if (r.stopped) return void consumer.stop(false);
+    r.consumer = consumer;
+  }
+
+  private async remove(key: string, forget: boolean): Promise<void> {
+    const r = this.running.get(key);
+    if (!r) return;
+    this.running.delete(key);
+    r.stopped = true;
+    await r.consumer?.stop(forget);
+  }
+
+  /** The broker's address: the trigger's own, or the key of a Secret in its namespace. */
+  private async brokerUrl(namespace: string, spec: QueueTriggerSpec): Promise<string> {
+    const c = spec.broker.connection;
+    if (c.url) return c.url;
+    const ref = c.secretRef!;
+    const secret = (await this.o.store.get({ apiVersion: 'v1', kind: 'Secret', namespace, name: ref.name })) as { data?: Record<string, string> } | undefined;
+    const value = secret?.data?.[ref.key];
+    if (!value) throw new Error(`broker.connection.secretRef: ${secret ? `Secret ${namespace}/${ref.name} has no key "${ref.key}"` : `Secret ${namespace}/${ref.name} is not applied`}`);
+    return Buffer.from(value, 'base64').toString().trim();
+  }
+
+  /** One message: the function's call, then what becomes of the message. */
+  private async handle(r: Running, m: QueueMessage, publish: (topic: string, data: Buffer, headers: Record<string, string>) => Promise<void>): Promise<Outcome> {
+    const { namespace, name } = r.info;
+    const spec = JSON.parse(r.specText) as QueueTriggerSpec;
+    const fn = spec.function.name;
+    const requestId = randomUUID();
+    const call = asCall(m, spec.contentType);
+    const headers: Record<string, string> = { ...call.headers, 'x-spore-trigger': name, 'x-spore-delivery': String(m.attempt) };
+    const t0 = performance.now();
+    let status = 0;
+    let error: string | undefined;
+    let payload: Buffer = Buffer.alloc(0);
+    let contentType: string | undefined;
+    try {
+      const res = await this.o.router.invoke({ namespace, name: fn, method: 'POST', path: '/', headers, body: call.body, requestId });
+      status = res.status;
+      payload = res.payload;
+      contentType = typeof res.headers['content-type'] === 'string' ? res.headers['content-type'] : undefined;
+      if (status < 200 || status > 299) error = errorOf(res.body, status);
+    } catch (err) {
+      error = (err as Error).message;
+    }
+    const ms = Math.round(performance.now() - t0);
+    const log = (line: string, failed: boolean) =>
+      this.o.logs.write({ time: Date.now(), namespace, function: fn, instance: `queue/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `queue ${name}: message from ${spec.topic} (delivery ${m.attempt}) → ${line} in ${ms} ms` });
+    const meta = { 'x-spore-function': `${namespace}/${fn}`, 'x-spore-trigger': `${namespace}/${name}`, 'x-spore-request-id': requestId };
+    if (!error) {
+      r.info.handled++;
+      if (spec.responseTopic) await publish(spec.responseTopic, payload, { ...(contentType ? { 'content-type': contentType } : {}), ...meta });
+      log(`${status}${spec.responseTopic ? `, response to ${spec.responseTopic}` : ''}`, false);
+      return { ack: true };
+    }
+    const retries = spec.maxRetries ?? 0;
+    if (m.attempt <= retries) {
+      const retryInMs = retryDelayMs(m.attempt);
+      log(`${status || 'no answer'} ${error}; retry ${m.attempt} of ${retries} in ${retryInMs} ms`, true);
+      return { ack: false, retryInMs };
+    }
+    r.info.failed++;
+    // the original message, as it came, with what went wrong
+    if (spec.errorTopic) await publish(spec.errorTopic, m.data, { ...m.headers, ...meta, 'x-spore-error': error.replace(/[\r\n]+/g, ' ').slice(0, 1000), 'x-spore-status': String(status), 'x-spore-attempts': String(m.attempt) });
+    log(`${status || 'no answer'} ${error}; ${retries ? `failed after ${m.attempt} deliveries` : 'failed'}${spec.errorTopic ? `, sent to ${spec.errorTopic}` : ', dropped (no errorTopic)'}`, true);
+    this.report(`queue trigger ${namespace}/${name} → ${namespace}/${fn}: a message failed (request ${requestId}): ${error}`);
+    return { ack: true };
+  }
+
+  private report(message: string): void {
+    (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
+  }
+}
+
+/**
+ * The call a message makes: its body and headers (a CloudEvent in binary
+ * mode keeps its ce-* headers as they are; one in structured mode,
+ * application/cloudevents+json, is turned into binary mode: its attributes
+ * become ce-* headers and its data the body).
+ */
+export function asCall(m: QueueMessage, contentType: string): { headers: Record<string, string>; body: Buffer } {
+  const headers: Record<string, string> = { 'content-type': contentType };
+  for (const [k, v] of Object.entries(m.headers)) if (!k.startsWith('nats-') && !/[\r\n]/.test(v)) headers[k] = v;
+  if (!(m.headers['content-type'] ?? '').startsWith('application/cloudevents+json')) return { headers, body: m.data };
+  let event: Record<string, unknown>;
+  try {
+    event = JSON.parse(m.data.toString('utf8'));
+  } catch {
+    return { headers, body: m.data }; // not JSON after all: passed as it came
+  }
+  const { data, data_base64: base64, datacontenttype, ...attributes } = event;
+  for (const [k, v] of Object.entries(attributes)) if (/^[a-z0-9]{1,20}$/.test(k) && v !== null && typeof v !== 'object') headers[`ce-${k}`] = String(v);
+  headers['content-type'] = typeof datacontenttype === 'string' ? datacontenttype : 'application/json';
+  const body = typeof base64 === 'string' ? Buffer.from(base64, 'base64') : data === undefined ? Buffer.alloc(0) : typeof data === 'string' ? Buffer.from(data) : Buffer.from(JSON.stringify(data));
+  return { headers, body };
+}
+
+function keyOf(o: StoredObject): string {
+  return `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
+}
+
+/** Spore's error shape's `message`, else the status and the first 200 characters. */
+function errorOf(body: string, status: number): string {
+  try {
+    const m = (JSON.parse(body) as { message?: unknown }).message;
+    if (typeof m === 'string') return m;
+  } catch {
+    // not JSON
+  }
+  const text = body.replace(/\s+/g, ' ').trim();
+  return `HTTP ${status}${text ? `: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}` : ''}`;
+}
