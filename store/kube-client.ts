@@ -35,6 +35,20 @@ export interface RequestOptions {
   contentType?: string;
 }
 
+function parseJson(text: string): any {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** An error answer as a KubeError: the API's Status (reason, message) when it sent one. */
+function failure(status: number, text: string): KubeError {
+  const body = parseJson(text);
+  return new KubeError(status, body?.reason ?? String(status), body?.message ?? (text.slice(0, 300) || `HTTP ${status}`));
+}
+
 export class KubeClient {
   readonly server: string;
   private agent?: http.Agent;
@@ -49,9 +63,38 @@ export class KubeClient {
   }
 
   async request<T = any>(method: string, path: string, o: RequestOptions = {}): Promise<T> {
+    const { status, text } = await this.send(method, path, o, 60_000).then(
+      (res) =>
+        new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        }),
+    );
+    if (status >= 200 && status < 300) return (text ? parseJson(text) : undefined) as T;
+    throw failure(status, text);
+  }
+
+  /**
+   * A GET whose answer is read as it comes (a pod's log, followed): the
+   * response once its status is 2xx, with no idle timeout; else a KubeError
+   * with the API's message. The signal ends it.
+   */
+  async stream(path: string, o: { query?: RequestOptions['query']; signal?: AbortSignal } = {}): Promise<http.IncomingMessage> {
+    const res = await this.send('GET', path, o);
+    const status = res.statusCode ?? 0;
+    if (status >= 200 && status < 300) return res;
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    throw failure(status, Buffer.concat(chunks).toString('utf8'));
+  }
+
+  /** Sends a request; resolves with the response as soon as its head is in. */
+  private async send(method: string, path: string, o: RequestOptions & { signal?: AbortSignal }, idleTimeoutMs?: number): Promise<http.IncomingMessage> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const options: https.RequestOptions = { method, headers: { accept: 'application/json' } };
+    const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, signal: o.signal };
     // authentication may change (rotated tokens, exec plugins): asked for every request; the TLS connection pool is kept
     await this.kc.applyToHTTPSOptions(options);
     options.agent = this.agent ??= url.protocol === 'https:'
@@ -60,25 +103,12 @@ export class KubeClient {
     const payload = o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body));
     if (payload) Object.assign(options.headers!, { 'content-type': o.contentType ?? 'application/json', 'content-length': payload.length });
     this.requests++;
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = (url.protocol === 'https:' ? https : http).request(url, options, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-      req.setTimeout(60_000, () => req.destroy(new Error('no answer in 60 s')));
+    return new Promise((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? https : http).request(url, options, resolve);
+      if (idleTimeoutMs) req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no answer in ${idleTimeoutMs / 1000} s`)));
       req.on('error', (err) => reject(new KubeError(0, 'Unreachable', `the Kubernetes API at ${this.server} cannot be reached: ${err.message}`)));
       req.end(payload);
     });
-    let body: any;
-    try {
-      body = text ? JSON.parse(text) : undefined;
-    } catch {
-      body = undefined;
-    }
-    if (status >= 200 && status < 300) return body as T;
-    throw new KubeError(status, body?.reason ?? String(status), body?.message ?? (text.slice(0, 300) || `HTTP ${status}`));
   }
 
   /** The kinds an API group version serves (discovery, cached; asked again when a kind is not found, as a CRD may be new). */

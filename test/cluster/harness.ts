@@ -159,6 +159,9 @@ export async function startCluster(dir: string, assets: string, { detached = fal
       `--service-account-key-file=${join(dir, 'sa.pub')}`, `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       '--service-cluster-ip-range=10.96.0.0/16', '--allow-privileged=true',
+      // pods/log goes to the node's kubelet port at this address (the test node's Hostname resolves nowhere);
+      // without --kubelet-certificate-authority the kubelet's certificate is not verified
+      '--kubelet-preferred-address-types=InternalIP',
       '--v=1',
     ], apiLog, detached);
     pids.apiserver = api.pid!;

@@ -1,6 +1,8 @@
 // The test node (node-agent.ts) the run's global setup starts with the API
 // server: pods created on the real API server are bound, run as local
-// processes on their own loopback address, probed, restarted and stopped.
+// processes on their own loopback address, probed, restarted and stopped; their
+// logs are read through the API server (pods/log), which asks the agent.
+import { text } from 'node:stream/consumers';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { KubeClient, KubeError } from '../../store/kube-client.js';
@@ -116,6 +118,39 @@ describe.skipIf(!kubeconfig)('the test node agent', () => {
     await client.request('DELETE', `/api/v1/namespaces/${ns}/pods/doomed`);
     await until('the pod removed', () => pod('doomed').then(() => false, (err) => err instanceof KubeError && err.status === 404));
     expect(pids.filter((pid: number) => !gone(pid))).toEqual([]);
+  });
+
+  it("serves a container's log through the API server's pods/log: plain, with timestamps, the last lines, and followed until the container ends", async () => {
+    // two lines at start (one framed as the runtimes frame a request's lines); a line per other request; /exit ends it
+    const talker = `
+      console.log('one');
+      process.stdout.write('\\x1eabc\\x1fframed\\n');
+      require('node:http').createServer((req, res) => {
+        if (req.url === '/exit') { res.end(); process.exit(0); }
+        console.error('said ' + req.url.slice(1)); // stderr is in the log too
+        res.end('ok');
+      }).listen(Number(process.env.PORT), process.env.HOST);`;
+    await create('talker', { restartPolicy: 'Never', containers: [{ name: 'c', image: 'spore-test/command', command: ['node', '-e', talker], ports: [{ containerPort: 8080 }] }] });
+    const p = await waitPod('talker', 'Running', (p) => p.status?.containerStatuses?.[0]?.state?.running);
+    const base = `http://${p.status.podIP}:8080`;
+    await until('the server', () => fetch(`${base}/hello`).catch(() => undefined));
+    const log = async (query: Record<string, string>) => text(await client.stream(`/api/v1/namespaces/${ns}/pods/talker/log`, { query: { container: 'c', ...query } }));
+    expect(await log({})).toBe('one\n\x1eabc\x1fframed\nsaid hello\n');
+    const stamped = (await log({ timestamps: 'true' })).trimEnd().split('\n');
+    expect(stamped.map((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z (.*)$/s.exec(l)?.[2])).toEqual(['one', '\x1eabc\x1fframed', 'said hello']);
+    expect(await log({ tailLines: '2' })).toBe('\x1eabc\x1fframed\nsaid hello\n');
+    // follow: what is there, then a line printed later; the answer ends when the container does
+    const res = await client.stream(`/api/v1/namespaces/${ns}/pods/talker/log`, { query: { container: 'c', follow: 'true' } });
+    let got = '';
+    res.setEncoding('utf8');
+    res.on('data', (d) => (got += d));
+    const ended = new Promise((r) => res.once('end', r));
+    await until('the lines there', async () => got.includes('said hello'));
+    await fetch(`${base}/later`);
+    await until('the later line', async () => got.includes('said later'));
+    await fetch(`${base}/exit`).catch(() => {});
+    await ended;
+    expect(got).toBe('one\n\x1eabc\x1fframed\nsaid hello\nsaid later\n');
   });
 
   it('restarts a container that exits non-zero, counting its restarts', async () => {

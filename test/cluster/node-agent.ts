@@ -10,11 +10,14 @@
 //    pod is removed, as the kubelet finalizes it;
 //  - the service account controller: a `default` ServiceAccount in every
 //    namespace (the API server refuses pods in a namespace without one).
+//  - the kubelet's log endpoint (kubelet-logs.ts): each container's output,
+//    kept line by line with its time, served over HTTPS to the API server's
+//    `pods/<name>/log` (its port in the Node's daemonEndpoints).
 // No isolation (processes run as this user, in the repository root), no images,
-// no CNI, no logs through the API (each container's output is in the pod's
-// folder), no liveness or startup probes, no init containers.
+// no CNI, no `previous` logs (a container's log runs on across its restarts),
+// no liveness or startup probes, no init containers.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -22,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { KubeClient, KubeError } from '../../store/kube-client.js';
+import { ContainerLog, startLogServer, type LogServer } from './kubelet-logs.js';
 
 export const NODE_NAME = 'spore-test-node';
 /** Container processes run here, so that the image map's relative paths name the repository's files. */
@@ -44,6 +48,7 @@ export interface NodeAgentOptions {
 
 interface Container {
   spec: any;
+  log: ContainerLog;
   proc?: ChildProcess;
   state: any;
   lastState?: any;
@@ -128,6 +133,7 @@ export class NodeAgent {
   private readonly dir = mkdtempSync(join(tmpdir(), 'spore-test-node-'));
   private readonly aborts = new Set<AbortController>();
   private heartbeat?: NodeJS.Timeout;
+  private logServer?: LogServer;
   private stopped = false;
   private readonly killAll = () => {
     for (const run of this.pods.values()) for (const c of run.containers) if (c.proc?.pid) signalGroup(c.proc.pid, 'SIGKILL');
@@ -144,6 +150,8 @@ export class NodeAgent {
   /** Registers the Node (Ready) and starts watching namespaces and pods; resolves once both are listed. */
   async start(): Promise<void> {
     process.on('exit', this.killAll); // a test run that ends without stop() leaves no process behind
+    this.logServer = await startLogServer(this.dir, (namespace, name, container) =>
+      [...this.pods.values()].find((r) => r.namespace === namespace && r.name === name)?.containers.find((c) => c.spec.name === container)?.log);
     await this.client.request('POST', '/api/v1/nodes', {
       body: {
         apiVersion: 'v1', kind: 'Node',
@@ -167,6 +175,7 @@ export class NodeAgent {
     clearInterval(this.heartbeat);
     for (const a of this.aborts) a.abort();
     await Promise.all([...this.pods.values()].map((run) => this.stopContainers(run, this.graceCap)));
+    this.logServer?.close();
     await this.nodeStatus(false).catch(() => {});
     process.off('exit', this.killAll);
     this.client.close();
@@ -185,6 +194,8 @@ export class NodeAgent {
             message: ready ? 'the test node agent is running' : 'the test node agent stopped', lastHeartbeatTime: t, lastTransitionTime: t,
           }],
           addresses: [{ type: 'InternalIP', address: '127.0.0.1' }, { type: 'Hostname', address: this.nodeName }],
+          // where the API server reaches this node's log endpoint (at the InternalIP: the harness prefers it)
+          ...(this.logServer ? { daemonEndpoints: { kubeletEndpoint: { Port: this.logServer.port } } } : {}),
           capacity: resources, allocatable: resources,
           nodeInfo: { kubeletVersion: 'spore-test-node-agent', operatingSystem: 'linux', architecture: process.arch, containerRuntimeVersion: 'local-processes://', kubeProxyVersion: '', machineID: '', systemUUID: '', bootID: '', kernelVersion: '', osImage: '' },
         },
@@ -268,9 +279,10 @@ export class NodeAgent {
       return;
     }
     if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return; // finished before this agent started
+    const dir = join(this.dir, `${namespace}_${name}_${uid.slice(0, 8)}`);
     const fresh: PodRun = {
-      uid, namespace, name, pod, dir: join(this.dir, `${namespace}_${name}_${uid.slice(0, 8)}`), startTime: now(), readySince: now(), wasReady: false, dirty: false,
-      containers: (pod.spec.containers as any[]).map((spec) => ({ spec, restarts: 0, everStarted: false, ready: false, state: { waiting: { reason: 'ContainerCreating' } } })),
+      uid, namespace, name, pod, dir, startTime: now(), readySince: now(), wasReady: false, dirty: false,
+      containers: (pod.spec.containers as any[]).map((spec) => ({ spec, log: new ContainerLog(join(dir, `${spec.name}.log`)), restarts: 0, everStarted: false, ready: false, state: { waiting: { reason: 'ContainerCreating' } } })),
     };
     this.pods.set(uid, fresh);
     this.startPod(fresh);
@@ -397,12 +409,12 @@ export class NodeAgent {
       return this.writeStatus(run);
     }
     if (run.stopping) return;
-    const out = openSync(join(run.dir, `${c.spec.name}.log`), 'a');
     // its own process group, so that a stop reaches what the command started too; `stdin: true`
-    // keeps stdin open (a pipe nobody writes to), as the container runtime does; else it is empty
-    const proc = spawn(argv[0], argv.slice(1), { cwd: REPO, env, stdio: [c.spec.stdin ? 'pipe' : 'ignore', out, out], detached: true });
+    // keeps stdin open (a pipe nobody writes to), as the container runtime does; else it is empty.
+    // Its output comes through pipes, so that each line gets its time (the container's log)
+    const proc = spawn(argv[0], argv.slice(1), { cwd: REPO, env, stdio: [c.spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], detached: true });
     proc.stdin?.on('error', () => {});
-    closeSync(out);
+    c.log.capture(proc.stdout!, proc.stderr!);
     c.proc = proc;
     c.startedAt = Date.now();
     const startedAt = now();
