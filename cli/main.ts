@@ -85,8 +85,10 @@ export function program(): Command {
       .command('logs')
       .description("print a function's logs")
       .argument('<function>', 'name or namespace/name')
-      .option('-f, --follow', 'keep printing new lines')
-      .option('--since <duration>', 'only lines newer than this, e.g. 5m'),
+      .option('-f, --follow', 'keep printing new lines (on a cluster: from every pod of the function, new ones too)')
+      .option('--since <duration>', 'only lines newer than this, e.g. 5m')
+      .option('--kubeconfig <path>', "read the function's pods' logs on the cluster of this kubeconfig (its current context), instead of a local spore up")
+      .option('--pool-namespace <ns>', "on a cluster: the pool manager's namespace, where the pods are (default: SPORE_NAMESPACE, else spore-system)"),
   ).action(logsCommand);
   const reconcilerVerb = (name: string, description: string) => withOutput(target(cli.command(name).description(description)));
   reconcilerVerb('status', 'per stage: its state, the live revision, the sync under way (step and progress), the last attempt and why it failed; exits 1 when a head failed').action(statusCommand);
