@@ -80,8 +80,9 @@ export async function poolmgrCommand(o: DataplaneCommandOptions): Promise<void> 
   const url = await server.listen({ port, host: o.host });
   process.stdout.write(`spore poolmgr listening on ${url} (pods in namespace ${namespace} of ${store.client.server})\n`);
   onStop(async () => {
-    await server.close();
+    // first the pool manager: its waiting borrows are answered (503), so the server's close does not wait for them
     await poolmgr.shutdown(); // its pods stay, for the next pool manager to adopt
+    await server.close();
     await store.close();
   });
 }
@@ -96,7 +97,7 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   const { RemotePools } = await import('../dataplane/router/remote-pools.js');
   const { readCredential } = await import('../dataplane/poolmgr/credential.js');
   const credential = await readCredential(store.client, namespaceOf(o));
-  const pools = new RemotePools({ url: poolmgrUrl, credential, store, report: say });
+  const pools = new RemotePools({ url: poolmgrUrl, credential, refreshCredential: () => readCredential(store.client, namespaceOf(o), 0), store, report: say });
   const router = new Router({ store, poolmgr: pools, metrics: new Metrics({ defaultMetrics: true }), report: say });
   const url = await router.listen(port, o.host);
   process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);

@@ -100,14 +100,18 @@ export class Platform extends Chart {
       scratch: Record<string, string>;
       secretVolumes?: { name: string; secret: string; path: string }[];
       resources: Kplus.ContainerResources;
+      /** One at a time: the old pod stops before the new one starts (no rolling overlap). */
+      single?: boolean;
     }
     const component = (name: string, c: ComponentProps, spec: Spec) => {
+      if (spec.single && (c.replicas ?? 1) > 1) throw new Error(`Platform ${id}: ${name} runs as one replica (it owns the pool's pods; two would take each other's), not ${c.replicas}`);
       const sa = new kplus.ServiceAccount(this, `${name}-sa`, { metadata: { name: `spore-${name}`, namespace: ns }, automountToken: true });
       // selectors on the recommended labels, which outlive a construct's path (cdk8s-plus selects on cdk8s.io/metadata.addr)
       const labels = { 'app.kubernetes.io/name': 'spore', 'app.kubernetes.io/instance': ns, 'app.kubernetes.io/component': name, 'app.kubernetes.io/part-of': 'spore' };
       const deployment = new kplus.Deployment(this, name, {
         metadata: { name: `spore-${name}`, namespace: ns },
         replicas: c.replicas ?? 1,
+        ...(spec.single ? { strategy: kplus.DeploymentStrategy.recreate() } : {}),
         select: false,
         serviceAccount: sa,
         automountServiceAccountToken: true,
@@ -228,6 +232,7 @@ export class Platform extends Chart {
         env: dataplaneEnv(8081, { SPORE_RUNTIME_NODE_IMAGE: runtimeImages.node, SPORE_RUNTIME_PYTHON_IMAGE: runtimeImages.python, SPORE_FETCHER_IMAGE: image }),
         scratch: { '/tmp': 'tmp' },
         resources: small,
+        single: true,
       });
       bind('poolmgr', poolmgr, [
         [READ, [...DATAPLANE_KINDS.poolmgr.map((k) => sporeResource(k)), kplus.ApiResource.SECRETS, kplus.ApiResource.CONFIG_MAPS]],

@@ -30,6 +30,8 @@ export const POD_LABELS = {
   revision: 'spore.dev/function-revision',
 } as const;
 const MANAGER = POOL_POD_LABEL.value;
+/** What a pool pod's containers may not do: gain privileges, keep capabilities (function code runs in one). */
+const LOCKED = { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } };
 
 export interface PodProviderOptions {
   kubeconfig: KubeConfig;
@@ -127,6 +129,7 @@ export class PodProvider implements InstanceProvider {
         // a runtime that dies has lost its function: the pod is replaced, not restarted
         restartPolicy: 'Never',
         terminationGracePeriodSeconds: this.o.gracePeriodSeconds ?? 5,
+        securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
         volumes: volumes.map((v) => ({ name: v, emptyDir: v === 'userfunc' ? {} : { medium: 'Memory' } })),
         containers: [
           {
@@ -137,6 +140,7 @@ export class PodProvider implements InstanceProvider {
             volumeMounts: volumes.map((v) => ({ name: v, mountPath: `/${v}`, readOnly: v !== 'userfunc' })),
             ...(spec.resources ? { resources: spec.resources } : {}),
             readinessProbe: { tcpSocket: { port: RUNTIME_PORT }, periodSeconds: 1 },
+            securityContext: LOCKED,
           },
           {
             name: 'fetcher',
@@ -146,6 +150,7 @@ export class PodProvider implements InstanceProvider {
             env: [{ name: 'PORT', value: String(FETCHER_PORT) }, podIP, credential],
             volumeMounts: volumes.map((v) => ({ name: v, mountPath: `/${v}` })),
             readinessProbe: { httpGet: { path: '/healthz', port: FETCHER_PORT }, periodSeconds: 1 },
+            securityContext: LOCKED,
           },
         ],
       },
@@ -233,6 +238,14 @@ export class PodProvider implements InstanceProvider {
         continue;
       }
       const fn = l[POD_LABELS.function] ? { namespace: l[POD_LABELS.functionNamespace], name: l[POD_LABELS.function], revision: l[POD_LABELS.revision] } : undefined;
+      // labelled for a function is not yet specialized (a pool manager stopped in between): its fetcher says
+      const specialized = await request(`http://${pod.status.podIP}:${FETCHER_PORT}/healthz`, { headersTimeout: 2000, bodyTimeout: 2000 })
+        .then((r) => r.body.json() as Promise<{ specialized?: boolean }>)
+        .then((b) => b.specialized === true, () => undefined);
+      if (specialized === undefined || specialized !== Boolean(fn)) {
+        void this.remove(name);
+        continue;
+      }
       found.push({ instance: this.instance(pod, token), environment, function: fn });
     }
     // credentials whose pod is gone (a pool manager stopped between the two deletions)

@@ -91,6 +91,8 @@ export interface Lease<I extends InstanceRef = Instance> {
   /** True when this call paid for specializing the instance. */
   readonly coldStart: boolean;
   readonly executor: ResolvedExecutor;
+  /** True once the instance serves an old revision (its function changed) or left: it takes no new calls. */
+  draining(): boolean;
   release(): void;
   kill(): void;
 }
@@ -353,6 +355,7 @@ export class PoolManager {
       instance: slot.instance,
       coldStart,
       executor,
+      draining: () => slot.draining || !pool.slots.includes(slot),
       release: () => {
         if (done) return;
         done = true;

@@ -32,21 +32,45 @@ export interface PoolServerOptions {
 const NAME = { type: 'string', minLength: 1, maxLength: 253, pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$' } as const;
 const LEASE_ID = { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } as const;
 
+/** The header a router names itself with: the pool manager tells it only of what other routers wait for. */
+export const ROUTER_ID = 'x-spore-router';
+
 export function poolServer(o: PoolServerOptions): FastifyInstance {
   const ttl = o.leaseTtlMs ?? 30_000;
-  const leases = new Map<string, { lease: Lease; renewed: number; namespace: string; name: string }>();
+  const leases = new Map<string, { lease: Lease; renewed: number; fn: string; router: string }>();
+  /** Borrows waiting for an instance, by function and router. */
+  const borrowing = new Map<string, Map<string, number>>();
+  /** The leases on each instance (one at a time, but a lease may outlive its release here): one exit listener per instance. */
+  const byInstance = new Map<Lease['instance'], Set<string>>();
   const expect = Buffer.from(`Bearer ${o.credential}`);
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
   const expiry = setInterval(() => {
     const now = Date.now();
     for (const [id, l] of leases) {
       if (now - l.renewed <= ttl) continue;
-      leases.delete(id);
+      forget(id);
       l.lease.release();
     }
   }, Math.min(ttl, 5_000));
   expiry.unref();
   app.addHook('onClose', async () => clearInterval(expiry));
+  const forget = (id: string) => {
+    const l = leases.get(id);
+    if (!l) return;
+    leases.delete(id);
+    const ids = byInstance.get(l.lease.instance);
+    ids?.delete(id);
+    if (ids && !ids.size) byInstance.delete(l.lease.instance);
+  };
+  const count = (fn: string, router: string, by: number) => {
+    const m = borrowing.get(fn) ?? new Map<string, number>();
+    const n = (m.get(router) ?? 0) + by;
+    if (n > 0) m.set(router, n);
+    else m.delete(router);
+    if (m.size) borrowing.set(fn, m);
+    else borrowing.delete(fn);
+  };
+  const othersWait = (fn: string, router: string) => [...(borrowing.get(fn)?.keys() ?? [])].some((r) => r !== router);
 
   app.setErrorHandler((err: Error, _req, reply) => {
     if (err instanceof DataplaneError) return reply.code(err.status).headers(err.headers).send({ error: err.message, reason: err.reason });
@@ -64,24 +88,41 @@ export function poolServer(o: PoolServerOptions): FastifyInstance {
       const given = Buffer.from(req.headers.authorization ?? '');
       if (given.length !== expect.length || !timingSafeEqual(given, expect)) return reply.code(401).send({ error: 'the pool manager wants its credential (Authorization: Bearer, the Secret the pool manager keeps)', reason: 'Unauthorized' });
     });
+    const routerOf = (req: { headers: Record<string, unknown> }) => String(req.headers[ROUTER_ID] ?? '');
     api.post<{ Body: { namespace: string; name: string } }>(
       '/v1/leases',
       { schema: { body: { type: 'object', required: ['namespace', 'name'], additionalProperties: false, properties: { namespace: NAME, name: NAME } } } },
       async (req, reply) => {
         const { namespace, name } = req.body;
+        const fn = `${namespace}/${name}`;
+        const router = routerOf(req);
         let gone = false;
         reply.raw.once('close', () => (gone = !reply.raw.writableFinished));
-        const got = o.poolmgr.acquire(namespace, name, true);
-        const lease = got instanceof Promise ? await got : got;
+        count(fn, router, 1);
+        let lease: Lease;
+        try {
+          const got = o.poolmgr.acquire(namespace, name, true);
+          lease = got instanceof Promise ? await got : got;
+        } finally {
+          count(fn, router, -1);
+        }
         // a router that left while it waited (its call ended) will never use it
         if (gone) {
           lease.release();
           return reply;
         }
         const id = randomBytes(12).toString('base64url');
-        leases.set(id, { lease, renewed: Date.now(), namespace, name });
-        // an instance that dies is no one's lease: the router hears it at its next renewal
-        void lease.instance.exited.then(() => leases.delete(id));
+        leases.set(id, { lease, renewed: Date.now(), fn, router });
+        let ids = byInstance.get(lease.instance);
+        if (!ids) {
+          byInstance.set(lease.instance, (ids = new Set()));
+          // an instance that dies is no one's lease: its router hears it at its next renewal
+          void lease.instance.exited.then(() => {
+            for (const dead of byInstance.get(lease.instance) ?? []) forget(dead);
+            byInstance.delete(lease.instance);
+          });
+        }
+        ids.add(id);
         const grant: LeaseGrant = { lease: id, url: lease.url, instance: lease.instance.id, token: lease.instance.token, coldStart: lease.coldStart, executor: lease.executor };
         return reply.code(201).send(grant);
       },
@@ -91,28 +132,33 @@ export function poolServer(o: PoolServerOptions): FastifyInstance {
       api.post<{ Params: { id: string } }>(`/v1/leases/:id/${verb}`, { schema: { params: { type: 'object', properties: { id: LEASE_ID } } } }, async (req, reply) => {
         const l = leases.get(req.params.id);
         if (!l) return reply.code(404).send({ error: `no lease ${req.params.id} (it expired, or the pool manager restarted)`, reason: 'NotFound' });
-        leases.delete(req.params.id);
+        forget(req.params.id);
         l.lease[verb]();
         return reply.code(204).send();
       });
     }
     api.post<{ Body: { leases: string[] } }>(
       '/v1/leases/renew',
-      { schema: { body: { type: 'object', required: ['leases'], additionalProperties: false, properties: { leases: { type: 'array', maxItems: 100_000, items: LEASE_ID } } } } },
+      // a router may hold many: ids of 16 characters, up to the schema's count
+      { bodyLimit: 4 * 1024 * 1024, schema: { body: { type: 'object', required: ['leases'], additionalProperties: false, properties: { leases: { type: 'array', maxItems: 100_000, items: LEASE_ID } } } } },
       async (req) => {
         const now = Date.now();
+        const router = routerOf(req);
         const unknown: string[] = [];
         const wanted: string[] = [];
+        const draining: string[] = [];
         for (const id of req.body.leases) {
           const l = leases.get(id);
           if (!l) unknown.push(id);
           else {
             l.renewed = now;
-            // calls wait for an instance of its function (through another router): it should come back once idle
-            if (o.poolmgr.waiting(l.namespace, l.name) > 0) wanted.push(id);
+            // its function changed (or the instance is going): no new calls on it, back once idle
+            if (l.lease.draining()) draining.push(id);
+            // calls through another router wait for an instance of its function: back once idle
+            else if (othersWait(l.fn, router)) wanted.push(id);
           }
         }
-        return { unknown, wanted };
+        return { unknown, wanted, draining };
       },
     );
     api.get('/v1/status', async () => o.poolmgr.snapshot());

@@ -1,20 +1,26 @@
 // The router's side of a pool manager that runs as its own process: instances
 // it was lent are held here and their calls counted here, so a warm call makes
 // no hop to the pool manager; only a miss asks it for another instance (which
-// it lends whole: see poolmgr/server.ts). Idle instances are given back after
-// a while, instances of a changed function once their calls are done, and
-// leases are renewed while held.
+// it lends whole: see poolmgr/server.ts). Leases are renewed every 2 s, and the
+// renewal says what to give back once idle: instances of an old revision (the
+// pool manager judges: a change of the function is renewed for at once) and
+// instances another router's calls wait for. Idle ones go back after a while.
+import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { API_VERSION } from '../../api/index.js';
 import type { ResourceStore, WatchEvent } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { InstanceRef, Lease, LeaseSource } from '../poolmgr/poolmgr.js';
-import type { LeaseGrant } from '../poolmgr/server.js';
+import { ROUTER_ID, type LeaseGrant } from '../poolmgr/server.js';
 
 export interface RemotePoolsOptions {
   /** The pool manager's address, e.g. http://spore-poolmgr.spore-system:8081 */
   url: string;
   credential: string;
+  /** Reads the credential again, when the pool manager refuses it (it made a new one). */
+  refreshCredential?: () => Promise<string>;
+  /** Calls that may wait per function for an instance; past it, 429. @default 1000 */
+  queueSize?: number;
   /** Watched for changed Functions, Packages and Environments: their instances are given back. */
   store: ResourceStore;
   /** An idle instance is given back after this, at most (or half its idle timeout, if shorter). @default 10 s */
@@ -54,11 +60,12 @@ interface Waiting {
 export class RemotePools implements LeaseSource {
   private readonly held = new Map<string, Held[]>();
   private readonly waiting = new Map<string, Waiting>();
-  /** Instances of a function that changed, by function: one lent again before the pool manager saw the change is not kept. */
-  private readonly retired = new Map<string, Set<string>>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly unwatch: () => void;
-  private readonly auth: string;
+  private auth: string;
+  /** Names this router to the pool manager. */
+  private readonly id = randomBytes(8).toString('hex');
+  private renewSoon?: NodeJS.Timeout;
   private closed = false;
 
   constructor(private readonly o: RemotePoolsOptions) {
@@ -75,8 +82,11 @@ export class RemotePools implements LeaseSource {
     const key = `${namespace}/${name}`;
     const h = this.find(key);
     if (h) return this.lend(h);
+    let w = this.waiting.get(key);
+    if (w && w.calls.length >= (this.o.queueSize ?? 1000)) {
+      throw new DataplaneError(429, 'TooManyRequests', `function ${key}: ${w.calls.length} calls already wait for an instance at this router`, { 'retry-after': '1' });
+    }
     return new Promise((resolve, reject) => {
-      let w = this.waiting.get(key);
       if (!w) this.waiting.set(key, (w = { namespace, name, calls: [], borrowing: 0 }));
       w.calls.push({ resolve, reject });
       this.pump(key);
@@ -93,13 +103,13 @@ export class RemotePools implements LeaseSource {
    * that ended, or a borrowed one); for the rest, borrows are started — one
    * at a time until an instance tells how many calls it takes.
    */
-  private pump(key: string): void {
+  private pump(key: string, borrow = true): void {
     const w = this.waiting.get(key);
     if (!w) return;
     for (let h = this.find(key); h && w.calls.length; h = this.find(key)) w.calls.shift()!.resolve(this.lend(h));
     if (!w.calls.length && !w.borrowing) return void this.waiting.delete(key);
     const perInstance = this.held.get(key)?.[0]?.grant.executor.requestsPerInstance;
-    if (w.calls.length && (!w.borrowing || (perInstance !== undefined && w.calls.length > w.borrowing * perInstance))) {
+    if (borrow && w.calls.length && (!w.borrowing || (perInstance !== undefined && w.calls.length > w.borrowing * perInstance))) {
       w.borrowing++;
       this.borrow(key, w.namespace, w.name).then(
         (h) => {
@@ -111,9 +121,12 @@ export class RemotePools implements LeaseSource {
         },
         (err: Error) => {
           w.borrowing--;
-          // the calls this borrow was for get its answer (a 429, a failed specialization …)
-          if (!w.borrowing) for (const c of w.calls.splice(0)) c.reject(err);
-          this.pump(key);
+          // the calls the borrows still under way cannot take get this one's answer (a 429, a failed
+          // specialization …), at once: no new borrow for them, which would only be refused again
+          const perInstance = this.held.get(key)?.[0]?.grant.executor.requestsPerInstance;
+          const covered = !w.borrowing ? 0 : perInstance === undefined ? w.calls.length : w.borrowing * perInstance;
+          for (const c of w.calls.splice(covered)) c.reject(err);
+          this.pump(key, false);
         },
       );
     }
@@ -125,7 +138,7 @@ export class RemotePools implements LeaseSource {
       void this.giveBack(grant.lease, 'release');
       throw new DataplaneError(503, 'ShuttingDown', 'the router is shutting down');
     }
-    const h: Held = { key, grant, instance: { id: grant.instance, url: grant.url, token: grant.token }, inFlight: 0, lastUsed: Date.now(), stale: this.retired.get(key)?.has(grant.instance) ?? false, wanted: false, fresh: grant.coldStart };
+    const h: Held = { key, grant, instance: { id: grant.instance, url: grant.url, token: grant.token }, inFlight: 0, lastUsed: Date.now(), stale: false, wanted: false, fresh: grant.coldStart };
     const list = this.held.get(key);
     if (list) list.push(h);
     else this.held.set(key, [h]);
@@ -142,6 +155,7 @@ export class RemotePools implements LeaseSource {
       instance: h.instance,
       coldStart,
       executor: h.grant.executor,
+      draining: () => h.stale,
       release: () => {
         if (done) return;
         done = true;
@@ -201,12 +215,14 @@ export class RemotePools implements LeaseSource {
     const all = [...this.held.values()].flat();
     if (!all.length) return;
     try {
-      const { unknown, wanted } = (await this.call('POST', '/v1/leases/renew', { leases: all.map((h) => h.grant.lease) })) as { unknown: string[]; wanted: string[] };
-      // another router's calls wait for these: they go back once their calls here are done
+      const { unknown, wanted, draining } = (await this.call('POST', '/v1/leases/renew', { leases: all.map((h) => h.grant.lease) })) as { unknown: string[]; wanted: string[]; draining: string[] };
+      // of an old revision, or another router's calls wait for them: back once their calls here are done
+      const old = new Set(draining);
       const asked = new Set(wanted);
       for (const h of all) {
-        if (!asked.has(h.grant.lease)) continue;
-        h.wanted = true;
+        if (old.has(h.grant.lease)) h.stale = true;
+        else if (asked.has(h.grant.lease)) h.wanted = true;
+        else continue;
         if (h.inFlight === 0) this.drop(h, 'release');
       }
       // gone: its instance died, or the pool manager restarted (it adopts the instance and lends it again)
@@ -217,28 +233,28 @@ export class RemotePools implements LeaseSource {
     }
   }
 
-  /** A Function, Package or Environment changed: what may serve an old revision goes back. */
+  /**
+   * A Function, Package or Environment changed: the pool manager, which
+   * judges what an old revision is, is asked at once (a renewal) rather than
+   * at the next tick, so old code stops serving within moments.
+   */
   private onChange(e: WatchEvent): void {
     const o = e.object;
-    if (o.apiVersion !== API_VERSION || !['Function', 'Package', 'Environment'].includes(o.kind)) return;
-    const affected = [...this.held.keys()].filter((k) => (o.kind === 'Function' ? k === `${o.metadata.namespace}/${o.metadata.name}` : k.startsWith(`${o.metadata.namespace}/`)));
-    for (const key of affected) {
-      const ids = this.retired.get(key) ?? new Set();
-      for (const h of [...(this.held.get(key) ?? [])]) {
-        ids.add(h.instance.id);
-        this.retire(h);
-      }
-      // bounded: only the latest few matter (the pool manager catches up within moments)
-      this.retired.set(key, new Set([...ids].slice(-64)));
-    }
+    if (o.apiVersion !== API_VERSION || !['Function', 'Package', 'Environment'].includes(o.kind) || !this.held.size || this.renewSoon) return;
+    // the pool manager reads the same store: give its informer a moment to see the change too
+    this.renewSoon = setTimeout(() => {
+      this.renewSoon = undefined;
+      void this.renew();
+    }, 200);
+    this.renewSoon.unref();
   }
 
-  private async call(method: 'GET' | 'POST', path: string, body?: object): Promise<unknown> {
+  private async call(method: 'GET' | 'POST', path: string, body?: object, again = true): Promise<unknown> {
     let res;
     try {
       res = await request(this.o.url + path, {
         method,
-        headers: { authorization: this.auth, ...(body ? { 'content-type': 'application/json' } : {}) },
+        headers: { authorization: this.auth, [ROUTER_ID]: this.id, ...(body ? { 'content-type': 'application/json' } : {}) },
         body: body ? JSON.stringify(body) : undefined,
         // a miss may wait for a specialization (bounded by the pool manager)
         headersTimeout: 600_000,
@@ -247,6 +263,11 @@ export class RemotePools implements LeaseSource {
       throw new DataplaneError(502, 'PoolManagerUnavailable', `cannot reach the pool manager at ${this.o.url}: ${(err as Error).message}`);
     }
     const text = await res.body.text();
+    if (res.statusCode === 401 && again && this.o.refreshCredential) {
+      // the pool manager made a new credential (its Secret was recreated): read it, once
+      this.auth = `Bearer ${await this.o.refreshCredential().catch(() => '')}`;
+      return this.call(method, path, body, false);
+    }
     let json: any;
     try {
       json = text ? JSON.parse(text) : undefined;
@@ -255,7 +276,9 @@ export class RemotePools implements LeaseSource {
     }
     if (res.statusCode >= 400) {
       const retry = res.headers['retry-after'];
-      throw new DataplaneError(res.statusCode, json?.reason ?? 'PoolManagerError', json?.error ?? `the pool manager answered ${res.statusCode}: ${text.slice(0, 300)}`, typeof retry === 'string' ? { 'retry-after': retry } : {});
+      // the router's own trouble with the pool manager is a bad gateway to the caller, not a 401
+      const status = res.statusCode === 401 || res.statusCode === 403 ? 502 : res.statusCode;
+      throw new DataplaneError(status, json?.reason ?? 'PoolManagerError', json?.error ?? `the pool manager answered ${res.statusCode}: ${text.slice(0, 300)}`, typeof retry === 'string' ? { 'retry-after': retry } : {});
     }
     return json;
   }
@@ -277,6 +300,8 @@ export class RemotePools implements LeaseSource {
     this.closed = true;
     this.unwatch();
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.renewSoon);
+    for (const w of this.waiting.values()) for (const c of w.calls.splice(0)) c.reject(new DataplaneError(503, 'ShuttingDown', 'the router is shutting down'));
     const all = [...this.held.values()].flat();
     this.held.clear();
     await Promise.all(all.map((h) => this.giveBack(h.grant.lease, 'release')));

@@ -171,6 +171,9 @@ describe('Platform', () => {
     // the fetcher sidecar is the platform image; only the router and the pool manager reach the pool's pods
     expect(get('Deployment', 'spore-poolmgr').spec.template.spec.containers[0].env).toEqual(expect.arrayContaining([{ name: 'SPORE_FETCHER_IMAGE', value: `ghcr.io/spore-dev/spore:${VERSION}` }]));
     expect(get('NetworkPolicy', 'spore-pool').spec.ingress[0].from.map((f: any) => f.podSelector.matchLabels['app.kubernetes.io/component'])).toEqual(['router', 'poolmgr']);
+    // one pool manager at a time: it owns the pool's pods (a rolling update would run two)
+    expect(get('Deployment', 'spore-poolmgr').spec.strategy).toEqual({ type: 'Recreate' });
+    expect(() => platform({ dataplane: { enabled: true }, poolManager: { replicas: 2 } })).toThrow(/poolmgr runs as one replica/);
   });
 
   it('takes images, replicas, resources and namespace', () => {
