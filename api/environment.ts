@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Cel, Closed, Quantity, Seconds, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, EnvVar, MapOf, Name, Quantity, Seconds, StringEnum, commonStatus } from './schema-kit.js';
 
 export const BUILTIN_RUNTIMES = ['node', 'python'] as const;
 export type BuiltinRuntime = (typeof BUILTIN_RUNTIMES)[number];
@@ -60,6 +60,16 @@ export const EnvironmentSpec = Closed(
     poolSize: Type.Integer({ minimum: 0, maximum: 100, default: 3, description: 'warm generic instances kept ready' }),
     resources: Type.Optional(
       Closed({ requests: Type.Optional(ResourceList), limits: Type.Optional(ResourceList) }, { description: 'per-instance resources' }),
+    ),
+    pod: Type.Optional(
+      Closed(
+        {
+          serviceAccountName: Type.Optional(Name("ServiceAccount of the pool's pods, in the pool manager's namespace (default: none, and no API token)")),
+          nodeSelector: Type.Optional(MapOf(Type.String({ maxLength: 63 }), { description: 'node labels the pool pods must be scheduled on' })),
+          env: Type.Optional(Type.Array(EnvVar, { maxItems: 100, description: "environment variables of the runtime container (a function's own env comes on specialization)" })),
+        },
+        { description: 'the Kubernetes target: what the pool pods of this Environment get' },
+      ),
     ),
     defaults: Type.Optional(
       Closed(

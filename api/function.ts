@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Cel, Closed, LocalRef, Name, Seconds, StringEnum, commonStatus } from './schema-kit.js';
+import { Cel, Closed, EnvVar, LocalRef, Name, Seconds, StringEnum, commonStatus } from './schema-kit.js';
 
 export const EXECUTOR_TYPES = ['pool', 'dedicated'] as const;
 
@@ -25,10 +25,6 @@ export const ExecutorSpec = Closed(
 );
 export type ExecutorSpec = Static<typeof ExecutorSpec>;
 
-const EnvVar = Closed({
-  name: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', description: 'environment variable name' }),
-  value: Type.String(),
-});
 
 export const FunctionSpec = Closed(
   {

@@ -71,3 +71,9 @@ export const commonStatus = {
   revision: Type.Optional(Type.String({ description: 'the Git revision that last changed the object' })),
   conditions: Type.Optional(Type.Array(Condition)),
 };
+
+/** An environment variable: a name a shell accepts, a value. */
+export const EnvVar = Closed({
+  name: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', description: 'environment variable name' }),
+  value: Type.String(),
+});

@@ -31,6 +31,12 @@ export interface EnvironmentOptions extends SporeObjectOptions {
   readonly image?: string;
   /** Image and command that build source packages (e.g. install requirements.txt). @default no builder */
   readonly builder?: { readonly image?: string; readonly command?: string[] };
+  /**
+   * The Kubernetes target: the pool pods' ServiceAccount (in the pool
+   * manager's namespace), node selector and runtime container env.
+   * @default none of them
+   */
+  readonly pod?: { readonly serviceAccountName?: string; readonly nodeSelector?: Record<string, string>; readonly env?: Record<string, string> };
 }
 
 export interface EnvironmentProps extends EnvironmentOptions {
@@ -84,6 +90,9 @@ export class Environment extends SporeObject {
       builder: p.builder ? { image: p.builder.image, command: p.builder.command } : undefined,
       poolSize: p.poolSize ?? 3,
       resources: some({ requests: some(requests), limits: some(limits) }),
+      pod: p.pod
+        ? some({ serviceAccountName: p.pod.serviceAccountName, nodeSelector: p.pod.nodeSelector, env: p.pod.env ? Object.entries(p.pod.env).map(([name, value]) => ({ name, value })) : undefined })
+        : undefined,
       defaults: some({
         idleTimeoutSeconds: p.idleTimeout?.toSeconds({ integral: false }),
         functionTimeoutSeconds: p.functionTimeout?.toSeconds({ integral: false }),

@@ -112,7 +112,8 @@ export class PodProvider implements InstanceProvider {
   }
 
   private podSpec(environment: StoredObject, name: string, labels: Record<string, string>): object {
-    const spec = environment.spec as { runtime: { name?: 'node' | 'python'; image?: string }; resources?: object };
+    const spec = environment.spec as { runtime: { name?: 'node' | 'python'; image?: string }; resources?: object; pod?: { serviceAccountName?: string; nodeSelector?: Record<string, string>; env?: { name: string; value: string }[] } };
+    const pod = spec.pod ?? {};
     const image = spec.runtime.image ?? (spec.runtime.name ? this.o.images[spec.runtime.name] : undefined);
     if (!image) throw new Error(`Environment ${environment.metadata.namespace}/${environment.metadata.name} has no image (set runtime.image, or runtime.name for a built-in runtime)`);
     const podIP = { name: 'HOST', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } };
@@ -123,8 +124,9 @@ export class PodProvider implements InstanceProvider {
       kind: 'Pod',
       metadata: { name, namespace: this.o.namespace, labels },
       spec: {
-        // the function needs no API access: its Secrets and ConfigMaps come resolved through the fetcher
-        automountServiceAccountToken: false,
+        // the function needs no API access (its Secrets and ConfigMaps come resolved through the fetcher), unless the Environment gives it an account
+        ...(pod.serviceAccountName ? { serviceAccountName: pod.serviceAccountName } : { automountServiceAccountToken: false }),
+        ...(pod.nodeSelector ? { nodeSelector: pod.nodeSelector } : {}),
         enableServiceLinks: false,
         // a runtime that dies has lost its function: the pod is replaced, not restarted
         restartPolicy: 'Never',
@@ -136,7 +138,8 @@ export class PodProvider implements InstanceProvider {
             name: 'runtime',
             image,
             ports: [{ containerPort: RUNTIME_PORT, name: 'http' }],
-            env: [{ name: 'PORT', value: String(RUNTIME_PORT) }, podIP, credential, { name: 'SPORE_INSTANCE', value: name }],
+            // the Environment's env first: Spore's own names are not overridden
+            env: [...(pod.env ?? []).filter((e) => !['PORT', 'HOST', 'SPORE_INSTANCE_TOKEN', 'SPORE_INSTANCE'].includes(e.name)), { name: 'PORT', value: String(RUNTIME_PORT) }, podIP, credential, { name: 'SPORE_INSTANCE', value: name }],
             volumeMounts: volumes.map((v) => ({ name: v, mountPath: `/${v}`, readOnly: v !== 'userfunc' })),
             ...(spec.resources ? { resources: spec.resources } : {}),
             readinessProbe: { tcpSocket: { port: RUNTIME_PORT }, periodSeconds: 1 },

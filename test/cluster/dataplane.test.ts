@@ -31,6 +31,7 @@ export default async (req) => {
     greeting: read(process.env.SPORE_CONFIGS_DIR, 'configmap', 'settings', 'greeting'),
     instance: process.env.SPORE_INSTANCE,
     pid: process.pid,
+    region: process.env.REGION,
   });
 };
 `;
@@ -39,7 +40,7 @@ function manifests(ns: string, version: string): string {
   const meta = (name: string) => ({ name, namespace: ns });
   const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(HANDLER(version).replace('"NS"', JSON.stringify(ns))) }]);
   const docs = [
-    { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 2 } },
+    { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 2, pod: { nodeSelector: { 'kubernetes.io/os': 'linux' }, env: [{ name: 'REGION', value: 'eu-1' }] } } },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta('settings'), data: { greeting: 'hello' } },
     { apiVersion: 'v1', kind: 'Secret', metadata: meta('token'), stringData: { token: 's3cret' } },
     { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('hello'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
@@ -138,7 +139,12 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
       return { status: res.status, body };
     };
     const first = await get('/hello');
-    expect(first).toMatchObject({ status: 200, body: { version: 'v1', token: 's3cret', greeting: 'hello' } });
+    expect(first).toMatchObject({ status: 200, body: { version: 'v1', token: 's3cret', greeting: 'hello', region: 'eu-1' } });
+    // the Environment's pod settings on the pod
+    const made = await client.request('GET', `/api/v1/namespaces/${system}/pods/${first.body.instance}`);
+    expect(made.spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+    expect(made.spec.automountServiceAccountToken).toBe(false);
+    expect(made.spec.containers.map((c: any) => c.securityContext)).toEqual([0, 1].map(() => ({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } })));
     // served by a pod of the pool, relabelled for the function; the pool refilled behind it
     expect(await specialized(system)).toEqual([first.body.instance]);
     await expect.poll(() => generic(system), { timeout: 60_000, interval: 250 }).toBe(2);

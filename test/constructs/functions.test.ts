@@ -266,3 +266,14 @@ describe('Environment', () => {
     expect(synthError(app)).toContain('[shop/node2] metadata.name: is defined twice');
   });
 });
+
+describe('Environment on the Kubernetes target', () => {
+  it("renders the pool pods' ServiceAccount, node selector and env, and refuses a bad env name at synth", () => {
+    const { app, chart } = appAndChart();
+    Environment.node(chart, 'node', { pod: { serviceAccountName: 'runner', nodeSelector: { 'pool': 'fast' }, env: { REGION: 'eu-1' } } });
+    expect(find(objectsOf(app), 'Environment', 'node').spec.pod).toEqual({ serviceAccountName: 'runner', nodeSelector: { pool: 'fast' }, env: [{ name: 'REGION', value: 'eu-1' }] });
+    const bad = appAndChart();
+    Environment.node(bad.chart, 'node', { pod: { env: { 'NOT OK': 'x' } } });
+    expect(synthError(bad.app)).toMatch(/spec\.pod\.env\/0\/name|pod.*env/);
+  });
+});
