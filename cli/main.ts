@@ -1,7 +1,7 @@
 // The `spore` command: thin; each verb calls into api/, constructs/ and (as they land) the dataplane and reconciler.
 import { createRequire } from 'node:module';
 import { Command, Option } from 'commander';
-import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
+import { diffCommand, historyCommand, invocationsCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
 import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
@@ -103,6 +103,18 @@ export function program(): Command {
   reconcilerVerb('sync', 'look for new revisions now (and unpin a rollback), then print the status; exits 1 when a head failed').option('--force', 'also retry a revision that failed').action(syncCommand);
   target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
   withOutput(target(cli.command('list').description('functions, routes and instances of the running spore up'))).action(listCommand);
+  withOutput(
+    target(
+      cli
+        .command('invocations')
+        .description('asynchronous calls (made with X-Spore-Async: true) of the running spore up, newest first; `retry ID` queues a failed one again')
+        .argument('[action]', 'retry')
+        .argument('[id]', 'the call to retry')
+        .option('--failed', 'only the failed calls (the dead letter)')
+        .option('--state <state>', 'only calls in this state: queued, running, succeeded or failed')
+        .option('--limit <n>', 'how many', '100'),
+    ),
+  ).action(invocationsCommand);
   cli
     .command('fetcher')
     .description("the sidecar of a pool pod: given one specialization by the pool manager, fetch and verify the code, write the Secrets and ConfigMaps, and specialize the runtime beside it (credential: env SPORE_INSTANCE_TOKEN)")

@@ -1,7 +1,7 @@
 // The dataplane, assembled: a router and a pool manager over a store and an
 // instance provider (child processes here; pods on Kubernetes).
 import { join } from 'node:path';
-import type { LogStore, ResourceStore } from '../store/index.js';
+import type { InvocationStore, LogStore, ResourceStore } from '../store/index.js';
 import { LogSink } from './logs.js';
 import { Metrics } from './metrics.js';
 import { PackageFetcher } from './poolmgr/package-fetcher.js';
@@ -9,6 +9,7 @@ import { PoolManager } from './poolmgr/poolmgr.js';
 import { ProcessProvider } from './poolmgr/process-provider.js';
 import type { InstanceProvider } from './poolmgr/provider.js';
 import { Router } from './router/router.js';
+import { AsyncCalls } from './triggers/async.js';
 import { Queues } from './triggers/queues.js';
 import { Timers } from './triggers/timers.js';
 
@@ -22,9 +23,11 @@ export { Router, REQUEST_ID } from './router/router.js';
 export { RouteTable } from './router/route-table.js';
 export { Timers, schedule, type TimerInfo } from './triggers/timers.js';
 export { Queues, type QueueInfo } from './triggers/queues.js';
+export { AsyncCalls, ATTEMPTS as ASYNC_ATTEMPTS } from './triggers/async.js';
 
 export interface DataplaneOptions {
-  store: ResourceStore & LogStore;
+  /** With `invocations` (SQLite's), asynchronous calls are taken. */
+  store: ResourceStore & LogStore & { invocations?: InvocationStore };
   /** Holds instances' folders (instances/) and fetched archives (archives/). */
   stateDir: string;
   port?: number;
@@ -66,7 +69,9 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   let timers: Timers | undefined;
   let queues: Queues | undefined;
   const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [], queues: queues?.list() ?? [] }) };
-  const router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, bodyLimit: o.bodyLimit, report: o.report });
+  let router!: Router;
+  const calls = o.store.invocations ? new AsyncCalls({ store: o.store.invocations, invoke: (c) => router.invoke(c), logs, report: o.report }) : undefined;
+  router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, async: calls, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;
   try {
     url = await router.listen(o.port ?? 8080, o.host ?? '127.0.0.1');
@@ -79,6 +84,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   await timers.start();
   queues = new Queues({ store: o.store, router, logs, report: o.report });
   await queues.start();
+  calls?.start();
   const started = timers;
   const consuming = queues;
   let closing: Promise<void> | undefined;
@@ -92,7 +98,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     close: () =>
       (closing ??= (async () => {
         // no new firing or message; the calls in flight finish (bounded) while the router still serves
-        await Promise.all([started.close(), consuming.close()]);
+        await Promise.all([started.close(), consuming.close(), calls?.close()]);
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

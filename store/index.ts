@@ -1,3 +1,4 @@
 export * from './types.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export { canonical, digest } from './canonical.js';
+export { SqliteInvocations, type Invocation, type InvocationState, type InvocationStore, type NewInvocation } from './invocations.js';

@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import Database from 'better-sqlite3';
 import type { KubeObject } from '../api/index.js';
 import { bodyOf, canonical } from './canonical.js';
+import { SqliteInvocations } from './invocations.js';
 import {
   refOf,
   type ApplyOptions,
@@ -93,6 +94,8 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   private readonly logsPerFunction: number;
   private readonly logBytesPerFunction: number;
   private readonly now: () => Date;
+  /** The asynchronous calls (invocations.ts), in the same file. */
+  readonly invocations: SqliteInvocations;
 
   constructor(
     readonly file: string,
@@ -114,6 +117,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
       if (!/^SQLITE_(CORRUPT|NOTADB)/.test(code)) throw err;
       throw new Error(`${file} is damaged (${(err as Error).message}): restore it from a backup, or delete it (and ${file}-wal, ${file}-shm) to start with an empty store; what it held is then re-applied from the app or the repository`);
     }
+    this.invocations = new SqliteInvocations(this.db);
     this.events.setMaxListeners(0);
     this.logsPerFunction = options.logsPerFunction ?? 10_000;
     this.logBytesPerFunction = options.logBytesPerFunction ?? 8 * 1024 * 1024;

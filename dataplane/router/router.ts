@@ -6,7 +6,7 @@ import { Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
 import { API_VERSION } from '../../api/index.js';
-import type { LogStore, ResourceStore, StoredObject } from '../../store/index.js';
+import type { InvocationState, LogStore, NewInvocation, ResourceStore, StoredObject } from '../../store/index.js';
 import { DataplaneError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { InstanceRef, Lease, LeaseSource } from '../poolmgr/poolmgr.js';
@@ -24,8 +24,21 @@ export interface Invocation {
   path: string;
   headers?: Record<string, string>;
   body?: string | Buffer;
+  /** A route's parameters (an asynchronous call made through a route), passed as the route passes them. */
+  params?: Record<string, string>;
   /** Made up when not given. */
   requestId?: string;
+}
+
+/** The header that makes a call asynchronous: 202 and an invocation id at once. */
+export const ASYNC = 'x-spore-async';
+
+/** Where asynchronous calls go (triggers/async.ts), and what the CLI may ask of them. */
+export interface AsyncSink {
+  accept(call: NewInvocation): string;
+  list(state?: InvocationState, limit?: number): unknown[];
+  get(id: string): unknown;
+  retry(id: string): boolean;
 }
 
 export interface InvokeResult {
@@ -48,6 +61,8 @@ export interface RouterOptions {
   metrics: Metrics;
   /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. `status` adds to /_spore/status (the timers). */
   admin?: { logs: LogStore; status?: () => Record<string, unknown> };
+  /** Takes asynchronous calls (`X-Spore-Async: true`); without it they are refused (501). */
+  async?: AsyncSink;
   /** Largest request body accepted. @default 16 MiB */
   bodyLimit?: number;
   /** Bound on waiting for in-flight calls at shutdown. @default 10000 ms */
@@ -69,6 +84,8 @@ export class Router {
   private unwatch?: () => void;
   private readonly triggers = new Map<string, StoredObject>();
   private rebuildQueued = false;
+  /** Route parameters of calls invoke() is making, by their request id (only invoke() can set them). */
+  private readonly invokeParams = new Map<string, Record<string, string>>();
 
   constructor(readonly o: RouterOptions) {
     this.bodyLimit = o.bodyLimit ?? 16 * 1024 * 1024;
@@ -151,7 +168,9 @@ export class Router {
     const internal = (req: FastifyRequest, reply: FastifyReply) => {
       const { namespace, name } = req.params as { namespace: string; name: string };
       const rest = (req.params as Record<string, string>)['*'] ?? '';
-      return this.call(req, reply, { namespace, name, path: `/${rest}`, params: {} });
+      const id = req.headers[REQUEST_ID];
+      const params = (typeof id === 'string' && this.invokeParams.get(id)) || {};
+      return this.call(req, reply, { namespace, name, path: `/${rest}`, params });
     };
     s.route({ method: [...METHODS], url: '/_fn/:namespace/:name', handler: internal });
     s.route({ method: [...METHODS], url: '/_fn/:namespace/:name/*', handler: internal });
@@ -176,6 +195,26 @@ export class Router {
         }
         return logs.queryLogs({ namespace, function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
       });
+      const calls = this.o.async;
+      if (calls) {
+        s.get('/_spore/invocations', async (req) => {
+          const q = req.query as Record<string, string | undefined>;
+          const states = ['queued', 'running', 'succeeded', 'failed'];
+          if (q.state !== undefined && !states.includes(q.state)) throw new DataplaneError(400, 'BadRequest', `query parameter "state" must be one of ${states.join(', ')}`);
+          const limit = q.limit === undefined ? 100 : Number(q.limit);
+          if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new DataplaneError(400, 'BadRequest', 'query parameter "limit" must be a whole number from 1 to 10000');
+          return calls.list(q.state as InvocationState | undefined, limit);
+        });
+        s.get('/_spore/invocations/:id', async (req) => {
+          const { id } = req.params as { id: string };
+          return calls.get(id) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no asynchronous call ${id} (finished calls are kept for a while: the last 1000 that succeeded, 10000 that failed)`));
+        });
+        s.post('/_spore/invocations/:id/retry', async (req) => {
+          const { id } = req.params as { id: string };
+          if (!calls.retry(id)) throw new DataplaneError(calls.get(id) ? 409 : 404, calls.get(id) ? 'NotFailed' : 'NotFound', calls.get(id) ? `asynchronous call ${id} has not failed: only a failed call is retried` : `no asynchronous call ${id}`);
+          return calls.get(id);
+        });
+      }
     }
     s.route({
       method: [...METHODS],
@@ -202,6 +241,7 @@ export class Router {
 
   /** One call of a function: the same path for routes, /_fn/, timers and queues. */
   async call(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
+    if (req.headers[ASYNC] !== undefined) return this.accept(req, reply, call);
     const relay = new Relay(this, req, reply, call);
     // the client may leave while the call waits for an instance: know it, and stop the upstream call if one runs
     reply.raw.on('close', relay.onClose);
@@ -269,6 +309,35 @@ export class Router {
     return answered;
   }
 
+  /** An asynchronous call: kept, then answered 202 with its id; it runs later (triggers/async.ts). */
+  private async accept(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
+    const requestId = this.requestId(req);
+    const flag = String(req.headers[ASYNC]).toLowerCase();
+    if (flag !== 'true' && flag !== '1') return this.fail(reply, new DataplaneError(400, 'BadRequest', `header X-Spore-Async must be "true" (got "${req.headers[ASYNC]}")`), requestId);
+    if (!this.o.async) return this.fail(reply, new DataplaneError(501, 'AsyncUnavailable', 'asynchronous calls are kept in spore up\'s store; this router has none (on a cluster they are not taken yet)'), requestId);
+    if (!(await this.o.store.get({ apiVersion: API_VERSION, kind: 'Function', namespace: call.namespace, name: call.name }))) {
+      return this.fail(reply, new DataplaneError(404, 'NotFound', `function ${call.namespace}/${call.name} does not exist`), requestId);
+    }
+    // the whole body first (bounded): it is kept with the call
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req.raw as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > this.bodyLimit) return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`), requestId);
+      chunks.push(chunk);
+    }
+    const headers: Record<string, string> = {};
+    const raw = req.raw.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i].toLowerCase();
+      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-') || k === 'content-length' || k === 'host') continue;
+      headers[k] = headers[k] === undefined ? raw[i + 1] : `${headers[k]}, ${raw[i + 1]}`;
+    }
+    const q = req.url.indexOf('?');
+    const id = this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers, params: call.params, body: Buffer.concat(chunks) });
+    return reply.code(202).headers({ [REQUEST_ID]: requestId, 'x-spore-invocation-id': id }).send({ invocation: id, function: `${call.namespace}/${call.name}`, state: 'queued' });
+  }
+
   /**
    * One call from inside Spore (a timer's firing): injected into the `/_fn/`
    * route, so it takes the very path of an HTTP call (call() and a Relay: one
@@ -278,7 +347,8 @@ export class Router {
   async invoke(c: Invocation): Promise<InvokeResult> {
     const requestId = c.requestId ?? randomUUID();
     const url = `/_fn/${encodeURIComponent(c.namespace)}/${encodeURIComponent(c.name)}${c.path.startsWith('/') ? c.path : `/${c.path}`}`;
-    const res = await this.server.inject({ method: c.method as Dispatcher.HttpMethod, url, headers: { ...c.headers, [REQUEST_ID]: requestId }, payload: c.body });
+    if (c.params && Object.keys(c.params).length) this.invokeParams.set(requestId, c.params);
+    const res = await this.server.inject({ method: c.method as Dispatcher.HttpMethod, url, headers: { ...c.headers, [REQUEST_ID]: requestId }, payload: c.body }).finally(() => this.invokeParams.delete(requestId));
     return { status: res.statusCode, requestId, body: res.body, payload: res.rawPayload, headers: res.headers as InvokeResult['headers'] };
   }
 

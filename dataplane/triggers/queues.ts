@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { API_VERSION, type QueueTriggerSpec } from '../../api/index.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
+import { failureOf } from './failure.js';
 import type { Router } from '../router/router.js';
 import { natsConsumer } from './nats.js';
 
@@ -181,7 +182,7 @@ export class Queues {
       status = res.status;
       payload = res.payload;
       contentType = typeof res.headers['content-type'] === 'string' ? res.headers['content-type'] : undefined;
-      if (status < 200 || status > 299) error = errorOf(res.body, status);
+      if (status < 200 || status > 299) error = failureOf(res.body, status);
     } catch (err) {
       error = (err as Error).message;
     }
@@ -239,16 +240,4 @@ export function asCall(m: QueueMessage, contentType: string): { headers: Record<
 
 function keyOf(o: StoredObject): string {
   return `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
-}
-
-/** Spore's error shape's `message`, else the status and the first 200 characters. */
-function errorOf(body: string, status: number): string {
-  try {
-    const m = (JSON.parse(body) as { message?: unknown }).message;
-    if (typeof m === 'string') return m;
-  } catch {
-    // not JSON
-  }
-  const text = body.replace(/\s+/g, ' ').trim();
-  return `HTTP ${status}${text ? `: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}` : ''}`;
 }

@@ -1,6 +1,7 @@
 // A real dataplane (router, pool manager, runtime processes) over a real SQLite
 // file in a temp folder, and builders for the objects it serves.
 import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Header } from 'tar';
@@ -143,4 +144,19 @@ export function rawArchiveFn(name: string, entries: { path: string; data?: strin
     { apiVersion: API, kind: 'Package', metadata: { name }, spec: { archive: { sha256, size: bytes.length, inline: bytes.toString('base64') } } },
     { apiVersion: API, kind: 'Function', metadata: { name }, spec: { environment: { name: 'node' }, package: { name } } },
   ];
+}
+
+/**
+ * A file a function appends a JSON line to per event (its path for the
+ * function's OUT env), writable by instances that run as other users, and its
+ * lines read back; `flag` is a path in the same folder for a function to test.
+ */
+export function recordFile<T = Record<string, any>>(): { out: string; flag: string; lines: () => T[] } {
+  const dir = tempDir('spore-record-');
+  chmodSync(dir, 0o777);
+  const out = join(dir, 'calls.jsonl');
+  writeFileSync(out, '', { mode: 0o666 });
+  chmodSync(out, 0o666);
+  const lines = (): T[] => (existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : []);
+  return { out, flag: join(dir, 'flag'), lines };
 }

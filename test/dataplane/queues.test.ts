@@ -1,7 +1,7 @@
 // QueueTriggers on NATS JetStream: a real nats-server, a real dataplane over
 // SQLite, a real Node function recording each call in a file.
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders, type NatsConnection, type Msg } from '@nats-io/transport-node';
@@ -10,7 +10,7 @@ import type { KubeObject } from '../../api/index.js';
 import { consumerName } from '../../dataplane/triggers/nats.js';
 import { tempDir } from '../helpers.js';
 import { natsInstalled, startNats, type Nats } from '../nats-server.js';
-import { environment, fn, harness, waitFor, type Harness } from './harness.js';
+import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 
@@ -38,12 +38,7 @@ const queue = (name: string, url: string, spec: Record<string, unknown>): KubeOb
 });
 
 function outFile() {
-  const dir = tempDir('spore-queue-out-');
-  chmodSync(dir, 0o777); // instances may run as other users
-  const out = join(dir, 'calls.jsonl');
-  writeFileSync(out, '', { mode: 0o666 });
-  chmodSync(out, 0o666);
-  const lines = (): Line[] => (existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
+  const { out, lines } = recordFile<Line>();
   return { out, lines, starts: () => lines().filter((l) => l.what === 'start') };
 }
 
@@ -112,7 +107,8 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
     // acknowledged: nothing left unacknowledged or redelivered; in the function's logs with the call's request id
     expect(await waitFor('acks', async () => ((await pending(jsm, 'SPORE_orders_new', 'orders')).unacked === 0 ? true : null), 10_000)).toBe(true);
     expect((await pending(jsm, 'SPORE_orders_new', 'orders')).redelivered).toBe(0);
-    expect(h!.store.queryLogs({ function: 'rec' }).find((e) => e.instance === 'queue/orders' && e.requestId === first.id)?.line).toMatch(/queue orders: message from orders\.new \(delivery 1\) → 200, response to orders\.done/);
+    const logged = await waitFor('the log line', () => h!.store.queryLogs({ function: 'rec' }).find((e) => e.instance === 'queue/orders' && e.requestId === first.id));
+    expect(logged.line).toMatch(/queue orders: message from orders\.new \(delivery 1\) → 200, response to orders\.done/);
   });
 
   it('retries a failing call maxRetries times with a backoff, then publishes the original message to errorTopic with the error, and is done with it', async () => {

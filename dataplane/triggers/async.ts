@@ -1,0 +1,131 @@
+// Asynchronous calls (`X-Spore-Async: true` on any route or /_fn/): the router
+// keeps the call in the store and answers 202 with its id at once; here they
+// run, through the router's invoke() like any trigger's call (counted once;
+// the invocation id is the call's request id, so its logs carry it). A call
+// that fails with no answer, a 5xx or a 429 is tried again, ATTEMPTS in all,
+// backing off; one that still fails — or a 4xx, which a retry would not
+// change — lands in the dead letter (state failed), kept until retried by
+// hand (`spore invocations retry ID`). Calls running when Spore stopped run
+// again at its next start: at least once.
+import type { Invocation, InvocationState, InvocationStore, NewInvocation } from '../../store/index.js';
+import type { LogSink } from '../logs.js';
+import { failureOf } from './failure.js';
+import type { Router } from '../router/router.js';
+
+/** Attempts of an asynchronous call before it goes to the dead letter. */
+export const ATTEMPTS = 3;
+/** Delay before the attempt after `attempt`: 1 s, 2 s, 4 s … */
+export const asyncRetryDelayMs = (attempt: number) => Math.min(1000 * 2 ** (attempt - 1), 60_000);
+
+export interface AsyncCallsOptions {
+  store: InvocationStore;
+  /** The router's invoke(): the call's path. */
+  invoke: Router['invoke'];
+  logs: LogSink;
+  /** Calls running at once (each still within its function's own limits). @default 16 */
+  concurrency?: number;
+  report?: (message: string) => void;
+}
+
+/** An invocation as the API shows it: the body is not sent back. */
+export type InvocationView = Omit<Invocation, 'body' | 'headers' | 'params'> & { bodyBytes: number };
+
+export class AsyncCalls {
+  private readonly running = new Set<Promise<void>>();
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly o: AsyncCallsOptions) {}
+
+  start(): void {
+    const again = this.o.store.requeueRunning();
+    if (again) this.report(`${again} asynchronous call(s) were running when Spore stopped: they run again`);
+    this.pump();
+  }
+
+  /** Keeps the call (durably) and starts it when there is room; returns its id. */
+  accept(call: NewInvocation): string {
+    const inv = this.o.store.enqueue(call);
+    this.pump();
+    return inv.id;
+  }
+
+  list(state?: InvocationState, limit?: number): InvocationView[] {
+    return this.o.store.listInvocations({ state, limit }).map(view);
+  }
+
+  get(id: string): InvocationView | undefined {
+    const inv = this.o.store.getInvocation(id);
+    return inv && view(inv);
+  }
+
+  /** A failed call queued again (its attempts from zero); false when there is no failed call by that id. */
+  retry(id: string): boolean {
+    const ok = this.o.store.retryInvocation(id);
+    if (ok) this.pump();
+    return ok;
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    const max = this.o.concurrency ?? 16;
+    while (this.running.size < max) {
+      const inv = this.o.store.claim(Date.now());
+      if (!inv) break;
+      const p = this.run(inv).finally(() => {
+        this.running.delete(p);
+        this.pump();
+      });
+      this.running.add(p);
+    }
+    // the next retry that comes due
+    const due = this.o.store.nextDue();
+    if (due !== undefined && this.running.size < max) {
+      this.timer = setTimeout(() => this.pump(), Math.max(0, due - Date.now()) + 5);
+      this.timer.unref();
+    }
+  }
+
+  private async run(inv: Invocation): Promise<void> {
+    const t0 = performance.now();
+    let status = 0;
+    let error: string | undefined;
+    let response: string | undefined;
+    try {
+      const res = await this.o.invoke({ namespace: inv.namespace, name: inv.function, method: inv.method, path: inv.path, headers: inv.headers, params: inv.params, body: inv.body, requestId: inv.id });
+      status = res.status;
+      response = res.body.slice(0, 4096);
+      if (status < 200 || status > 299) error = failureOf(res.body, status);
+    } catch (err) {
+      error = (err as Error).message;
+    }
+    const ms = Math.round(performance.now() - t0);
+    const retryable = error !== undefined && (status === 0 || status === 429 || status >= 500);
+    const last = inv.attempts >= ATTEMPTS;
+    const state = !error ? 'succeeded' : retryable && !last ? 'queued' : 'failed';
+    const nextAt = state === 'queued' ? Date.now() + asyncRetryDelayMs(inv.attempts) : undefined;
+    this.o.store.finish(inv.id, { state, status, error, response, nextAt });
+    const outcome = state === 'succeeded' ? String(status) : `${status || 'no answer'} ${error}; ${state === 'queued' ? `attempt ${inv.attempts} of ${ATTEMPTS}, again in ${nextAt! - Date.now()} ms` : `failed after ${inv.attempts} attempt(s): in the dead letter (spore invocations --failed)`}`;
+    this.o.logs.write({ time: Date.now(), namespace: inv.namespace, function: inv.function, instance: 'async', requestId: inv.id, stream: error ? 'stderr' : 'stdout', line: `async call ${inv.id}: ${inv.method} ${inv.path} → ${outcome} in ${ms} ms` });
+    if (state === 'failed') this.report(`asynchronous call ${inv.id} of ${inv.namespace}/${inv.function} failed: ${error}`);
+  }
+
+  /** No new call starts; the ones running finish (bounded by `graceMs`), or run again at the next start. */
+  async close(graceMs = 10_000): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.running), new Promise((r) => (t = setTimeout(r, graceMs)))]);
+    clearTimeout(t);
+  }
+
+  private report(message: string): void {
+    (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
+  }
+}
+
+function view(inv: Invocation): InvocationView {
+  const { body, headers: _headers, params: _params, ...rest } = inv;
+  return { ...rest, bodyBytes: body.length };
+}
