@@ -48,6 +48,7 @@ export const TimerTriggerSpec = Closed(
     path: Type.String({ pattern: '^/', default: '/', description: 'path of the call' }),
     headers: Type.Optional(MapOf(Type.String(), { description: 'headers of the call' })),
     body: Type.Optional(Type.String({ description: 'body of the call' })),
+    catchUp: Type.Optional(Type.Boolean({ description: 'a run missed while the dataplane was down fires once when it starts again (default: missed runs are not replayed)' })),
   },
   { description: 'invokes a function on a schedule' },
 );

@@ -14,6 +14,8 @@ export interface ScheduleOptions extends SporeObjectOptions {
   readonly headers?: Record<string, string>;
   /** Body of the call. @default empty */
   readonly body?: string;
+  /** A run missed while the dataplane was down fires once when it starts again. @default false: missed runs are not replayed */
+  readonly catchUp?: boolean;
 }
 
 export interface TimerTriggerProps extends ScheduleOptions {
@@ -42,6 +44,7 @@ export class TimerTrigger extends SporeObject {
       path: c.path ?? '/',
       headers: c.headers,
       body: c.body,
+      catchUp: c.catchUp || undefined,
     };
   }
 }

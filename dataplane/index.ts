@@ -11,7 +11,7 @@ import type { InstanceProvider } from './poolmgr/provider.js';
 import { Router } from './router/router.js';
 import { AsyncCalls } from './triggers/async.js';
 import { Queues } from './triggers/queues.js';
-import { Timers } from './triggers/timers.js';
+import { Timers, type TimerState } from './triggers/timers.js';
 
 export { DataplaneError } from './errors.js';
 export { Metrics } from './metrics.js';
@@ -27,7 +27,7 @@ export { AsyncCalls, ATTEMPTS as ASYNC_ATTEMPTS } from './triggers/async.js';
 
 export interface DataplaneOptions {
   /** With `invocations` (SQLite's), asynchronous calls are taken. */
-  store: ResourceStore & LogStore & { invocations?: InvocationStore };
+  store: ResourceStore & LogStore & { invocations?: InvocationStore } & Partial<TimerState>;
   /** Holds instances' folders (instances/) and fetched archives (archives/). */
   stateDir: string;
   port?: number;
@@ -80,7 +80,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     throw err;
   }
   // timers call through the router (in-process), so they start once it serves
-  timers = new Timers({ store: o.store, router, logs, report: o.report });
+  const state = o.store.readState && o.store.writeState ? { readState: o.store.readState.bind(o.store), writeState: o.store.writeState.bind(o.store) } : undefined;
+  timers = new Timers({ store: o.store, state, router, logs, report: o.report });
   await timers.start();
   queues = new Queues({ store: o.store, router, logs, report: o.report });
   await queues.start();

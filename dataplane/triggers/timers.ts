@@ -8,8 +8,10 @@
 // that call ends. At most MAX_WAITING firings wait per timer; past that a
 // firing is dropped and said (Fission's buffer holds 32 too, then blocks).
 // A changed trigger is rescheduled at once and a deleted one stops (its
-// waiting firings dropped, a call in flight finishes); nothing missed while
-// Spore was down is replayed. Fission retries a call only on a transport error
+// waiting firings dropped, a call in flight finishes). Nothing missed while
+// Spore was down is replayed, unless the trigger says `catchUp`: then its last
+// firing is kept in the store, and if a run fell due since, it fires once at
+// the start (however many were missed). Fission retries a call only on a transport error
 // or a 404; here the call is in-process, so none is retried.
 import { randomUUID } from 'node:crypto';
 import { Cron } from 'croner';
@@ -49,8 +51,16 @@ interface Timer {
   lastError?: string;
 }
 
+/** Where `catchUp` timers keep their last firing (the local store's small state). */
+export interface TimerState {
+  readState<T>(key: string): T | undefined;
+  writeState(key: string, value: unknown): void;
+}
+
 export interface TimersOptions {
   store: ResourceStore;
+  /** Without it, `catchUp` cannot be honoured (said once per trigger). */
+  state?: TimerState;
   router: Router;
   logs: LogSink;
   report?: (message: string) => void;
@@ -114,6 +124,25 @@ export class Timers {
     }
     const timer: Timer = { key, namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, spec, specText, cron, busy: false, waiting: 0, stopped: false };
     this.timers.set(key, timer);
+    if (spec.catchUp) this.catchUp(timer);
+  }
+
+  /** A `catchUp` timer whose next run after its last firing is already past fires once now. */
+  private catchUp(t: Timer): void {
+    if (!this.o.state) return void this.report(`timer ${t.key}: catchUp is not honoured here (no store for its last firing)`);
+    const last = this.o.state.readState<{ at: number }>(stateKey(t))?.at;
+    if (last === undefined) return void this.o.state.writeState(stateKey(t), { at: Date.now() }); // from now on
+    const s = parseSchedule(t.spec.cron, t.spec.timeZone ?? 'UTC');
+    let due: number | undefined;
+    if (s.kind === 'every') due = last + Math.max(1000, Math.floor(s.everyMs / 1000) * 1000);
+    else {
+      const probe = schedule(t.spec, () => {}, { paused: true });
+      due = probe.nextRun(new Date(last))?.getTime();
+      probe.stop();
+    }
+    if (due === undefined || due > Date.now()) return;
+    this.report(`timer ${t.key}: a run due at ${new Date(due).toISOString()} was missed while Spore was down; catching up (once)`);
+    this.fire(t);
   }
 
   private remove(key: string): void {
@@ -138,6 +167,7 @@ export class Timers {
 
   private run(t: Timer): void {
     t.busy = true;
+    if (t.spec.catchUp) this.o.state?.writeState(stateKey(t), { at: Date.now() });
     const done = this.call(t).finally(() => {
       this.inFlight.delete(done);
       t.busy = false;
@@ -179,6 +209,8 @@ export class Timers {
     (this.o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)))(message);
   }
 }
+
+const stateKey = (t: Timer) => `timer/${t.key}`;
 
 function keyOf(o: StoredObject): string {
   return `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;

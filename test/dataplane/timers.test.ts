@@ -131,3 +131,35 @@ describe('timer triggers', () => {
     expect(runs[0] - t0).toBeLessThanOrEqual(90_000);
   });
 });
+
+describe('timer triggers after a restart', () => {
+  it('replay a run missed while Spore was down once when the trigger says catchUp, and not otherwise', async () => {
+    const dir = tempDir('spore-timer-catchup-');
+    const out = join(dir, 'calls.jsonl');
+    writeFileSync(out, '', { mode: 0o666 });
+    chmodSync(dir, 0o777);
+    chmodSync(out, 0o666);
+    // what the store of a Spore stopped two days ago holds: both yearly timers last fired then (a run fell due since: 1 January)
+    const { SqliteStore } = await import('../../store/index.js');
+    const before = new SqliteStore(join(dir, 'spore.db'));
+    const twoYears = Date.now() - 2 * 365 * 24 * 3600_000;
+    before.writeState('timer/default/yearly-catchup', { at: twoYears });
+    before.writeState('timer/default/yearly', { at: twoYears });
+    await before.close();
+    h = await harness({ stateDir: dir });
+    await h.store.apply([
+      environment('node', 'node'),
+      ...fn('rec', RECORDER, { vars: { OUT: out } }),
+      timer('yearly-catchup', { cron: '0 0 1 1 *', function: { name: 'rec' }, path: '/caught-up', catchUp: true }),
+      timer('yearly', { cron: '0 0 1 1 *', function: { name: 'rec' }, path: '/not-replayed' }),
+    ]);
+    const lines = () => readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    await waitFor('the caught-up run', () => lines().find((l) => l.what === 'end' && l.path === '/caught-up'), 30_000);
+    expect(h.reports.join('\n')).toMatch(/timer default\/yearly-catchup: a run due at \d{4}-01-01T00:00:00\.000Z was missed while Spore was down; catching up \(once\)/);
+    // once, not once per missed year; and the other timer replays nothing
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(lines().filter((l) => l.what === 'start').map((l) => l.path)).toEqual(['/caught-up']);
+    // its last firing is kept for the next restart
+    expect(h.store.readState<{ at: number }>('timer/default/yearly-catchup')!.at).toBeGreaterThan(twoYears);
+  });
+});
