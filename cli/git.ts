@@ -38,6 +38,8 @@ export interface GitOptions {
   namespace?: string;
   archiveUrl?: string;
   secretsDir?: string;
+  /** spore up --git --kubeconfig: the cluster the WatchTriggers watch. */
+  watchKubeconfig?: string;
 }
 
 /** The store and history the reconciler writes to: the state folder's SQLite file, or a cluster's API. */
@@ -117,7 +119,10 @@ export async function runGit(o: GitOptions, withDataplane: boolean): Promise<voi
       report: say,
     });
     server = reconcilerServer({ reconciler, webhookSecret: o.webhookSecret ?? process.env.SPORE_WEBHOOK_SECRET, apiToken, report: say });
-    if (withDataplane && local) dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host, secretsDir: secretsFolder(o.secretsDir) });
+    if (withDataplane && local) {
+      const kubeconfig = o.watchKubeconfig ? await loadKubeConfig({ kubeconfig: o.watchKubeconfig }) : undefined;
+      dataplane = await startDataplane({ store: local, stateDir, port: portOf(o.port ?? '8080', '--port'), host: o.host, secretsDir: secretsFolder(o.secretsDir), kubeconfig });
+    }
     await server.listen({ port: reconcilerPort, host: o.reconcilerHost });
   } catch (err) {
     await dataplane?.close();

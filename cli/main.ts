@@ -32,7 +32,8 @@ export function program(): Command {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('-w, --watch', 're-synthesize and apply on file changes')
     .option('--state-dir <dir>', 'state folder (store, archives, instances)', '<dir>/.spore')
-    .option('--secrets-dir <dir>', "the Secrets functions name: <dir>/<namespace>/<name>/<key> files, as Fission mounts them in a pod");
+    .option('--secrets-dir <dir>', "the Secrets functions name: <dir>/<namespace>/<name>/<key> files, as Fission mounts them in a pod")
+    .option('--kubeconfig <path>', 'the cluster the WatchTriggers watch (its current context); without it they are inactive');
   const gitOptions = (c: Command) =>
     c
       .option('--git <url>', 'follow this Git repository (file://, https, ssh) instead of a folder')
@@ -50,7 +51,8 @@ export function program(): Command {
       .option('--reconciler-port <port>', "port of the reconciler's webhook and API", '0')
       .option('--reconciler-host <host>', "address of the reconciler's webhook and API", '127.0.0.1');
   gitOptions(cli.commands.find((c) => c.name() === 'up')!).action((dir: string, o) => {
-    if (o.git) return runGit({ ...o, stateDir: o.stateDir === '<dir>/.spore' ? '.spore' : o.stateDir }, true);
+    // with --git, the reconciler's --kubeconfig would mean "apply to that cluster": spore up keeps it for the watches only
+    if (o.git) return runGit({ ...o, kubeconfig: undefined, watchKubeconfig: o.kubeconfig, stateDir: o.stateDir === '<dir>/.spore' ? '.spore' : o.stateDir }, true);
     return upCommand(dir, { ...o, stateDir: o.stateDir === '<dir>/.spore' ? undefined : o.stateDir });
   });
   gitOptions(cli.command('reconciler').description('run the reconciler alone: follow a Git repository and apply each revision to the store (the local one, or a cluster)'))

@@ -8,7 +8,9 @@ import { buildPackages } from '../reconciler/build.js';
 import { prepareObjects } from '../reconciler/prepare.js';
 import { renderApp } from '../reconciler/render.js';
 import { SqliteStore, type ApplyResult } from '../store/index.js';
+import { loadKubeConfig } from './kube.js';
 import { UP_FILE } from './target.js';
+
 
 export interface UpOptions {
   port: string;
@@ -19,6 +21,8 @@ export interface UpOptions {
   app?: string;
   /** The Secrets functions name: `<dir>/<namespace>/<name>/<key>` files. */
   secretsDir?: string;
+  /** The cluster WatchTriggers watch. */
+  kubeconfig?: string;
 }
 
 /** The --secrets-dir folder, checked at start: a typo would otherwise show only at a function's first call. */
@@ -116,7 +120,8 @@ export async function upCommand(dirArg: string | undefined, options: UpOptions):
   }
   let dataplane: Dataplane;
   try {
-    dataplane = await startDataplane({ store: app.store, stateDir, port, host: options.host, secretsDir });
+    const kubeconfig = options.kubeconfig ? await loadKubeConfig({ kubeconfig: options.kubeconfig }) : undefined;
+    dataplane = await startDataplane({ store: app.store, stateDir, port, host: options.host, secretsDir, kubeconfig });
   } catch (err) {
     await app.store.close();
     throw new Error(`cannot start the dataplane on ${options.host}:${port}: ${(err as Error).message}`);

@@ -12,6 +12,8 @@ import { Router } from './router/router.js';
 import { AsyncCalls } from './triggers/async.js';
 import { Queues } from './triggers/queues.js';
 import { Timers, type TimerState } from './triggers/timers.js';
+import { Watches } from './triggers/watches.js';
+import type { KubeConfig } from '@kubernetes/client-node';
 
 export { DataplaneError } from './errors.js';
 export { Metrics } from './metrics.js';
@@ -23,6 +25,7 @@ export { Router, REQUEST_ID } from './router/router.js';
 export { RouteTable } from './router/route-table.js';
 export { Timers, schedule, type TimerInfo } from './triggers/timers.js';
 export { Queues, type QueueInfo } from './triggers/queues.js';
+export { Watches, type WatchInfo } from './triggers/watches.js';
 export { AsyncCalls, ATTEMPTS as ASYNC_ATTEMPTS } from './triggers/async.js';
 
 export interface DataplaneOptions {
@@ -40,6 +43,8 @@ export interface DataplaneOptions {
   bodyLimit?: number;
   /** Folder of the Secrets functions name: `<namespace>/<name>/<key>` files, as Fission mounts them in a pod. */
   secretsDir?: string;
+  /** The cluster WatchTriggers watch (`spore up --kubeconfig`); without it they are inactive, and said so. */
+  kubeconfig?: KubeConfig;
   /** Serve /_spore/* for the CLI. @default true */
   admin?: boolean;
   report?: (message: string) => void;
@@ -52,6 +57,7 @@ export interface Dataplane {
   metrics: Metrics;
   timers: Timers;
   queues: Queues;
+  watches: Watches;
   close(): Promise<void>;
 }
 
@@ -68,7 +74,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   await poolmgr.start();
   let timers: Timers | undefined;
   let queues: Queues | undefined;
-  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [], queues: queues?.list() ?? [] }) };
+  let watches: Watches | undefined;
+  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [], queues: queues?.list() ?? [], watches: watches?.list() ?? [] }) };
   let router!: Router;
   const calls = o.store.invocations ? new AsyncCalls({ store: o.store.invocations, invoke: (c) => router.invoke(c), logs, report: o.report }) : undefined;
   router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, async: calls, bodyLimit: o.bodyLimit, report: o.report });
@@ -85,6 +92,9 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   await timers.start();
   queues = new Queues({ store: o.store, router, logs, report: o.report });
   await queues.start();
+  watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, report: o.report });
+  await watches.start();
+  const watching = watches;
   calls?.start();
   const started = timers;
   const consuming = queues;
@@ -96,10 +106,11 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     metrics,
     timers: started,
     queues: consuming,
+    watches: watching,
     close: () =>
       (closing ??= (async () => {
         // no new firing or message; the calls in flight finish (bounded) while the router still serves
-        await Promise.all([started.close(), consuming.close(), calls?.close()]);
+        await Promise.all([started.close(), consuming.close(), watching.close(), calls?.close()]);
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

@@ -18,7 +18,7 @@ export interface Condition {
 const NOT_SERVED: Record<string, string> = {
   TimerTrigger: "accepted; fired by spore up's dataplane; on a cluster, spore router and spore poolmgr do not fire timers yet",
   QueueTrigger: "accepted; consumed by spore up's dataplane (NATS JetStream); on a cluster nothing consumes queues yet, and Kafka nowhere yet",
-  WatchTrigger: 'accepted; watch triggers do not fire in this version of Spore',
+  WatchTrigger: "accepted; fired by spore up's dataplane when it is given the cluster (--kubeconfig); on a cluster, spore router and spore poolmgr do not fire watches yet",
   Workflow: 'accepted; workflows do not run in this version of Spore',
 };
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Header } from 'tar';
 import { request } from 'undici';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeObject } from '../../api/index.js';
 import { packArchive } from '../../constructs/archive.js';
 import { startDataplane, type Dataplane } from '../../dataplane/index.js';
@@ -83,11 +84,11 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function harness(o: { queueSize?: number; bodyLimit?: number; stateDir?: string; maxInstancesPerFunction?: number; secretsDir?: string } = {}): Promise<Harness> {
+export async function harness(o: { queueSize?: number; bodyLimit?: number; stateDir?: string; maxInstancesPerFunction?: number; secretsDir?: string; kubeconfig?: KubeConfig } = {}): Promise<Harness> {
   const dir = o.stateDir ?? tempDir('spore-dp-');
   const store = new SqliteStore(join(dir, 'spore.db'));
   const reports: string[] = [];
-  const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, bodyLimit: o.bodyLimit, secretsDir: o.secretsDir, report: (m) => reports.push(m) });
+  const dp = await startDataplane({ store, stateDir: dir, port: 0, queueSize: o.queueSize, maxInstancesPerFunction: o.maxInstancesPerFunction, bodyLimit: o.bodyLimit, secretsDir: o.secretsDir, kubeconfig: o.kubeconfig, report: (m) => reports.push(m) });
   return {
     store,
     dp,
