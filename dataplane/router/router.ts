@@ -167,7 +167,10 @@ export class Router {
     });
     const internal = (req: FastifyRequest, reply: FastifyReply) => {
       const { namespace, name } = req.params as { namespace: string; name: string };
-      const rest = (req.params as Record<string, string>)['*'] ?? '';
+      // the path as sent (fastify's wildcard is decoded: %2F would become a separator)
+      const raw = req.url.split('?')[0];
+      const prefix = `/_fn/${raw.split('/')[2]}/${raw.split('/')[3]}`;
+      const rest = raw.length > prefix.length ? raw.slice(prefix.length + 1) : '';
       const id = req.headers[REQUEST_ID];
       const params = (typeof id === 'string' && this.invokeParams.get(id)) || {};
       return this.call(req, reply, { namespace, name, path: `/${rest}`, params });

@@ -100,12 +100,19 @@ export class AsyncCalls {
     } catch (err) {
       error = (err as Error).message;
     }
+    // stopping: a call cut short by the stop is not the call's failure; it stays running and runs again at the next start
+    if (this.closed && error) return;
     const ms = Math.round(performance.now() - t0);
     const retryable = error !== undefined && (status === 0 || status === 429 || status >= 500);
     const last = inv.attempts >= ATTEMPTS;
     const state = !error ? 'succeeded' : retryable && !last ? 'queued' : 'failed';
     const nextAt = state === 'queued' ? Date.now() + asyncRetryDelayMs(inv.attempts) : undefined;
-    this.o.store.finish(inv.id, { state, status, error, response, nextAt });
+    try {
+      this.o.store.finish(inv.id, { state, status, error, response, nextAt });
+    } catch (err) {
+      if (this.closed) return; // the store closed under a call that outlived the grace: it runs again at the next start
+      throw err;
+    }
     const outcome = state === 'succeeded' ? String(status) : `${status || 'no answer'} ${error}; ${state === 'queued' ? `attempt ${inv.attempts} of ${ATTEMPTS}, again in ${nextAt! - Date.now()} ms` : `failed after ${inv.attempts} attempt(s): in the dead letter (spore invocations --failed)`}`;
     this.o.logs.write({ time: Date.now(), namespace: inv.namespace, function: inv.function, instance: 'async', requestId: inv.id, stream: error ? 'stderr' : 'stdout', line: `async call ${inv.id}: ${inv.method} ${inv.path} → ${outcome} in ${ms} ms` });
     if (state === 'failed') this.report(`asynchronous call ${inv.id} of ${inv.namespace}/${inv.function} failed: ${error}`);

@@ -56,18 +56,24 @@ export function natsConsumer(ctx: ConsumerContext): TriggerConsumer {
   const run = async () => {
     for (let backoff = 1000; !stopped; backoff = Math.min(backoff * 2, 30_000)) {
       try {
+        if (nc?.isClosed()) nc = undefined; // given up on (say, refused credentials): a new one
         nc ??= await connect({ servers: ctx.url, name: `spore ${ctx.trigger.namespace}/${ctx.trigger.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 1000 });
         const jsm = await jetstreamManager(nc);
-        const stream = await streamFor(jsm, ctx.spec.topic);
+        const { stream, made } = await streamFor(jsm, ctx.spec.topic);
         const durable = consumerName(ctx.trigger);
-        const limits = { max_ack_pending: ctx.spec.concurrency ?? 1, ack_wait: nanos(ACK_WAIT_MS) };
+        const limits = { max_ack_pending: ctx.spec.concurrency ?? 1, ack_wait: nanos(ACK_WAIT_MS), filter_subject: ctx.spec.topic };
         const found = await jsm.consumers.info(stream, durable).catch(() => undefined);
+        // the trigger's topic may have changed: the filter goes with the update
         if (found) await jsm.consumers.update(stream, durable, limits);
-        // a new consumer takes what is published from now on; a durable one resumes where it was
-        else await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, filter_subject: ctx.spec.topic, max_deliver: -1, ...limits });
+        // a new consumer takes what is published from now on (all of a stream just made for it); a durable one resumes where it was
+        else await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: made ? DeliverPolicy.All : DeliverPolicy.New, max_deliver: -1, ...limits });
         where = { stream, durable, jsm };
         if (stopped) break;
         messages = await (await jetstream(nc).consumers.get(stream, durable)).consume({ max_messages: ctx.spec.concurrency ?? 1 });
+        if (stopped) {
+          messages.stop(); // stopped while it was being set up
+          break;
+        }
         ctx.state('consuming', `stream ${stream}, consumer ${durable}`);
         backoff = 1000;
         for await (const m of messages) {
@@ -79,7 +85,7 @@ export function natsConsumer(ctx: ConsumerContext): TriggerConsumer {
       } catch (err) {
         if (stopped) break;
         // said once per cause, not at every retry (which backs off up to 30 s)
-        ctx.state('failed', `${(err as Error).message} (${ctx.url}); retrying`);
+        ctx.state('failed', `${(err as Error).message} (${redacted(ctx.url)}); retrying`);
         await new Promise<void>((r) => {
           wake = r;
           setTimeout(r, backoff).unref();
@@ -103,15 +109,18 @@ export function natsConsumer(ctx: ConsumerContext): TriggerConsumer {
   };
 }
 
+/** A broker address fit to print: no user or password. */
+const redacted = (url: string) => url.replace(/\/\/[^@/]*@/, '//');
+
 /** The stream capturing the subject, or one made for it. */
-async function streamFor(jsm: JetStreamManager, subject: string): Promise<string> {
+async function streamFor(jsm: JetStreamManager, subject: string): Promise<{ stream: string; made: boolean }> {
   const found = await jsm.streams.find(subject).catch(() => undefined);
-  if (found) return found;
+  if (found) return { stream: found, made: false };
   const name = streamName(subject);
   try {
     await jsm.streams.add({ name, subjects: [subject], retention: RetentionPolicy.Limits, storage: StorageType.File, max_age: nanos(STREAM_LIMITS.maxAgeMs), max_bytes: STREAM_LIMITS.maxBytes });
   } catch (err) {
     throw new Error(`no stream captures subject ${subject}, and Spore could not create ${name}: ${(err as Error).message}`);
   }
-  return name;
+  return { stream: name, made: true };
 }

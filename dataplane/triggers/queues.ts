@@ -75,6 +75,7 @@ export const retryDelayMs = (attempt: number) => Math.min(1000 * 2 ** (attempt -
 export class Queues {
   private readonly running = new Map<string, Running>();
   private unwatch?: () => void;
+  private closing = false;
 
   constructor(private readonly o: QueuesOptions) {}
 
@@ -93,6 +94,7 @@ export class Queues {
 
   /** Stops every consumer; messages in hand are settled (bounded by `graceMs`), the rest stays on the broker. */
   async close(graceMs = 10_000): Promise<void> {
+    this.closing = true;
     this.unwatch?.();
     let timer: NodeJS.Timeout | undefined;
     const all = Promise.all([...this.running.keys()].map((k) => this.remove(k, false)));
@@ -190,12 +192,20 @@ export class Queues {
     const log = (line: string, failed: boolean) =>
       this.o.logs.write({ time: Date.now(), namespace, function: fn, instance: `queue/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `queue ${name}: message from ${spec.topic} (delivery ${m.attempt}) → ${line} in ${ms} ms` });
     const meta = { 'x-spore-function': `${namespace}/${fn}`, 'x-spore-trigger': `${namespace}/${name}`, 'x-spore-request-id': requestId };
+    // a publish the broker refuses (too large, a bad subject) is said; the message is still done with: it would fail the same way again
+    const send = async (topic: string, data: Buffer, headers: Record<string, string>) =>
+      publish(topic, data, headers).then(
+        () => `, sent to ${topic}`,
+        (err: Error) => `, NOT sent to ${topic}: ${err.message}`,
+      );
     if (!error) {
       r.info.handled++;
-      if (spec.responseTopic) await publish(spec.responseTopic, payload, { ...(contentType ? { 'content-type': contentType } : {}), ...meta });
-      log(`${status}${spec.responseTopic ? `, response to ${spec.responseTopic}` : ''}`, false);
+      const sent = spec.responseTopic ? await send(spec.responseTopic, payload, { ...(contentType ? { 'content-type': contentType } : {}), ...meta }) : '';
+      log(`${status}${sent}`, sent.includes('NOT sent'));
       return { ack: true };
     }
+    // stopping: the call failed because Spore is going away, not because of the message; it comes again
+    if (this.closing) return { ack: false, retryInMs: 0 };
     const retries = spec.maxRetries ?? 0;
     if (m.attempt <= retries) {
       const retryInMs = retryDelayMs(m.attempt);
@@ -204,8 +214,8 @@ export class Queues {
     }
     r.info.failed++;
     // the original message, as it came, with what went wrong
-    if (spec.errorTopic) await publish(spec.errorTopic, m.data, { ...m.headers, ...meta, 'x-spore-error': error.replace(/[\r\n]+/g, ' ').slice(0, 1000), 'x-spore-status': String(status), 'x-spore-attempts': String(m.attempt) });
-    log(`${status || 'no answer'} ${error}; ${retries ? `failed after ${m.attempt} deliveries` : 'failed'}${spec.errorTopic ? `, sent to ${spec.errorTopic}` : ', dropped (no errorTopic)'}`, true);
+    const sent = spec.errorTopic ? await send(spec.errorTopic, m.data, { ...m.headers, ...meta, 'x-spore-error': error.replace(/[\r\n]+/g, ' ').slice(0, 1000), 'x-spore-status': String(status), 'x-spore-attempts': String(m.attempt) }) : ', dropped (no errorTopic)';
+    log(`${status || 'no answer'} ${error}; ${retries ? `failed after ${m.attempt} deliveries` : 'failed'}${sent}`, true);
     this.report(`queue trigger ${namespace}/${name} → ${namespace}/${fn}: a message failed (request ${requestId}): ${error}`);
     return { ack: true };
   }
@@ -223,7 +233,8 @@ export class Queues {
  */
 export function asCall(m: QueueMessage, contentType: string): { headers: Record<string, string>; body: Buffer } {
   const headers: Record<string, string> = { 'content-type': contentType };
-  for (const [k, v] of Object.entries(m.headers)) if (!k.startsWith('nats-') && !/[\r\n]/.test(v)) headers[k] = v;
+  // the broker's own headers, Spore's (x-spore-async would make the call answer 202 unseen) and the transport's are not passed
+  for (const [k, v] of Object.entries(m.headers)) if (!k.startsWith('nats-') && !k.startsWith('x-spore-') && !TRANSPORT.has(k) && !/[\r\n]/.test(v)) headers[k] = v;
   if (!(m.headers['content-type'] ?? '').startsWith('application/cloudevents+json')) return { headers, body: m.data };
   let event: Record<string, unknown>;
   try {
@@ -237,6 +248,8 @@ export function asCall(m: QueueMessage, contentType: string): { headers: Record<
   const body = typeof base64 === 'string' ? Buffer.from(base64, 'base64') : data === undefined ? Buffer.alloc(0) : typeof data === 'string' ? Buffer.from(data) : Buffer.from(JSON.stringify(data));
   return { headers, body };
 }
+
+const TRANSPORT = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'host', 'upgrade', 'te', 'trailer']);
 
 function keyOf(o: StoredObject): string {
   return `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;

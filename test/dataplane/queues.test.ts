@@ -24,6 +24,7 @@ const RECORDER = {
     rec('start');
     if (body.startsWith('slow')) await new Promise((r) => setTimeout(r, Number(process.env.SLOW ?? 1500)));
     if (body.startsWith('fail')) return new Response('broken by ' + body, { status: 500 });
+    if (body === 'huge') return new Response('x'.repeat(2 * 1024 * 1024));
     rec('end');
     return Response.json({ got: body, custom: h('x-custom'), ce: h('ce-type') });
   };`,
@@ -108,7 +109,7 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
     expect(await waitFor('acks', async () => ((await pending(jsm, 'SPORE_orders_new', 'orders')).unacked === 0 ? true : null), 10_000)).toBe(true);
     expect((await pending(jsm, 'SPORE_orders_new', 'orders')).redelivered).toBe(0);
     const logged = await waitFor('the log line', () => h!.store.queryLogs({ function: 'rec' }).find((e) => e.instance === 'queue/orders' && e.requestId === first.id));
-    expect(logged.line).toMatch(/queue orders: message from orders\.new \(delivery 1\) → 200, response to orders\.done/);
+    expect(logged.line).toMatch(/queue orders: message from orders\.new \(delivery 1\) → 200, sent to orders\.done/);
   });
 
   it('retries a failing call maxRetries times with a backoff, then publishes the original message to errorTopic with the error, and is done with it', async () => {
@@ -135,6 +136,17 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
     expect(rec.starts()).toHaveLength(3);
     expect((await pending(jsm, 'SPORE_pay', 'pay')).unacked).toBe(0);
     expect(h!.dp.queues.list().find((q) => q.name === 'pay')).toMatchObject({ handled: 0, failed: 1 });
+  });
+
+  it('is done with a message whose response the broker refuses (over max_payload): said, not retried forever', async () => {
+    const { rec, jsm, js, consuming } = await setup((url) => [queue('big', url, { topic: 'big', responseTopic: 'big.done' })]);
+    await consuming('big');
+    await js.publish('big', 'huge');
+    const logged = await waitFor('the log line', () => h!.store.queryLogs({ function: 'rec' }).find((e) => e.instance === 'queue/big'), 30_000);
+    expect(logged.line).toMatch(/→ 200, NOT sent to big\.done: .*max_payload/i);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(rec.starts()).toHaveLength(1);
+    expect((await pending(jsm, 'SPORE_big', 'big')).unacked).toBe(0);
   });
 
   it('consumes from the stream that captures the subject, with at most `concurrency` messages in hand', async () => {
