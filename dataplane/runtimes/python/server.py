@@ -146,6 +146,9 @@ class Handler(BaseHTTPRequestHandler):
         if "content-type" not in sent and content_type:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection and "connection" not in sent:
+            # said, so a keep-alive client does not send its next request on a socket about to close
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
