@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { API_VERSION, DATAPLANE_KINDS } from '../api/index.js';
 import { loadKubeConfig, type ClusterOptions } from './kube.js';
+import { portOf } from './port.js';
 
 const { version } = createRequire(import.meta.url)('spore/package.json') as { version: string };
 
@@ -15,11 +16,6 @@ export interface DataplaneCommandOptions extends ClusterOptions {
   watchNamespace?: string;
 }
 
-function portOf(v: string, flag: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n > 65535) throw new Error(`${flag} must be a port number (got "${v}")`);
-  return n;
-}
 
 /** In a pod with neither flag, the pod's service account. */
 const cluster = (o: DataplaneCommandOptions): ClusterOptions => ({ kubeconfig: o.kubeconfig, inCluster: o.inCluster || (!o.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST)) });

@@ -2,6 +2,7 @@
 // Its defaults fit the pod the platform chart describes; the volumes' paths
 // may be moved by env (the test node agent sets SPORE_MOUNT_* for each mount).
 import { startFetcher } from '../dataplane/poolmgr/fetcher.js';
+import { portOf } from './port.js';
 
 export interface FetcherCommandOptions {
   port?: string;
@@ -12,21 +13,16 @@ export interface FetcherCommandOptions {
   configs?: string;
 }
 
-function port(value: string, flag: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n > 65535) throw new Error(`${flag} ${value}: expected a port number (0-65535)`);
-  return n;
-}
 
 export async function fetcherCommand(o: FetcherCommandOptions): Promise<void> {
   const env = process.env;
   const token = env.SPORE_INSTANCE_TOKEN;
   if (!token) throw new Error('SPORE_INSTANCE_TOKEN is not set: the fetcher takes its credential from it (in a pod, from the Secret the pool manager made); refusing to start without one');
   const host = o.host ?? env.HOST ?? '0.0.0.0';
-  const listenPort = port(o.port ?? env.PORT ?? '8000', o.port ? '--port' : 'PORT');
+  const listenPort = portOf(o.port ?? env.PORT ?? '8000', o.port ? '--port' : 'PORT');
   // the runtime listens beside us in the pod: on our address, or loopback when we listen on all
   const runtimeHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-  const runtimeUrl = `http://${runtimeHost.includes(':') ? `[${runtimeHost}]` : runtimeHost}:${port(o.runtimePort, '--runtime-port')}`;
+  const runtimeUrl = `http://${runtimeHost.includes(':') ? `[${runtimeHost}]` : runtimeHost}:${portOf(o.runtimePort, '--runtime-port')}`;
   const fetcher = await startFetcher({
     port: listenPort,
     host,

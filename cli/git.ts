@@ -11,6 +11,7 @@ import { DEFAULT_PREVIEW_PATTERNS, MAIN_STAGE, Reconciler } from '../reconciler/
 import { reconcilerServer } from '../reconciler/server.js';
 import { SqliteStore, type ResourceStore, type SyncHistory } from '../store/index.js';
 import { loadKubeConfig } from './kube.js';
+import { portOf } from './port.js';
 import { UP_FILE } from './target.js';
 import { secretsFolder } from './up.js';
 
@@ -68,11 +69,6 @@ async function openTarget(o: GitOptions, stateDir: string, app: string, say: (li
   }
 }
 
-function portOf(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${flag} must be a port number (got "${v}")`);
-  return n;
-}
 
 export async function runGit(o: GitOptions, withDataplane: boolean): Promise<void> {
   const pollMs = parseDuration(o.poll);

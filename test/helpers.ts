@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App, Chart } from 'cdk8s';
@@ -61,4 +62,15 @@ export function listArchive(bytes: Buffer): string[] {
 export function packageBytes(pkg: any, outdir: string): Buffer {
   const a = pkg.spec.archive;
   return a.inline ? Buffer.from(a.inline, 'base64') : readFileSync(join(outdir, a.url));
+}
+
+/** A loopback port free at the time of asking (for a server a test starts as a child process). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
 }

@@ -4,13 +4,12 @@
 // image starts is run here, from the files laid out as its COPY lines lay them.
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { App } from 'cdk8s';
 import { afterEach, describe, expect, it } from 'vitest';
 import { program } from '../cli/main.js';
 import { Platform } from '../constructs/index.js';
-import { tempDir } from './helpers.js';
+import { freePort, tempDir } from './helpers.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const IMAGES = join(ROOT, 'images');
@@ -111,15 +110,6 @@ afterEach(() => {
   for (const p of running.splice(0)) p.kill('SIGKILL');
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 describe('images', () => {
   it('has the platform image and one image per built-in runtime, named as the chart names them by default', () => {

@@ -3,8 +3,7 @@
 // a temp folder. Outside CI, a machine without it skips those suites, saying
 // why; under CI=true its absence is a failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
-import { tempDir } from './helpers.js';
+import { freePort, tempDir } from './helpers.js';
 
 export const natsInstalled = spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!natsInstalled) {
@@ -12,16 +11,6 @@ if (!natsInstalled) {
   console.warn('skipping the NATS queue trigger suites: nats-server is not installed (apt-get install nats-server)');
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface Nats {
   url: string;

@@ -168,9 +168,7 @@ export class Router {
     const internal = (req: FastifyRequest, reply: FastifyReply) => {
       const { namespace, name } = req.params as { namespace: string; name: string };
       // the path as sent (fastify's wildcard is decoded: %2F would become a separator)
-      const raw = req.url.split('?')[0];
-      const prefix = `/_fn/${raw.split('/')[2]}/${raw.split('/')[3]}`;
-      const rest = raw.length > prefix.length ? raw.slice(prefix.length + 1) : '';
+      const rest = req.url.split('?')[0].split('/').slice(4).join('/'); // '', '_fn', namespace, name, then the path
       const id = req.headers[REQUEST_ID];
       const params = (typeof id === 'string' && this.invokeParams.get(id)) || {};
       return this.call(req, reply, { namespace, name, path: `/${rest}`, params });
@@ -214,7 +212,8 @@ export class Router {
         });
         s.post('/_spore/invocations/:id/retry', async (req) => {
           const { id } = req.params as { id: string };
-          if (!calls.retry(id)) throw new DataplaneError(calls.get(id) ? 409 : 404, calls.get(id) ? 'NotFailed' : 'NotFound', calls.get(id) ? `asynchronous call ${id} has not failed: only a failed call is retried` : `no asynchronous call ${id}`);
+          if (!calls.get(id)) throw new DataplaneError(404, 'NotFound', `no asynchronous call ${id}`);
+          if (!calls.retry(id)) throw new DataplaneError(409, 'NotFailed', `asynchronous call ${id} has not failed: only a failed call is retried`);
           return calls.get(id);
         });
       }

@@ -6,7 +6,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
@@ -15,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { builtinCommand } from '../../dataplane/poolmgr/process-provider.js';
 import type { Specialization } from '../../dataplane/poolmgr/specialization.js';
 import { archiveRoutes } from '../../reconciler/archive-server.js';
-import { tempDir } from '../helpers.js';
+import { freePort, tempDir } from '../helpers.js';
 import { archiveOf, rawArchiveFn, waitFor } from './harness.js';
 
 const BIN = fileURLToPath(new URL('../../bin/spore.js', import.meta.url));
@@ -30,15 +29,6 @@ afterEach(async () => {
   for (const c of closers.splice(0)) await c();
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /** A child process whose output is kept. */
 function start(command: string[], env: Record<string, string>): { proc: ChildProcess; output: () => string } {

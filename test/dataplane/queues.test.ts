@@ -8,7 +8,7 @@ import { connect, headers as natsHeaders, type NatsConnection, type Msg } from '
 import { afterEach, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
 import { consumerName } from '../../dataplane/triggers/nats.js';
-import { tempDir } from '../helpers.js';
+import { freePort, tempDir } from '../helpers.js';
 import { natsInstalled, startNats, type Nats } from '../nats-server.js';
 import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
@@ -167,7 +167,6 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
   });
 
   it('says when its broker cannot be reached, keeps serving, and consumes once the broker is there', async () => {
-    const { freePort } = await import('../nats-server.js');
     const port = await freePort();
     const rec = outFile();
     h = await harness();
