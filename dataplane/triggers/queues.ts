@@ -1,5 +1,5 @@
 // QueueTriggers: each one read from the store gets a consumer on its broker
-// (nats.ts: a durable JetStream consumer), and each message becomes a call of
+// (nats.ts: a durable JetStream consumer; kafka.ts: a consumer group), and each message becomes a call of
 // the function through the router's invoke(), the same path as an HTTP call.
 // What happens to a message is decided here, for every broker alike:
 //   2xx        → the response goes to responseTopic (when set), the message is acknowledged;
@@ -14,6 +14,7 @@ import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
 import { failureOf } from './failure.js';
 import type { Router } from '../router/router.js';
+import { kafkaConsumer } from './kafka.js';
 import { natsConsumer } from './nats.js';
 
 export interface QueueMessage {
@@ -112,12 +113,6 @@ export class Queues {
     const info: QueueInfo = { ...trigger, function: spec.function.name, broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false };
     this.running.set(key, r);
-    if (spec.broker.kind !== 'nats') {
-      info.state = 'inactive';
-      info.detail = `${spec.broker.kind} queue triggers do not run yet (NATS JetStream does)`;
-      this.report(`queue trigger ${key}: inactive: ${info.detail}`);
-      return;
-    }
     let url: string;
     try {
       url = await this.brokerUrl(trigger.namespace, spec);
@@ -127,7 +122,7 @@ export class Queues {
       this.report(`queue trigger ${key}: ${info.detail}`);
       return;
     }
-    const consumer = natsConsumer({
+    const consumer = (spec.broker.kind === 'kafka' ? kafkaConsumer : natsConsumer)({
       trigger,
       spec,
       url,
