@@ -88,7 +88,7 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   const poolmgrUrl = (o.poolmgr ?? process.env.SPORE_POOLMGR_URL)?.replace(/\/+$/, '');
   if (!poolmgrUrl) throw new Error('give the pool manager\'s address: --poolmgr URL (or SPORE_POOLMGR_URL)');
   if (!/^https?:\/\//.test(poolmgrUrl)) throw new Error(`--poolmgr ${poolmgrUrl}: expected an http:// or https:// URL`);
-  const { store } = await openStore(o, 'router');
+  const { kubeconfig, store } = await openStore(o, 'router');
   const { Metrics, Router } = await import('../dataplane/index.js');
   const { RemotePools } = await import('../dataplane/router/remote-pools.js');
   const { readCredential } = await import('../dataplane/poolmgr/credential.js');
@@ -97,7 +97,11 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   const router = new Router({ store, poolmgr: pools, metrics: new Metrics({ defaultMetrics: true }), report: say });
   const url = await router.listen(port, o.host);
   process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);
+  // queue triggers on every replica; timers and watches on the one holding the Lease (they call through this router, so once it serves)
+  const { startClusterTriggers } = await import('../dataplane/triggers/cluster.js');
+  const triggers = await startClusterTriggers({ store, client: store.client, kubeconfig, namespace: namespaceOf(o), router, report: say });
   onStop(async () => {
+    await triggers.close(); // no new firing or message; the Lease is released for the next replica
     await router.close(); // calls in flight finish (bounded)
     await pools.close();
     await store.close();

@@ -10,7 +10,7 @@ export { TimerTrigger, type TimerTriggerProps, type ScheduleOptions } from './ti
 export { QueueTrigger, type QueueTriggerProps, type QueueOptions } from './queue-trigger.js';
 export { WatchTrigger, type WatchTriggerProps, type WatchOptions } from './watch-trigger.js';
 export { Workflow, type WorkflowProps, type TaskProps } from './workflow.js';
-export { Platform, type PlatformProps, type ComponentProps, type ReconcilerProps, type SecretKeyRef } from './platform.js';
+export { Platform, DEFAULT_WATCHABLE, type PlatformProps, type ComponentProps, type ReconcilerProps, type RouterProps, type WatchableResources, type SecretKeyRef } from './platform.js';
 export { ArgoApplication, ArgoPullRequestApplicationSet, type ArgoApplicationProps, type ArgoPullRequestApplicationSetProps } from './argo.js';
 export { SporeObject, SYNC_WAVE, type SporeObjectOptions } from './spore-object.js';
 export type { FunctionRef } from './function-ref.js';

@@ -49,6 +49,29 @@ export interface ReconcilerProps extends ComponentProps {
   readonly gitCredentials?: string;
 }
 
+/** Kinds of one API group, by their plural (e.g. apiGroup 'apps', resources ['deployments']). */
+export interface WatchableResources {
+  /** '' for the core group. */
+  readonly apiGroup: string;
+  readonly resources: readonly string[];
+}
+
+export interface RouterProps extends ComponentProps {
+  /**
+   * What WatchTriggers may watch: the router reads these (get, list, watch) in
+   * every namespace; a WatchTrigger on anything else fails with the API's 403,
+   * said in the router's log. Secrets are left out by default: a watch trigger
+   * sends the whole object to its function.
+   * @default ConfigMaps, Pods, Services, Endpoints, Events, Namespaces and apps' Deployments, StatefulSets, DaemonSets
+   */
+  readonly watchable?: readonly WatchableResources[];
+}
+
+export const DEFAULT_WATCHABLE: readonly WatchableResources[] = [
+  { apiGroup: '', resources: ['configmaps', 'pods', 'services', 'endpoints', 'events', 'namespaces'] },
+  { apiGroup: 'apps', resources: ['deployments', 'statefulsets', 'daemonsets'] },
+];
+
 export interface PlatformProps extends ChartProps {
   /** Namespace of the platform's components and function instances. @default 'spore-system' */
   readonly platformNamespace?: string;
@@ -58,7 +81,7 @@ export interface PlatformProps extends ChartProps {
   readonly reconciler?: ReconcilerProps;
   /** The router and pool manager on the cluster: they come with the dataplane issue (`spore router`/`spore poolmgr`). @default disabled */
   readonly dataplane?: { readonly enabled?: boolean };
-  readonly router?: ComponentProps;
+  readonly router?: RouterProps;
   readonly poolManager?: ComponentProps;
   /** Images of the built-in runtimes. @default `ghcr.io/spore-dev/runtime-<name>:<version>` */
   readonly runtimeImages?: { readonly node?: string; readonly python?: string };
@@ -213,7 +236,14 @@ export class Platform extends Chart {
       });
       // router: reads routes and what a function is made of (a change gives its instances back); asks the pool manager over HTTP on a miss
       const router = component('router', props.router ?? {}, { port: 8080, args: ['router'], env: dataplaneEnv(8080, { SPORE_POOLMGR_URL: `http://spore-poolmgr.${ns}:8081` }), scratch: { '/tmp': 'tmp' }, resources: small });
-      bind('router', router, [[READ, DATAPLANE_KINDS.router.map((k) => sporeResource(k))]]);
+      // its kinds, and what watch triggers may watch (timers, queues and watches run in the router: triggers/cluster.ts)
+      const watchable = (props.router?.watchable ?? DEFAULT_WATCHABLE).flatMap((w) => w.resources.map((r) => kplus.ApiResource.custom({ apiGroup: w.apiGroup, resourceType: r })));
+      bind('router', router, [[READ, [...DATAPLANE_KINDS.router.map((k) => sporeResource(k)), ...watchable]]]);
+      // in its own namespace: the Lease that elects the replica firing timers and following watches, and their state (a ConfigMap)
+      bind('router-triggers', router, [
+        [['get', 'create', 'update'], [kplus.ApiResource.custom({ apiGroup: 'coordination.k8s.io', resourceType: 'leases' })]],
+        [['get', 'create', 'patch'], [kplus.ApiResource.CONFIG_MAPS]],
+      ], ns);
       // the pool manager's credential, which it makes: the one Secret the router reads (by name: a rule cdk8s-plus does not write)
       const credential = { name: 'spore-router-credential', namespace: ns };
       new ApiObject(this, 'router-credential-role', { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: credential, rules: [{ apiGroups: [''], resources: ['secrets'], resourceNames: [POOLMGR_CREDENTIAL_SECRET], verbs: ['get'] }] });

@@ -163,6 +163,13 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['watch', 'httptriggers', { group: 'spore.dev', who: 'spore-router' }],
       ['list', 'packages', { group: 'spore.dev', who: 'spore-router' }],
       ['get', 'secrets', { namespace: ns, name: 'spore-poolmgr', who: 'spore-router' }],
+      // the router's triggers: their kinds, what watch triggers watch, the Lease electing who fires timers, their state
+      ['watch', 'timertriggers', { group: 'spore.dev', who: 'spore-router' }],
+      ['list', 'watchtriggers', { group: 'spore.dev', who: 'spore-router' }],
+      ['watch', 'configmaps', { who: 'spore-router' }],
+      ['list', 'deployments', { group: 'apps', who: 'spore-router' }],
+      ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns, who: 'spore-router' }],
+      ['patch', 'configmaps', { namespace: ns, who: 'spore-router' }],
     ];
     const denied: [string, string, Parameters<typeof may>[2]?][] = [
       ['create', 'pods'],
@@ -176,6 +183,9 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['get', 'secrets', { namespace: ns, name: 'spore-poolmgr-other', who: 'spore-router' }],
       ['get', 'secrets', { who: 'spore-router' }],
       ['create', 'functions', { group: 'spore.dev', who: 'spore-router' }],
+      ['update', 'leases', { group: 'coordination.k8s.io', who: 'spore-router' }], // its Lease only in the platform namespace
+      ['patch', 'configmaps', { who: 'spore-router' }],
+      ['watch', 'secrets', { who: 'spore-router' }], // not watchable by default
     ];
     const say = ([verb, resource, o]: (typeof allowed)[number]) => `${o?.who ?? 'spore-reconciler'}: ${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''}${o?.name ? ` ${o.name}` : ''} in ${o?.namespace ?? 'some-app'}`;
     const answers = async (list: typeof allowed) => Promise.all(list.map(async (q) => `${say(q)}: ${await may(q[0], q[1], q[2])}`));

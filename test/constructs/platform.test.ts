@@ -163,6 +163,12 @@ describe('Platform', () => {
     // of Secrets, the router reads only the pool manager's credential, in the platform namespace
     expect(router.join(' ')).not.toContain('secrets');
     expect(get('Role', 'spore-router-credential').rules).toEqual([{ apiGroups: [''], resources: ['secrets'], resourceNames: ['spore-poolmgr'], verbs: ['get'] }]);
+    // triggers: it reads the trigger kinds and what watch triggers may watch; in its namespace the Lease electing who fires timers, and their state
+    expect(router).toEqual(expect.arrayContaining(['spore.dev:timertriggers:get,list,watch', 'spore.dev:watchtriggers:get,list,watch', ':configmaps:get,list,watch', 'apps:deployments:get,list,watch']));
+    expect(rulesOf(get('Role', 'spore-router-triggers'))).toEqual(['coordination.k8s.io:leases:get,create,update', ':configmaps:get,create,patch']);
+    const narrow = rulesOf(platform({ dataplane: { enabled: true }, router: { watchable: [{ apiGroup: 'batch', resources: ['jobs'] }] } }).get('ClusterRole', 'spore-system-router'));
+    expect(narrow).toContain('batch:jobs:get,list,watch');
+    expect(narrow.join(' ')).not.toContain('configmaps');
     const poolmgr = rulesOf(get('ClusterRole', 'spore-system-poolmgr'));
     expect(poolmgr.some((r: string) => r.includes('pods'))).toBe(false);
     // pods, and each pod's credential Secret, only in the platform namespace

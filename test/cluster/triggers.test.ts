@@ -1,0 +1,138 @@
+// Timers and watch triggers on a cluster: two `spore router` processes (two
+// replicas) and a `spore poolmgr` against the run's real kube-apiserver, pool
+// pods run by the test node agent. Of the routers, only the one holding the
+// Lease `spore-triggers` fires timers and follows watches; killed, the other
+// takes over; stopped, it gives the Lease back.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { packArchive } from '../../api/archive.js';
+import { KubeClient } from '../../store/kube-client.js';
+import { recordFile } from '../dataplane/harness.js';
+import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/spore.js');
+const kubeconfig = await clusterReady();
+
+/** Records every call: which trigger sent it, its request id, and for a watch the change. */
+const RECORDER = `import { appendFileSync } from 'node:fs';
+export default async (req) => {
+  const body = await req.text();
+  let change = {};
+  try { const { type, object } = JSON.parse(body); change = { type, name: object?.metadata?.name }; } catch {}
+  appendFileSync(process.env.OUT, JSON.stringify({ timer: req.headers.get('x-spore-timer'), watch: req.headers.get('x-spore-watch'), id: req.headers.get('x-spore-request-id'), ...change }) + '\\n');
+  return new Response('ok');
+};
+`;
+type Call = { timer: string | null; watch: string | null; id: string; type?: string; name?: string };
+
+describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore router replicas, one elected by a Lease)', () => {
+  let kc: KubeConfig;
+  let client: KubeClient;
+  const children = new Set<ChildProcess>();
+  const said: (() => string)[] = [];
+
+  beforeAll(async () => {
+    kc = kubeConfig(kubeconfig!);
+    client = new KubeClient(kc);
+    await installCrds(kc);
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-6000));
+    said.length = 0;
+  });
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    client?.close();
+  });
+
+  async function run(name: string, args: string[], announce: RegExp): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+    let out = '';
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    said.push(() => `--- ${name}:\n${out}`);
+    await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
+    return { child, url: announce.exec(out)![1], output: () => out };
+  }
+
+  it('fires each timer firing once across two routers, follows a watch once, fails over to the other router when the leader is killed, and releases the Lease on SIGTERM', async () => {
+    const ns = await testNamespace(kc, 'trig-app');
+    const system = await testNamespace(kc, 'trig-system');
+    await podsAllowed(kc, system);
+    const rec = recordFile<Call>();
+    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(RECORDER) }]);
+    const meta = (name: string) => ({ name, namespace: ns });
+    for (const o of [
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 1, pod: { env: [{ name: 'OUT', value: rec.out }] } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('rec'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: meta('rec'), spec: { environment: { name: 'node' }, package: { name: 'rec' } } },
+    ]) await applyObject(kc, o as any);
+
+    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
+    const poolmgr = await run('poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
+    const routers = [
+      await run('router 1', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
+      await run('router 2', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
+    ];
+    const lease = async () => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec;
+    /** The router holding the Lease (its identity names its pid). */
+    const holder = async () => {
+      const who: string | undefined = (await lease())?.holderIdentity ?? undefined;
+      return routers.findIndex((r) => who?.includes(`-${r.child.pid}-`));
+    };
+    await expect.poll(holder, { timeout: 30_000, interval: 250 }).toBeGreaterThanOrEqual(0);
+    const leader = await holder();
+    const follower = 1 - leader;
+
+    // a timer firing every second, and a watch of labelled ConfigMaps
+    await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', metadata: meta('tick'), spec: { cron: '@every 1s', function: { name: 'rec' } } } as any);
+    await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'WatchTrigger', metadata: meta('colors'), spec: { resource: { kind: 'ConfigMap' }, namespace: ns, labelSelector: { watched: 'yes' }, function: { name: 'rec' } } } as any);
+    const timerCalls = () => rec.lines().filter((c) => c.timer === 'tick');
+    const watchCalls = () => rec.lines().filter((c) => c.watch === 'colors').map((c) => `${c.type} ${c.name}`);
+    await expect.poll(() => timerCalls().length, { timeout: 90_000, interval: 250 }).toBeGreaterThanOrEqual(4);
+    // the watch has its starting version once it is kept in the triggers' state (a ConfigMap of the platform namespace)
+    const stateKey = `watch.${ns}.colors`;
+    await expect.poll(async () => Boolean((await client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`).catch(() => undefined))?.data?.[stateKey]), { timeout: 30_000, interval: 250 }).toBe(true);
+    const cm = (name: string) => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: ns, labels: { watched: 'yes' } }, data: { color: name } });
+    const first = await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('first') });
+    await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED first');
+    // kept (the state is written within a second): the next leader resumes after it
+    const kept = async () => JSON.parse((await client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`)).data[stateKey]).resourceVersion;
+    await expect.poll(kept, { timeout: 10_000, interval: 250 }).toBe(first.metadata.resourceVersion);
+
+    // every call was made by the leader (each in its log, by request id), none by the other router: one call per firing
+    const logged = (i: number) => new Set([...routers[i].output().matchAll(/ (?:timer|watch)\/\S+ \[([0-9a-f-]+)\]:/g)].map((m) => m[1]));
+    await expect.poll(() => rec.lines().filter((c) => !logged(leader).has(c.id)).length, { timeout: 10_000, interval: 250 }).toBe(0);
+    expect(logged(follower).size).toBe(0);
+    expect(new Set(rec.lines().map((c) => c.id)).size).toBe(rec.lines().length);
+
+    // the leader dies without a word: a change made meanwhile is not lost, and the other router takes over
+    routers[leader].child.kill('SIGKILL');
+    await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('during') });
+    await expect.poll(holder, { timeout: 60_000, interval: 500 }).toBe(follower);
+    const before = timerCalls().length;
+    await expect.poll(() => timerCalls().length, { timeout: 30_000, interval: 250 }).toBeGreaterThanOrEqual(before + 3);
+    await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED during');
+    await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('after') });
+    await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED after');
+    // resumed where the dead leader was: nothing sent twice, nothing lost
+    expect(watchCalls()).toEqual(['ADDED first', 'ADDED during', 'ADDED after']);
+    expect(timerCalls().filter((c) => logged(follower).has(c.id)).length).toBeGreaterThanOrEqual(3);
+
+    // stopped, the new leader gives the Lease back: no holder, for the next replica to take at once
+    const gone = new Promise((r) => routers[follower].child.once('exit', r));
+    routers[follower].child.kill('SIGTERM');
+    await gone;
+    expect(routers[follower].output()).toContain(`released lease ${system}/spore-triggers`);
+    expect((await lease())?.holderIdentity ?? null).toBeNull();
+    const callsWhenStopped = rec.lines().length;
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(rec.lines().length).toBe(callsWhenStopped); // no router left: no firing
+
+    poolmgr.child.kill('SIGTERM');
+  }, 300_000);
+});
