@@ -1,0 +1,237 @@
+// QueueTriggers on Kafka: a real single-node broker (KRaft), a real dataplane
+// over SQLite, a real Node function recording each call in a file.
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kafka, logLevel, Partitioners, type Admin, type KafkaMessage, type Producer } from 'kafkajs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { KubeObject } from '../../api/index.js';
+import { groupId } from '../../dataplane/triggers/kafka.js';
+import { freePort, tempDir } from '../helpers.js';
+import { kafkaRunnable, startKafka, type KafkaBroker } from '../kafka-broker.js';
+import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+/** Records each call (start, end) in OUT; a body "fail…" answers 500, "flaky…" does once, "slow…" takes SLOW ms; answers what it got. */
+const RECORDER = {
+  'index.mjs': `import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+  export default async (req) => {
+    const body = await req.text();
+    const h = (n) => req.headers.get(n);
+    const rec = (what) => appendFileSync(process.env.OUT, JSON.stringify({ what, body, id: h('x-spore-request-id'), delivery: h('x-spore-delivery'), trigger: h('x-spore-trigger'), type: h('content-type'), custom: h('x-custom'), ce: h('ce-type'), at: Date.now() }) + '\\n');
+    rec('start');
+    if (body.startsWith('slow')) await new Promise((r) => setTimeout(r, Number(process.env.SLOW ?? 1500)));
+    if (body.startsWith('fail')) return new Response('broken by ' + body, { status: 500 });
+    const flag = process.env.OUT + '.' + body;
+    if (body.startsWith('flaky') && !existsSync(flag)) {
+      writeFileSync(flag, '');
+      return new Response('flaky once', { status: 503 });
+    }
+    rec('end');
+    return Response.json({ got: body, custom: h('x-custom'), ce: h('ce-type') });
+  };`,
+};
+type Line = { what: string; body: string; id: string; delivery: string; trigger: string; type: string; custom: string | null; ce: string | null; at: number };
+
+const queue = (name: string, url: string, spec: Record<string, unknown>): KubeObject => ({
+  apiVersion: 'spore.dev/v1alpha1',
+  kind: 'QueueTrigger',
+  metadata: { name },
+  spec: { broker: { kind: 'kafka', connection: { url } }, function: { name: 'rec' }, maxRetries: 0, contentType: 'text/plain', concurrency: 1, ...spec },
+});
+
+function outFile() {
+  const { out, lines } = recordFile<Line>();
+  return { out, lines, starts: () => lines().filter((l) => l.what === 'start'), ends: () => lines().filter((l) => l.what === 'end') };
+}
+
+describe.skipIf(!kafkaRunnable)('queue triggers on Kafka', () => {
+  let kafka: KafkaBroker;
+  let client: Kafka;
+  let admin: Admin;
+  let producer: Producer;
+  let h: Harness | undefined;
+  const stops: (() => Promise<unknown> | unknown)[] = [];
+  // one broker for the suite (a start takes seconds); each test its own topics and triggers
+  beforeAll(async () => {
+    kafka = await startKafka();
+    client = new Kafka({ brokers: [kafka.brokers], logLevel: logLevel.NOTHING });
+    admin = client.admin();
+    await admin.connect();
+    producer = client.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+  }, 180_000);
+  afterAll(async () => {
+    await producer?.disconnect();
+    await admin?.disconnect();
+    await kafka?.stop();
+  });
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+    for (const s of stops.splice(0)) await s();
+  });
+
+  async function setup(triggers: KubeObject[], vars: Record<string, string> = {}) {
+    const rec = outFile();
+    h = await harness();
+    await h.store.apply([environment('node', 'node'), ...fn('rec', RECORDER, { vars: { OUT: rec.out, ...vars } }), ...triggers]);
+    return { rec, consuming: (name: string) => waitFor(`queue trigger ${name} consuming`, () => h!.dp.queues.list().find((q) => q.name === name && q.state === 'consuming'), 60_000) };
+  }
+
+  /** What arrives on a topic from its start, as it comes. */
+  async function collect(topic: string): Promise<KafkaMessage[]> {
+    const got: KafkaMessage[] = [];
+    await admin.createTopics({ topics: [{ topic }] }); // false when Spore made it already
+    const c = client.consumer({ groupId: `test-${topic}-${Date.now()}` });
+    await c.connect();
+    await c.subscribe({ topic, fromBeginning: true });
+    await c.run({ eachMessage: async ({ message }) => void got.push(message) });
+    stops.push(() => c.disconnect());
+    return got;
+  }
+
+  /** The group's committed offset of partition 0 of `topic`. */
+  const committed = async (trigger: string, topic: string) => (await admin.fetchOffsets({ groupId: groupId({ namespace: 'default', name: trigger }), topics: [topic] }))[0].partitions.find((p) => p.partition === 0)!.offset;
+
+  it('calls the function with each message (body, headers, a CloudEvent in binary mode), sends the answer to responseTopic, and commits its offset', async () => {
+    const { rec, consuming } = await setup([queue('orders', kafka.brokers, { topic: 'orders', responseTopic: 'orders-done' })]);
+    const q = await consuming('orders');
+    expect(q.detail).toBe('topic orders, group spore-default-orders');
+    // no topic "orders" was there: Spore made it
+    expect(await admin.listTopics()).toContain('orders');
+    await producer.send({ topic: 'orders', messages: [{ key: 'k1', value: 'one', headers: { 'X-Custom': 'yes' } }] });
+    // CloudEvents' Kafka binding: binary mode, attributes as ce_ headers
+    await producer.send({ topic: 'orders', messages: [{ key: 'k2', value: 'two', headers: { ce_specversion: '1.0', ce_id: 'e1', ce_source: '/shop', ce_type: 'order.placed' } }] });
+    const answers = await collect('orders-done');
+    await waitFor('two answers', () => (answers.length >= 2 ? answers : null), 60_000);
+    expect(answers.map((m) => JSON.parse(String(m.value)))).toEqual([
+      { got: 'one', custom: 'yes', ce: null },
+      { got: 'two', custom: null, ce: 'order.placed' },
+    ]);
+    expect(answers.map((m) => String(m.key))).toEqual(['k1', 'k2']);
+    expect(String(answers[0].headers!['x-spore-function'])).toBe('default/rec');
+    const [first, second] = rec.starts();
+    expect(first).toMatchObject({ body: 'one', delivery: '1', trigger: 'orders', type: 'text/plain', custom: 'yes' });
+    expect(second).toMatchObject({ body: 'two', ce: 'order.placed' });
+    expect(first.id).toMatch(/^[0-9a-f-]{36}$/);
+    // both committed: the group's place is after them
+    expect(await waitFor('the commit', async () => ((await committed('orders', 'orders')) === '2' ? true : null), 10_000)).toBe(true);
+    const logged = await waitFor('the log line', () => h!.store.queryLogs({ function: 'rec' }).find((e) => e.instance === 'queue/orders' && e.requestId === first.id));
+    expect(logged.line).toMatch(/queue orders: message from orders \(delivery 1\) → 200, sent to orders-done/);
+  });
+
+  it('retries a failing call maxRetries times with a backoff, then sends the original message to errorTopic with the error, and commits it', async () => {
+    const { rec, consuming } = await setup([queue('pay', kafka.brokers, { topic: 'pay', maxRetries: 2, errorTopic: 'pay-failed' })]);
+    await consuming('pay');
+    await producer.send({ topic: 'pay', messages: [{ key: 'p1', value: 'fail-1', headers: { 'x-custom': 'kept' } }] });
+    const errors = await collect('pay-failed');
+    const [e] = await waitFor('the error message', () => (errors.length ? errors : null), 60_000);
+    expect(String(e.value)).toBe('fail-1');
+    expect(String(e.key)).toBe('p1');
+    expect(String(e.headers!['x-custom'])).toBe('kept');
+    expect(String(e.headers!['x-spore-error'])).toContain('broken by fail-1');
+    expect(String(e.headers!['x-spore-status'])).toBe('500');
+    expect(String(e.headers!['x-spore-attempts'])).toBe('3');
+    const tries = rec.starts();
+    expect(tries.map((t) => t.delivery)).toEqual(['1', '2', '3']);
+    expect(tries[1].at - tries[0].at).toBeGreaterThanOrEqual(900);
+    expect(tries[2].at - tries[1].at).toBeGreaterThanOrEqual(1900);
+    expect(await waitFor('the commit', async () => ((await committed('pay', 'pay')) === '1' ? true : null), 10_000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(rec.starts()).toHaveLength(3);
+    expect(h!.dp.queues.list().find((q) => q.name === 'pay')).toMatchObject({ handled: 0, failed: 1 });
+  });
+
+  it('keeps each partition in order across a retry: the message being retried holds its partition, the other partition goes on', async () => {
+    // the operator's topic, two partitions: Spore consumes what is produced from then on
+    await admin.createTopics({ topics: [{ topic: 'steps', numPartitions: 2 }] });
+    await producer.send({ topic: 'steps', messages: [{ value: 'before', partition: 0 }] });
+    const { rec, consuming } = await setup([queue('steps', kafka.brokers, { topic: 'steps', maxRetries: 3, concurrency: 2 })]);
+    await consuming('steps');
+    await producer.send({ topic: 'steps', messages: ['flaky-a1', 'a2', 'a3'].map((value) => ({ value, partition: 0 })) });
+    await producer.send({ topic: 'steps', messages: ['b1', 'b2', 'b3'].map((value) => ({ value, partition: 1 })) });
+    await waitFor('six calls done', () => (rec.ends().length === 6 ? true : null), 60_000);
+    const ends = rec.ends().map((l) => l.body);
+    expect(ends.filter((b) => b.includes('a'))).toEqual(['flaky-a1', 'a2', 'a3']);
+    expect(ends.filter((b) => b.startsWith('b'))).toEqual(['b1', 'b2', 'b3']);
+    const starts = rec.starts();
+    expect(starts.filter((l) => l.body === 'flaky-a1').map((l) => l.delivery)).toEqual(['1', '2']);
+    // a2 waited for flaky-a1's retry; partition 1 did not
+    const a1Done = rec.ends().find((l) => l.body === 'flaky-a1')!.at;
+    expect(starts.find((l) => l.body === 'a2')!.at).toBeGreaterThanOrEqual(a1Done);
+    expect(rec.ends().find((l) => l.body === 'b3')!.at).toBeLessThan(a1Done);
+    expect(starts.some((l) => l.body === 'before')).toBe(false);
+  });
+
+  it('says when its broker cannot be reached or its url is no Kafka address (never printing the password), keeps serving, and consumes once the broker is there', async () => {
+    const port = await freePort();
+    const rec = outFile();
+    h = await harness();
+    await h.apply([
+      environment('node', 'node'),
+      ...fn('rec', RECORDER, { vars: { OUT: rec.out }, route: '/rec' }),
+      queue('late', `kafka://127.0.0.1:${port}`, { topic: 'late' }),
+      queue('bad', 'http://user:s3cret@127.0.0.1:9092/', { topic: 'bad' }),
+    ]);
+    const bad = await waitFor('the bad url said', () => h!.dp.queues.list().find((q) => q.name === 'bad' && q.state === 'failed'), 10_000);
+    expect(bad.detail).toMatch(/broker\.connection\.url "http:\/\/127\.0\.0\.1:9092\/" is not a Kafka address \(scheme http:\/\/\): use kafka:\/\/host:port/);
+    const failed = await waitFor('the trigger failing', () => h!.dp.queues.list().find((q) => q.name === 'late' && q.state === 'failed'), 60_000);
+    expect(failed.detail).toContain(`127.0.0.1:${port}`);
+    expect(h.reports.join('\n')).toContain('queue trigger default/late');
+    expect(h.reports.join('\n')).not.toContain('s3cret');
+    expect((await h.get('/rec', { method: 'POST', body: 'still serving' })).status).toBe(200);
+    const late = await startKafka(port);
+    stops.push(() => late.stop());
+    await waitFor('consuming', () => h!.dp.queues.list().find((q) => q.name === 'late' && q.state === 'consuming'), 90_000);
+    const p = new Kafka({ brokers: [late.brokers], logLevel: logLevel.NOTHING }).producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await p.connect();
+    await p.send({ topic: 'late', messages: [{ value: 'finally' }] });
+    await p.disconnect();
+    await waitFor('the call', () => rec.starts().find((l) => l.body === 'finally'), 60_000);
+  }, 240_000);
+
+  it('loses no message when Spore is killed (SIGKILL) while handling one: after a restart each is processed, none lost', async () => {
+    const rec = outFile();
+    const state = tempDir('spore-kafka-kill-');
+    const script = join(state, 'up.mjs');
+    // a dataplane over its SQLite file, in a process of its own, as spore up runs it
+    writeFileSync(
+      script,
+      `import { startDataplane } from ${JSON.stringify(join(ROOT, 'lib/dataplane/index.js'))};
+import { SqliteStore } from ${JSON.stringify(join(ROOT, 'lib/store/index.js'))};
+const store = new SqliteStore(${JSON.stringify(join(state, 'spore.db'))});
+const objects = JSON.parse(process.argv[2] ?? '[]');
+if (objects.length) await store.apply(objects);
+const dp = await startDataplane({ store, stateDir: ${JSON.stringify(state)}, port: 0, report: (m) => console.log(m) });
+setInterval(() => console.log('STATE ' + JSON.stringify(dp.queues.list())), 200);
+`,
+    );
+    const objects = [environment('node', 'node'), ...fn('rec', RECORDER, { vars: { OUT: rec.out, SLOW: '4000' } }), queue('jobs', kafka.brokers, { topic: 'jobs' })];
+    const run = (args: string[]) => {
+      let out = '';
+      const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (out += d));
+      stops.push(() => child.exitCode === null && child.kill('SIGKILL'));
+      return { child, consuming: () => waitFor('consuming', () => (/"name":"jobs"[^}]*"state":"consuming"/.test(out) ? true : null), 90_000) };
+    };
+    const first = run([JSON.stringify(objects)]);
+    await first.consuming();
+    const bodies = ['job-1', 'slow-job-2', 'job-3', 'job-4', 'job-5'];
+    await producer.send({ topic: 'jobs', messages: bodies.map((value) => ({ value })) });
+    await waitFor('the slow call started', () => rec.starts().find((l) => l.body === 'slow-job-2'), 60_000);
+    first.child.kill('SIGKILL'); // mid-call: its offset not committed
+    await new Promise((r) => first.child.once('exit', r));
+    expect(rec.ends().map((l) => l.body)).toEqual(['job-1']);
+    const second = run([]);
+    await second.consuming();
+    // the group's committed offset is after job-1: slow-job-2 comes again, then the rest
+    await waitFor('every message done', () => (bodies.every((b) => rec.ends().some((l) => l.body === b)) ? true : null), 90_000);
+    expect(rec.ends().map((l) => l.body)).toEqual(bodies);
+    expect(rec.starts().filter((l) => l.body === 'slow-job-2')).toHaveLength(2);
+    expect(await waitFor('the commit', async () => ((await committed('jobs', 'jobs')) === '5' ? true : null), 10_000)).toBe(true);
+    second.child.kill('SIGTERM');
+  }, 240_000);
+});
