@@ -14,11 +14,9 @@ export interface Condition {
   lastTransitionTime?: string;
 }
 
-/** Kinds the reconciler does not serve (timers fire only in `spore up`'s dataplane): their objects are accepted, and say so. */
+/** Kinds the dataplane does not serve (wholly): their objects are accepted, and say so. Timers and watches run in spore up and spore router. */
 const NOT_SERVED: Record<string, string> = {
-  TimerTrigger: "accepted; fired by spore up's dataplane; on a cluster, spore router and spore poolmgr do not fire timers yet",
-  QueueTrigger: "accepted; consumed by spore up's dataplane (NATS JetStream); on a cluster nothing consumes queues yet, and Kafka nowhere yet",
-  WatchTrigger: "accepted; fired by spore up's dataplane when it is given the cluster (--kubeconfig); on a cluster, spore router and spore poolmgr do not fire watches yet",
+  QueueTrigger: "accepted; consumed by spore up's dataplane and by spore router on a cluster (NATS JetStream); Kafka nowhere yet",
   Workflow: 'accepted; workflows do not run in this version of Spore',
 };
 
