@@ -14,9 +14,8 @@ export interface Condition {
   lastTransitionTime?: string;
 }
 
-/** Kinds the dataplane does not serve (wholly): their objects are accepted, and say so. Timers and watches run in spore up and spore router. */
+/** Kinds the dataplane does not serve (wholly): their objects are accepted, and say so. Timers, watches and queues (NATS, Kafka) run in spore up and spore router. */
 const NOT_SERVED: Record<string, string> = {
-  QueueTrigger: "accepted; consumed by spore up's dataplane and by spore router on a cluster (NATS JetStream); Kafka nowhere yet",
   Workflow: 'accepted; workflows do not run in this version of Spore',
 };
 
