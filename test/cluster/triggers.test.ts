@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packArchive } from '../../api/archive.js';
+import { LeaderElector } from '../../dataplane/triggers/leader.js';
 import { KubeClient } from '../../store/kube-client.js';
 import { recordFile } from '../dataplane/harness.js';
 import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
@@ -135,4 +136,44 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
 
     poolmgr.child.kill('SIGTERM');
   }, 300_000);
+
+  it('elects one of two electors on a Lease; a leader whose Lease another took steps down at once; a closing leader releases it to the other', async () => {
+    const ns = await testNamespace(kc, 'lease');
+    const events: string[] = [];
+    const elector = (identity: string) =>
+      new LeaderElector({
+        client, namespace: ns, name: 'spore-triggers', identity, leaseDurationSeconds: 3, renewMs: 500, retryMs: 300, renewDeadlineMs: 2000, report: () => {},
+        onStart: () => void events.push(`${identity} starts`),
+        onStop: () => void events.push(`${identity} stops`),
+      });
+    const both = [elector('a'), elector('b')];
+    for (const e of both) e.start();
+    try {
+      await expect.poll(() => both.filter((e) => e.leading).length, { timeout: 10_000, interval: 100 }).toBe(1);
+      // for a while: never two leaders, never a change
+      for (let i = 0; i < 20; i++) {
+        expect(both.filter((e) => e.leading).length).toBe(1);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const leader = both.findIndex((e) => e.leading);
+      const name = leader === 0 ? 'a' : 'b';
+      expect(events).toEqual([`${name} starts`]);
+      // someone else takes the Lease (as a replica would that judged it expired): the leader stops at its next renewal
+      const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/spore-triggers`;
+      const lease = await client.request('GET', path);
+      await client.request('PUT', path, { body: { ...lease, spec: { ...lease.spec, holderIdentity: 'elsewhere' } } });
+      await expect.poll(() => events, { timeout: 10_000, interval: 100 }).toContain(`${name} stops`);
+      // 'elsewhere' never renews: once it expired, one of the two leads again
+      await expect.poll(() => both.filter((e) => e.leading).length, { timeout: 15_000, interval: 100 }).toBe(1);
+      const next = both.findIndex((e) => e.leading);
+      // the leader closes: it stops, releases the Lease, and the other takes it without waiting for an expiry
+      events.length = 0;
+      await both[next].close();
+      expect(events).toEqual([`${next === 0 ? 'a' : 'b'} stops`]);
+      expect((await client.request('GET', path)).spec.holderIdentity ?? null).toBeNull();
+      await expect.poll(() => both[1 - next].leading, { timeout: 10_000, interval: 100 }).toBe(true);
+    } finally {
+      await Promise.all(both.map((e) => e.close()));
+    }
+  }, 60_000);
 });
