@@ -52,7 +52,7 @@ export class LeaderElector {
   private loop?: Promise<void>;
   /** The Lease as last seen: its version and when (on this clock) that version was first seen. */
   private seen?: { resourceVersion: string; at: number };
-  private lastRenew = 0;
+  private deadline?: NodeJS.Timeout;
   /** Who else holds the Lease, as last read (undefined: nobody, or this replica). */
   private heldByOther?: string;
 
@@ -84,30 +84,46 @@ export class LeaderElector {
   }
 
   private async run(): Promise<void> {
+    let failing: string | undefined;
     while (!this.closed) {
       let ok = false;
       try {
         ok = await this.tryAcquireOrRenew();
+        failing = undefined;
       } catch (err) {
-        this.say(`lease ${this.o.namespace}/${this.o.name}: ${(err as Error).message}`);
+        const message = (err as Error).message;
+        if (message !== failing) this.say(`lease ${this.o.namespace}/${this.o.name}: ${message}; trying again`);
+        failing = message;
       }
       if (this.closed) return;
       if (ok) {
-        this.lastRenew = Date.now();
         if (!this.leadingNow) {
           this.leadingNow = true;
           this.say(`leading (lease ${this.o.namespace}/${this.o.name}, as ${this.o.identity})`);
           await (async () => this.o.onStart())().catch((err) => this.say(`starting to lead: ${(err as Error).message}`));
         }
-      } else if (this.leadingNow && (this.heldByOther || Date.now() - this.lastRenew > (this.o.renewDeadlineMs ?? 10_000))) {
-        this.say(`no longer leading (lease ${this.o.namespace}/${this.o.name}${this.heldByOther ? `, now held by ${this.heldByOther}` : ', not renewed in time'})`);
+        this.armDeadline();
+      } else if (this.leadingNow && this.heldByOther) {
+        this.say(`no longer leading (lease ${this.o.namespace}/${this.o.name} now held by ${this.heldByOther})`);
         await this.stepDown();
       }
       await this.sleep(this.leadingNow ? (this.o.renewMs ?? 5000) : (this.o.retryMs ?? 2000));
     }
   }
 
+  /** A leader not renewed by the deadline (an API server out of reach, a request hanging) steps down before another may take over. */
+  private armDeadline(): void {
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => {
+      if (!this.leadingNow || this.closed) return;
+      this.say(`no longer leading (lease ${this.o.namespace}/${this.o.name} not renewed in time)`);
+      void this.stepDown();
+    }, this.o.renewDeadlineMs ?? 10_000);
+    this.deadline.unref();
+  }
+
   private async stepDown(): Promise<void> {
+    clearTimeout(this.deadline);
     if (!this.leadingNow) return;
     this.leadingNow = false;
     await (async () => this.o.onStop())().catch((err) => this.say(`stepping down: ${(err as Error).message}`));
