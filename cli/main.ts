@@ -136,7 +136,7 @@ export function program(): Command {
       .option('--namespace <ns>', "namespace of Spore's own objects: the pool's pods and the pool manager's credential (default: SPORE_NAMESPACE, else spore-system)")
       .option('--watch-namespace <ns,...>', "serve only the functions of these namespaces (default: every namespace); the router and the pool manager must be given the same");
   clusterComponent(cli.command('poolmgr').description('run the pool manager on a cluster: pools of runtime pods per Environment, specialized on a miss from the router'), '8081').action(poolmgrCommand);
-  clusterComponent(cli.command('router').description("run the router on a cluster: serves the routes, holds the instances it was lent, asks the pool manager only on a miss"), '8080')
+  clusterComponent(cli.command('router').description("run the router on a cluster: serves the routes, holds the instances it was lent, asks the pool manager only on a miss; runs queue triggers, and timers and watch triggers while it holds the Lease spore-triggers"), '8080')
     .option('--poolmgr <url>', "the pool manager's address (default: SPORE_POOLMGR_URL)")
     .action(routerCommand);
   cli.command('crds').description('print the spore.dev CustomResourceDefinitions as YAML').action(crdsCommand);
