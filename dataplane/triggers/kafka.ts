@@ -84,7 +84,8 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
         await prepare(kafka, group, topic);
         producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
         await producer.connect();
-        consumer = kafka.consumer({ groupId: group, sessionTimeout: SESSION_TIMEOUT_MS, heartbeatInterval: HEARTBEAT_MS });
+        // a short fetch wait: a paused partition's retry resumes at the next fetch, so it bounds the backoff's overshoot
+        consumer = kafka.consumer({ groupId: group, sessionTimeout: SESSION_TIMEOUT_MS, heartbeatInterval: HEARTBEAT_MS, maxWaitTimeInMs: 500 });
         consumer.on(consumer.events.GROUP_JOIN, () => {
           backoff = 1000;
           ctx.state('consuming', `topic ${topic}, group ${group}`);
@@ -157,6 +158,31 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
     }
   };
 
+  /** An admin client kept for lag(), made on first use. */
+  let admin: Promise<Admin> | undefined;
+  const lag = async (): Promise<number | undefined> => {
+    if (!consumer) return undefined; // not connected: cannot say
+    admin ??= (async () => {
+      const a = kafka.admin();
+      await a.connect();
+      return a;
+    })();
+    try {
+      const a = await admin;
+      const [ends, [committed]] = await Promise.all([a.fetchTopicOffsets(topic), a.fetchOffsets({ groupId: group, topics: [topic] })]);
+      let n = 0n;
+      for (const e of ends) {
+        const c = committed.partitions.find((p) => p.partition === e.partition)?.offset;
+        n += BigInt(e.high) - BigInt(c && c !== '-1' ? c : e.low);
+      }
+      return Number(n);
+    } catch (err) {
+      void admin.then((a) => a.disconnect()).catch(() => {});
+      admin = undefined;
+      throw err;
+    }
+  };
+
   const close = async () => {
     await consumer?.disconnect().catch(() => {});
     await producer?.disconnect().catch(() => {});
@@ -164,7 +190,8 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
   };
   const running = run();
 
-  return {
+  const self: TriggerConsumer & { lag(): Promise<number | undefined> } = {
+    lag,
     async stop(forget) {
       stopped = true;
       wake?.();
@@ -173,17 +200,19 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
       await close();
       await running;
       await close(); // one set up while it was stopping
+      await admin?.then((a) => a.disconnect()).catch(() => {});
       // a deleted trigger leaves no group behind; a stopping Spore keeps it (and its offsets)
       if (forget) {
-        const admin = kafka.admin();
-        await admin
+        const a = kafka.admin();
+        await a
           .connect()
-          .then(() => admin.deleteGroups([group]))
+          .then(() => a.deleteGroups([group]))
           .catch((err: Error) => ctx.report(`cannot delete consumer group ${group}: ${err.message}`))
-          .finally(() => admin.disconnect());
+          .finally(() => a.disconnect());
       }
     },
   };
+  return self;
 }
 
 /**
