@@ -76,15 +76,15 @@ export class KubeTriggerState implements TimerState {
 
   private async write(data: Record<string, string>): Promise<void> {
     try {
-      await this.client.request('PATCH', this.path, { body: { data }, contentType: 'application/merge-patch+json' });
+      await this.client.request('PATCH', this.path, { body: { data }, contentType: 'application/merge-patch+json' }).catch(async (err) => {
+        if (!(err instanceof KubeError && err.status === 404)) throw err;
+        // the first write: the ConfigMap with all that is known
+        const body = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: TRIGGER_STATE_CONFIGMAP, namespace: this.namespace, labels: { 'app.kubernetes.io/part-of': 'spore' } }, data: Object.fromEntries(this.data) };
+        await this.client.request('POST', `/api/v1/namespaces/${this.namespace}/configmaps`, { body });
+      });
     } catch (err) {
-      if (err instanceof KubeError && err.status === 404) {
-        const body = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: TRIGGER_STATE_CONFIGMAP, namespace: this.namespace, labels: { 'app.kubernetes.io/part-of': 'spore' } }, data: Object.fromEntries([...this.data]) };
-        await this.client.request('POST', `/api/v1/namespaces/${this.namespace}/configmaps`, { body }).catch((e: Error) => this.report(`could not keep the triggers' state in ConfigMap ${this.namespace}/${TRIGGER_STATE_CONFIGMAP}: ${e.message}`));
-        return;
-      }
       this.report(`could not keep the triggers' state in ConfigMap ${this.namespace}/${TRIGGER_STATE_CONFIGMAP}: ${(err as Error).message}; trying again`);
-      // again with the next write, unless newer values came meanwhile
+      // with the next write, unless newer values came meanwhile
       for (const [k, v] of Object.entries(data)) if (!this.dirty.has(k)) this.dirty.set(k, v);
       this.timer ??= setTimeout(() => void this.flush(), this.flushMs * 5);
     }
