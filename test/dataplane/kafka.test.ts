@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Kafka, logLevel, Partitioners, type Admin, type KafkaMessage, type Producer } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
-import { groupId } from '../../dataplane/triggers/kafka.js';
+import { groupId, kafkaAddress } from '../../dataplane/triggers/kafka.js';
 import { freePort, tempDir } from '../helpers.js';
 import { kafkaRunnable, startKafka, type KafkaBroker } from '../kafka-broker.js';
 import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
@@ -45,6 +45,18 @@ function outFile() {
   const { out, lines } = recordFile<Line>();
   return { out, lines, starts: () => lines().filter((l) => l.what === 'start'), ends: () => lines().filter((l) => l.what === 'end') };
 }
+
+describe('a Kafka trigger\'s broker address', () => {
+  it('reads kafka://, kafka+ssl://, bare host:port lists and user:password@, and says what is wrong with anything else (no password shown)', () => {
+    expect(kafkaAddress('kafka://k1:9093,k2')).toEqual({ brokers: ['k1:9093', 'k2:9092'], ssl: false, sasl: undefined });
+    expect(kafkaAddress(' 127.0.0.1:19092 ')).toEqual({ brokers: ['127.0.0.1:19092'], ssl: false, sasl: undefined });
+    expect(kafkaAddress('kafka+ssl://app:p%40ss@[::1]:9093')).toEqual({ brokers: ['[::1]:9093'], ssl: true, sasl: { mechanism: 'plain', username: 'app', password: 'p@ss' } });
+    expect(() => kafkaAddress('nats://app:secret@q:4222')).toThrow('broker.connection.url "nats://q:4222" is not a Kafka address (scheme nats://): use kafka://host:port or host:port, several as a comma list');
+    expect(() => kafkaAddress('kafka://k1:9092,,k2')).toThrow('(an empty host)');
+    expect(() => kafkaAddress('kafka://k1:port')).toThrow('("k1:port" is not host:port)');
+    expect(() => kafkaAddress('kafka://k1:9092/topic')).toThrow('(a path or a stray @)');
+  });
+});
 
 describe.skipIf(!kafkaRunnable)('queue triggers on Kafka', () => {
   let kafka: KafkaBroker;
