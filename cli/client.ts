@@ -160,10 +160,10 @@ export async function listCommand(o: TargetOptions & OutputOptions): Promise<voi
   }
   out.push('QUEUES');
   for (const q of status.queues ?? []) {
-    out.push(`  ${`${q.namespace}/${q.name}`.padEnd(32)} ${q.broker} ${q.topic} → ${q.function} ${q.state}${q.detail ? ` (${q.detail})` : ''} handled=${q.handled} failed=${q.failed}`);
+    out.push(`  ${`${q.namespace}/${q.name}`.padEnd(32)} ${q.broker} ${q.topic} → ${q.function} ${q.state}${q.detail ? ` (${q.detail})` : ''} handled=${q.handled} failed=${q.failed} lag=${q.lag ?? '-'}${q.lastError ? ` last-error=(${q.lastError})` : ''}`);
   }
   out.push('WATCHES');
-  for (const w of status.watches ?? []) out.push(`  ${`${w.namespace}/${w.name}`.padEnd(32)} ${w.resource} → ${w.function} ${w.state}${w.detail ? ` (${w.detail})` : ''} sent=${w.sent}`);
+  for (const w of status.watches ?? []) out.push(`  ${`${w.namespace}/${w.name}`.padEnd(32)} ${w.resource} → ${w.function} ${w.state}${w.detail ? ` (${w.detail})` : ''} sent=${w.sent} failed=${w.failed ?? 0}${w.lastError ? ` last-error=(${w.lastError})` : ''}`);
   out.push('ENVIRONMENTS');
   for (const e of status.environments) out.push(`  ${`${e.namespace}/${e.name}`.padEnd(32)} warm=${e.warm} starting=${e.starting}`);
   process.stdout.write(out.join('\n') + '\n');

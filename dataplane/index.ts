@@ -75,9 +75,9 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   let timers: Timers | undefined;
   let queues: Queues | undefined;
   let watches: Watches | undefined;
-  const admin = { logs: o.store, status: () => ({ timers: timers?.list() ?? [], queues: queues?.list() ?? [], watches: watches?.list() ?? [] }) };
+  const admin = { logs: o.store, status: async () => ({ timers: timers?.list() ?? [], queues: (await queues?.status()) ?? [], watches: watches?.list() ?? [] }) };
   let router!: Router;
-  const calls = o.store.invocations ? new AsyncCalls({ store: o.store.invocations, invoke: (c) => router.invoke(c), logs, report: o.report }) : undefined;
+  const calls = o.store.invocations ? new AsyncCalls({ store: o.store.invocations, invoke: (c) => router.invoke(c), logs, metrics, report: o.report }) : undefined;
   router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, async: calls, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;
   try {
@@ -88,11 +88,11 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   }
   // timers call through the router (in-process), so they start once it serves
   const state = o.store.readState && o.store.writeState ? { readState: o.store.readState.bind(o.store), writeState: o.store.writeState.bind(o.store) } : undefined;
-  timers = new Timers({ store: o.store, state, router, logs, report: o.report });
+  timers = new Timers({ store: o.store, state, router, logs, metrics, report: o.report });
   await timers.start();
-  queues = new Queues({ store: o.store, router, logs, report: o.report });
+  queues = new Queues({ store: o.store, router, logs, metrics, report: o.report });
   await queues.start();
-  watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, report: o.report });
+  watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, metrics, report: o.report });
   await watches.start();
   const watching = watches;
   calls?.start();

@@ -1,6 +1,9 @@
-// Prometheus metrics of the dataplane (Fission's set). Labels are bounded:
-// namespace, function, method and status code — never a raw path.
+// Prometheus metrics of the dataplane (Fission's set, and the triggers').
+// Labels are bounded: namespace, function, trigger, broker, method and status
+// code — never a raw path or a message id.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+type QueueLabel = 'namespace' | 'trigger' | 'broker';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -20,6 +23,19 @@ export class Metrics {
   readonly archivesRejected: Counter<'reason'>;
   readonly logLinesCut: Counter;
   readonly logBytesDropped: Counter;
+  readonly timerFires: Counter<'namespace' | 'trigger'>;
+  readonly timerDropped: Counter<'namespace' | 'trigger'>;
+  readonly queueConsumed: Counter<QueueLabel>;
+  readonly queueSucceeded: Counter<QueueLabel>;
+  readonly queueRetried: Counter<QueueLabel>;
+  readonly queueDeadLettered: Counter<QueueLabel>;
+  readonly queuePublishFailed: Counter<QueueLabel | 'topic'>;
+  readonly queueLag: Gauge<QueueLabel>;
+  readonly watchEvents: Counter<'namespace' | 'trigger'>;
+  readonly watchFailed: Counter<'namespace' | 'trigger'>;
+  readonly asyncCalls: Counter<'namespace' | 'function' | 'outcome'>;
+  /** Set by the queue triggers: each consumer's lag, read from its broker when the metrics are scraped. */
+  consumerLag?: () => Promise<{ namespace: string; trigger: string; broker: string; lag?: number }[]>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const r = [this.registry];
@@ -41,6 +57,31 @@ export class Metrics {
     // no labels: the provider that cuts a line knows its instance, not yet its function
     this.logLinesCut = new Counter({ name: 'spore_log_lines_cut_total', help: 'Log lines cut at the bound on bytes per line', registers: r });
     this.logBytesDropped = new Counter({ name: 'spore_log_bytes_dropped_total', help: 'Bytes of log lines dropped past the bound on bytes per line', registers: r });
+    const timer = ['namespace', 'trigger'] as const;
+    this.timerFires = new Counter({ name: 'spore_timer_fires_total', help: 'Firings of a timer trigger (a dropped one included)', labelNames: timer, registers: r });
+    this.timerDropped = new Counter({ name: 'spore_timer_fires_dropped_total', help: 'Firings of a timer trigger dropped: too many waited for its calls in flight', labelNames: timer, registers: r });
+    const queue = ['namespace', 'trigger', 'broker'] as const;
+    this.queueConsumed = new Counter({ name: 'spore_queue_messages_consumed_total', help: 'Deliveries of messages to a queue trigger (a redelivery counts again)', labelNames: queue, registers: r });
+    this.queueSucceeded = new Counter({ name: 'spore_queue_messages_succeeded_total', help: 'Messages whose call answered 2xx, then acknowledged', labelNames: queue, registers: r });
+    this.queueRetried = new Counter({ name: 'spore_queue_messages_retried_total', help: 'Failed deliveries left to the broker to deliver again (within maxRetries)', labelNames: queue, registers: r });
+    this.queueDeadLettered = new Counter({ name: 'spore_queue_messages_dead_lettered_total', help: 'Messages that failed their last delivery: published to errorTopic (dropped without one), then acknowledged', labelNames: queue, registers: r });
+    // topic: "response" or "error", the role of the topic, not its name
+    this.queuePublishFailed = new Counter({ name: 'spore_queue_publish_failed_total', help: 'Responses or errors the broker refused to take on responseTopic / errorTopic', labelNames: [...queue, 'topic'], registers: r });
+    const lag = (this.queueLag = new Gauge({
+      name: 'spore_queue_consumer_lag',
+      help: "Messages on the broker not yet delivered to a queue trigger's consumer (NATS: num_pending)",
+      labelNames: queue,
+      registers: r,
+      collect: async () => {
+        if (!this.consumerLag) return;
+        lag.reset(); // a trigger gone, or whose broker does not answer, shows no figure
+        for (const q of await this.consumerLag()) if (q.lag !== undefined) lag.set({ namespace: q.namespace, trigger: q.trigger, broker: q.broker }, q.lag);
+      },
+    }));
+    this.watchEvents = new Counter({ name: 'spore_watch_events_total', help: 'Changes a watch trigger sent to its function', labelNames: timer, registers: r });
+    this.watchFailed = new Counter({ name: 'spore_watch_events_failed_total', help: "Changes a watch trigger sent whose call failed (not retried)", labelNames: timer, registers: r });
+    // outcome: accepted, succeeded, retried, failed (into the dead letter)
+    this.asyncCalls = new Counter({ name: 'spore_async_calls_total', help: 'Asynchronous calls by outcome: accepted, succeeded, retried, failed (into the dead letter)', labelNames: ['namespace', 'function', 'outcome'], registers: r });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 

@@ -60,7 +60,7 @@ export interface RouterOptions {
   poolmgr: LeaseSource;
   metrics: Metrics;
   /** Serves `/_spore/*` (status and logs for the CLI) when given; local mode only. `status` adds to /_spore/status (the timers). */
-  admin?: { logs: LogStore; status?: () => Record<string, unknown> };
+  admin?: { logs: LogStore; status?: () => Record<string, unknown> | Promise<Record<string, unknown>> };
   /** Takes asynchronous calls (`X-Spore-Async: true`); without it they are refused (501). */
   async?: AsyncSink;
   /** Largest request body accepted. @default 16 MiB */
@@ -177,7 +177,7 @@ export class Router {
     s.route({ method: [...METHODS], url: '/_fn/:namespace/:name/*', handler: internal });
     if (this.o.admin) {
       const logs = this.o.admin.logs;
-      s.get('/_spore/status', async () => ({ ...(await this.o.poolmgr.snapshot()), routes: this.table.routes, ...this.o.admin?.status?.() }));
+      s.get('/_spore/status', async () => ({ ...(await this.o.poolmgr.snapshot()), routes: this.table.routes, ...(await this.o.admin?.status?.()) }));
       s.get('/_spore/logs', async (req) => {
         const q = req.query as Record<string, string | undefined>;
         if (!q.function) throw new DataplaneError(400, 'BadRequest', 'query parameter "function" is required');

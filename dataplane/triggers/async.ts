@@ -9,6 +9,7 @@
 // again at its next start: at least once.
 import type { Invocation, InvocationState, InvocationStore, NewInvocation } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
 import { failureOf } from './failure.js';
 import type { Router } from '../router/router.js';
 
@@ -24,6 +25,7 @@ export interface AsyncCallsOptions {
   logs: LogSink;
   /** Calls running at once (each still within its function's own limits). @default 16 */
   concurrency?: number;
+  metrics?: Metrics;
   report?: (message: string) => void;
 }
 
@@ -46,6 +48,7 @@ export class AsyncCalls {
   /** Keeps the call (durably) and starts it when there is room; returns its id. */
   accept(call: NewInvocation): string {
     const inv = this.o.store.enqueue(call);
+    this.o.metrics?.asyncCalls.inc({ namespace: call.namespace, function: call.function, outcome: 'accepted' });
     this.pump();
     return inv.id;
   }
@@ -113,6 +116,7 @@ export class AsyncCalls {
       if (this.closed) return; // the store closed under a call that outlived the grace: it runs again at the next start
       throw err;
     }
+    this.o.metrics?.asyncCalls.inc({ namespace: inv.namespace, function: inv.function, outcome: state === 'queued' ? 'retried' : state });
     const outcome = state === 'succeeded' ? String(status) : `${status || 'no answer'} ${error}; ${state === 'queued' ? `attempt ${inv.attempts} of ${ATTEMPTS}, again in ${nextAt! - Date.now()} ms` : `failed after ${inv.attempts} attempt(s): in the dead letter (spore invocations --failed)`}`;
     this.o.logs.write({ time: Date.now(), namespace: inv.namespace, function: inv.function, instance: 'async', requestId: inv.id, stream: error ? 'stderr' : 'stdout', line: `async call ${inv.id}: ${inv.method} ${inv.path} → ${outcome} in ${ms} ms` });
     if (state === 'failed') this.report(`asynchronous call ${inv.id} of ${inv.namespace}/${inv.function} failed: ${error}`);

@@ -96,6 +96,10 @@ export function natsConsumer(ctx: ConsumerContext): TriggerConsumer {
   const running = run();
 
   return {
+    async lag() {
+      if (!where || stopped) return undefined;
+      return (await where.jsm.consumers.info(where.stream, where.durable)).num_pending;
+    },
     async stop(forget) {
       stopped = true;
       wake?.();

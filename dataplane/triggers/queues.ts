@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { API_VERSION, type QueueTriggerSpec } from '../../api/index.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
 import { failureOf } from './failure.js';
 import type { Router } from '../router/router.js';
 import { kafkaConsumer } from './kafka.js';
@@ -32,6 +33,8 @@ export type Outcome = { ack: true } | { ack: false; retryInMs: number };
 export interface TriggerConsumer {
   /** Stops taking messages; resolves once the ones in hand are settled. `forget`: the trigger is gone, its durable state on the broker too. */
   stop(forget: boolean): Promise<void>;
+  /** Messages on the broker not yet delivered to this consumer; undefined while it cannot say (not connected). */
+  lag?(): Promise<number | undefined>;
 }
 
 export interface ConsumerContext {
@@ -54,12 +57,17 @@ export interface QueueInfo {
   detail?: string;
   handled: number;
   failed: number;
+  /** Why the last message failed, or its response or error could not be published. */
+  lastError?: string;
+  /** Messages waiting on the broker (status() only, when the broker answers). */
+  lag?: number;
 }
 
 export interface QueuesOptions {
   store: ResourceStore;
   router: Router;
   logs: LogSink;
+  metrics?: Metrics;
   report?: (message: string) => void;
 }
 
@@ -68,6 +76,9 @@ interface Running {
   info: QueueInfo;
   consumer?: TriggerConsumer;
   stopped: boolean;
+  /** This trigger's counters (children of the metrics, labelled once). */
+  count: (what: 'consumed' | 'succeeded' | 'retried' | 'deadLettered') => void;
+  publishFailed: (topic: 'response' | 'error') => void;
 }
 
 /** Delay before the attempt after `attempt`: 1 s, 2 s, 4 s … at most 60 s. */
@@ -81,6 +92,8 @@ export class Queues {
   constructor(private readonly o: QueuesOptions) {}
 
   async start(): Promise<void> {
+    // the lag gauge asks the brokers when it is scraped
+    if (this.o.metrics) this.o.metrics.consumerLag = async () => (await this.status()).map((q) => ({ namespace: q.namespace, trigger: q.name, broker: q.broker, lag: q.lag }));
     this.unwatch = this.o.store.watch((e) => {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'QueueTrigger') return;
       if (e.type === 'DELETED') void this.remove(keyOf(e.object), true);
@@ -91,6 +104,17 @@ export class Queues {
 
   list(): QueueInfo[] {
     return [...this.running.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, r]) => ({ ...r.info }));
+  }
+
+  /** list() with each consumer's lag, asked of its broker (at most LAG_WAIT_MS; no answer: no figure). */
+  async status(): Promise<QueueInfo[]> {
+    const rs = [...this.running.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, r]) => r);
+    return Promise.all(
+      rs.map(async (r) => {
+        const lag = await lagOf(r.consumer);
+        return { ...r.info, ...(lag !== undefined ? { lag } : {}) };
+      }),
+    );
   }
 
   /** Stops every consumer; messages in hand are settled (bounded by `graceMs`), the rest stays on the broker. */
@@ -111,7 +135,7 @@ export class Queues {
     await this.remove(key, false);
     const trigger = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name };
     const info: QueueInfo = { ...trigger, function: spec.function.name, broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
-    const r: Running = { specText, info, stopped: false };
+    const r: Running = { specText, info, stopped: false, ...this.counters(trigger.namespace, trigger.name, spec.broker.kind) };
     this.running.set(key, r);
     let url: string;
     try {
@@ -150,6 +174,14 @@ export class Queues {
     await r.consumer?.stop(forget);
   }
 
+  private counters(namespace: string, trigger: string, broker: string): Pick<Running, 'count' | 'publishFailed'> {
+    const m = this.o.metrics;
+    if (!m) return { count: () => {}, publishFailed: () => {} };
+    const l = [namespace, trigger, broker];
+    const c = { consumed: m.queueConsumed.labels(...l), succeeded: m.queueSucceeded.labels(...l), retried: m.queueRetried.labels(...l), deadLettered: m.queueDeadLettered.labels(...l) };
+    return { count: (what) => c[what].inc(), publishFailed: (topic) => m.queuePublishFailed.inc({ namespace, trigger, broker, topic }) };
+  }
+
   /** The broker's address: the trigger's own, or the key of a Secret in its namespace. */
   private async brokerUrl(namespace: string, spec: QueueTriggerSpec): Promise<string> {
     const c = spec.broker.connection;
@@ -167,6 +199,7 @@ export class Queues {
     const spec = JSON.parse(r.specText) as QueueTriggerSpec;
     const fn = spec.function.name;
     const requestId = randomUUID();
+    r.count('consumed');
     const call = asCall(m, spec.contentType);
     const headers: Record<string, string> = { ...call.headers, 'x-spore-trigger': name, 'x-spore-delivery': String(m.attempt) };
     const t0 = performance.now();
@@ -188,14 +221,19 @@ export class Queues {
       this.o.logs.write({ time: Date.now(), namespace, function: fn, instance: `queue/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `queue ${name}: message from ${spec.topic} (delivery ${m.attempt}) → ${line} in ${ms} ms` });
     const meta = { 'x-spore-function': `${namespace}/${fn}`, 'x-spore-trigger': `${namespace}/${name}`, 'x-spore-request-id': requestId };
     // a publish the broker refuses (too large, a bad subject) is said; the message is still done with: it would fail the same way again
-    const send = async (topic: string, data: Buffer, headers: Record<string, string>) =>
+    const send = async (role: 'response' | 'error', topic: string, data: Buffer, headers: Record<string, string>) =>
       publish(topic, data, headers).then(
         () => `, sent to ${topic}`,
-        (err: Error) => `, NOT sent to ${topic}: ${err.message}`,
+        (err: Error) => {
+          r.publishFailed(role);
+          r.info.lastError = `${role} NOT sent to ${topic}: ${err.message}`;
+          return `, NOT sent to ${topic}: ${err.message}`;
+        },
       );
     if (!error) {
       r.info.handled++;
-      const sent = spec.responseTopic ? await send(spec.responseTopic, payload, { ...(contentType ? { 'content-type': contentType } : {}), ...meta }) : '';
+      r.count('succeeded');
+      const sent = spec.responseTopic ? await send('response', spec.responseTopic, payload, { ...(contentType ? { 'content-type': contentType } : {}), ...meta }) : '';
       log(`${status}${sent}`, sent.includes('NOT sent'));
       return { ack: true };
     }
@@ -205,11 +243,14 @@ export class Queues {
     if (m.attempt <= retries) {
       const retryInMs = retryDelayMs(m.attempt);
       log(`${status || 'no answer'} ${error}; retry ${m.attempt} of ${retries} in ${retryInMs} ms`, true);
+      r.count('retried');
       return { ack: false, retryInMs };
     }
     r.info.failed++;
+    r.info.lastError = error.slice(0, 500);
+    r.count('deadLettered');
     // the original message, as it came, with what went wrong
-    const sent = spec.errorTopic ? await send(spec.errorTopic, m.data, { ...m.headers, ...meta, 'x-spore-error': error.replace(/[\r\n]+/g, ' ').slice(0, 1000), 'x-spore-status': String(status), 'x-spore-attempts': String(m.attempt) }) : ', dropped (no errorTopic)';
+    const sent = spec.errorTopic ? await send('error', spec.errorTopic, m.data, { ...m.headers, ...meta, 'x-spore-error': error.replace(/[\r\n]+/g, ' ').slice(0, 1000), 'x-spore-status': String(status), 'x-spore-attempts': String(m.attempt) }) : ', dropped (no errorTopic)';
     log(`${status || 'no answer'} ${error}; ${retries ? `failed after ${m.attempt} deliveries` : 'failed'}${sent}`, true);
     this.report(`queue trigger ${namespace}/${name} → ${namespace}/${fn}: a message failed (request ${requestId}): ${error}`);
     return { ack: true };
@@ -242,6 +283,20 @@ export function asCall(m: QueueMessage, contentType: string): { headers: Record<
   headers['content-type'] = typeof datacontenttype === 'string' ? datacontenttype : 'application/json';
   const body = typeof base64 === 'string' ? Buffer.from(base64, 'base64') : data === undefined ? Buffer.alloc(0) : typeof data === 'string' ? Buffer.from(data) : Buffer.from(JSON.stringify(data));
   return { headers, body };
+}
+
+/** How long a status or a scrape waits for a broker to say a consumer's lag. */
+export const LAG_WAIT_MS = 2000;
+
+async function lagOf(consumer: TriggerConsumer | undefined): Promise<number | undefined> {
+  if (!consumer?.lag) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), LAG_WAIT_MS)));
+  try {
+    return await Promise.race([consumer.lag().catch(() => undefined), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 const TRANSPORT = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'host', 'upgrade', 'te', 'trailer']);

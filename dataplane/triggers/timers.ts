@@ -19,6 +19,7 @@ import { API_VERSION, type TimerTriggerSpec } from '../../api/index.js';
 import { parseSchedule } from '../../api/schedule.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
 
 export const MAX_WAITING = 32;
@@ -63,6 +64,7 @@ export interface TimersOptions {
   state?: TimerState;
   router: Router;
   logs: LogSink;
+  metrics?: Metrics;
   report?: (message: string) => void;
 }
 
@@ -157,8 +159,11 @@ export class Timers {
   /** A firing: run it now, or after the call in flight (Fission's order), or drop it when too many wait. */
   private fire(t: Timer): void {
     if (t.stopped) return;
+    const labels = { namespace: t.namespace, trigger: t.name };
+    this.o.metrics?.timerFires.inc(labels);
     if (!t.busy) return void this.run(t);
     if (t.waiting >= MAX_WAITING) {
+      this.o.metrics?.timerDropped.inc(labels);
       this.report(`timer ${t.key}: firing dropped: ${MAX_WAITING} firings already wait for ${t.spec.function.name}, whose calls take longer than the schedule's interval`);
       return;
     }

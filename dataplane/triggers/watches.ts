@@ -14,6 +14,7 @@ import { API_VERSION, type WatchTriggerSpec } from '../../api/index.js';
 import { KubeClient, KubeError } from '../../store/kube-client.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
 import { failureOf } from './failure.js';
 import type { TimerState } from './timers.js';
@@ -26,6 +27,10 @@ export interface WatchInfo {
   state: 'connecting' | 'watching' | 'failed' | 'inactive';
   detail?: string;
   sent: number;
+  /** Changes whose call failed (not retried). */
+  failed: number;
+  /** The last failed call: the change and what went wrong. */
+  lastError?: string;
 }
 
 export interface WatchesOptions {
@@ -36,6 +41,7 @@ export interface WatchesOptions {
   kubeconfig?: KubeConfig;
   /** Where the version each trigger reached is kept. */
   state?: TimerState;
+  metrics?: Metrics;
   report?: (message: string) => void;
 }
 
@@ -80,7 +86,7 @@ export class Watches {
     const specText = JSON.stringify(spec);
     if (this.running.get(key)?.specText === specText) return;
     this.remove(key);
-    const info: WatchInfo = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, function: spec.function.name, resource: `${spec.resource.kind} (${spec.resource.apiVersion ?? 'v1'})`, state: 'connecting', sent: 0 };
+    const info: WatchInfo = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, function: spec.function.name, resource: `${spec.resource.kind} (${spec.resource.apiVersion ?? 'v1'})`, state: 'connecting', sent: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false };
     this.running.set(key, r);
     if (!this.o.kubeconfig) {
@@ -184,7 +190,14 @@ export class Watches {
       line = `no answer: ${(err as Error).message}`;
     }
     r.info.sent++;
+    const labels = { namespace, trigger: name };
+    this.o.metrics?.watchEvents.inc(labels);
     const o = object as { metadata?: { name?: string; namespace?: string } };
+    if (failed) {
+      r.info.failed++;
+      r.info.lastError = `${type} ${o.metadata?.name}: ${line}`.slice(0, 500);
+      this.o.metrics?.watchFailed.inc(labels);
+    }
     // a failed call is said, not retried: the next change comes as it comes
     this.o.logs.write({ time: Date.now(), namespace, function: spec.function.name, instance: `watch/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `watch ${name}: ${type} ${spec.resource.kind} ${o.metadata?.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata?.name} → ${line}` });
     if (failed) this.report(`watch trigger ${namespace}/${name} → ${namespace}/${spec.function.name}: ${type} of ${o.metadata?.name} failed (request ${requestId}): ${line}`);
