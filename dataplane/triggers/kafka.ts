@@ -14,7 +14,7 @@
 // librdkafka, fetches its prebuilt binding from GitHub at install, which a
 // network with package registries only cannot reach, and building it instead
 // downloads OpenSSL, zstd and curl sources, which fails the same way.
-import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type IHeaders, type KafkaConfig, type Producer } from 'kafkajs';
+import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type EachMessagePayload, type IHeaders, type KafkaConfig, type Producer } from 'kafkajs';
 import type { ConsumerContext, Outcome, TriggerConsumer } from './queues.js';
 import { retryDelayMs } from './queues.js';
 
@@ -75,6 +75,26 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
   const attempts = new Map<string, number>();
   /** The paused partitions' resumptions, due when their message's backoff is over. */
   const retries = new Set<NodeJS.Timeout>();
+  const inHand = new Set<Promise<void>>();
+  /** The offsets to commit (after the settled messages), by partition, and the commit under way. */
+  const settled = new Map<number, string>();
+  let committing: Promise<void> | undefined;
+  // one commit at a time, of every partition's latest settled offset: the broker takes a commit in
+  // about 10 ms (its coordinator lingers to batch writes), so one per message would cap a trigger at ~100 msg/s
+  const flush = (c: Consumer): Promise<void> | undefined => {
+    if (committing || !settled.size) return committing;
+    const offsets = [...settled].map(([partition, offset]) => ({ topic, partition, offset }));
+    settled.clear();
+    committing = c
+      .commitOffsets(offsets)
+      // refused when a partition went to another member meanwhile: that one gets its messages again
+      .catch((err: Error) => ctx.report(`offsets not committed (${err.message}): those messages will be delivered again`))
+      .finally(() => {
+        committing = undefined;
+        void flush(c);
+      });
+    return committing;
+  };
 
   const run = async () => {
     for (let backoff = 1000; !stopped; backoff = Math.min(backoff * 2, 30_000)) {
@@ -102,45 +122,51 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
         if (stopped) break;
         const c = consumer;
         const p = producer;
+        const settle = async ({ partition, message, heartbeat, pause }: EachMessagePayload) => {
+          const at = `${partition}:${message.offset}`;
+          const attempt = (attempts.get(at) ?? 0) + 1;
+          attempts.set(at, attempt);
+          // the response and the error message keep the message's key, so they keep its partition's order downstream
+          const publish = async (to: string, body: Buffer, h: Record<string, string>) => {
+            await p.send({ topic: to, messages: [{ key: message.key, value: body, headers: h }] });
+          };
+          // a long call must not cost the partition: the group hears from this member meanwhile
+          let lost: Error | undefined;
+          const beat = setInterval(() => heartbeat().catch((err: Error) => (lost ??= err)), HEARTBEAT_MS);
+          let outcome: Outcome;
+          try {
+            outcome = await ctx.handle({ data: message.value ?? Buffer.alloc(0), headers: headersOf(message.headers), attempt }, publish);
+          } catch (err) {
+            ctx.report(`a message could not be settled, it will be tried again: ${(err as Error).message}`);
+            outcome = { ack: false, retryInMs: retryDelayMs(attempt) };
+          } finally {
+            clearInterval(beat);
+          }
+          if (outcome.ack) {
+            attempts.delete(at);
+            settled.set(partition, (BigInt(message.offset) + 1n).toString());
+            void flush(c);
+            return;
+          }
+          if (lost) throw lost; // the group is rebalancing: kafkajs rejoins, the message comes again from the committed offset
+          if (stopped) return; // left uncommitted: delivered again at the next start
+          // tried again in place: the partition reads from this message again, paused until the backoff is over; the others go on
+          c.seek({ topic, partition, offset: message.offset });
+          const resume = pause();
+          const timer = setTimeout(() => {
+            retries.delete(timer);
+            resume();
+          }, outcome.retryInMs);
+          retries.add(timer);
+        };
         await c.run({
           autoCommit: false,
           partitionsConsumedConcurrently: ctx.spec.concurrency ?? 1,
-          eachMessage: async ({ partition, message, heartbeat, pause }) => {
-            const at = `${partition}:${message.offset}`;
-            const attempt = (attempts.get(at) ?? 0) + 1;
-            attempts.set(at, attempt);
-            // the response and the error message keep the message's key, so they keep its partition's order downstream
-            const publish = async (to: string, body: Buffer, h: Record<string, string>) => {
-              await p.send({ topic: to, messages: [{ key: message.key, value: body, headers: h }] });
-            };
-            // a long call must not cost the partition: the group hears from this member meanwhile
-            let lost: Error | undefined;
-            const beat = setInterval(() => heartbeat().catch((err: Error) => (lost ??= err)), HEARTBEAT_MS);
-            let outcome: Outcome;
-            try {
-              outcome = await ctx.handle({ data: message.value ?? Buffer.alloc(0), headers: headersOf(message.headers), attempt }, publish);
-            } catch (err) {
-              ctx.report(`a message could not be settled, it will be tried again: ${(err as Error).message}`);
-              outcome = { ack: false, retryInMs: retryDelayMs(attempt) };
-            } finally {
-              clearInterval(beat);
-            }
-            if (outcome.ack) {
-              attempts.delete(at);
-              // refused when the partition went to another member meanwhile: it gets the message again there
-              await c.commitOffsets([{ topic, partition, offset: (BigInt(message.offset) + 1n).toString() }]);
-              return;
-            }
-            if (lost) throw lost; // the group is rebalancing: kafkajs rejoins, the message comes again from the committed offset
-            if (stopped) return; // left uncommitted: delivered again at the next start
-            // tried again in place: the partition reads from this message again, paused until the backoff is over; the others go on
-            c.seek({ topic, partition, offset: message.offset });
-            const resume = pause();
-            const timer = setTimeout(() => {
-              retries.delete(timer);
-              resume();
-            }, outcome.retryInMs);
-            retries.add(timer);
+          eachMessage: (m) => {
+            if (stopped) return Promise.resolve(); // not taken: delivered again at the next start
+            const settling = settle(m).finally(() => inHand.delete(settling));
+            inHand.add(settling);
+            return settling;
           },
         });
         const why = await Promise.race([crash, new Promise<undefined>((r) => (wake = () => r(undefined)))]);
@@ -197,6 +223,8 @@ export function kafkaConsumer(ctx: ConsumerContext): TriggerConsumer {
       wake?.();
       for (const t of retries) clearTimeout(t);
       // waits for the messages in hand: a settled one is committed, the others are left for the next start
+      await Promise.all(inHand);
+      for (const c = consumer; c && (committing || settled.size); ) await flush(c);
       await close();
       await running;
       await close(); // one set up while it was stopping
