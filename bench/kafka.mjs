@@ -1,0 +1,165 @@
+// Kafka queue trigger vs HTTP: what a message costs against a call. spore up's
+// dataplane (startDataplane over SQLite) in a process of its own, a tiny Node
+// function, a real single-node Kafka broker (KRaft, the jars test/kafka-jars.sh
+// fetches from Maven Central; Java 17).
+//   BENCH_KAFKA_MESSAGES messages produced to a topic of BENCH_KAFKA_PARTITIONS
+//   partitions and handled by a QueueTrigger (concurrency = the partitions: one
+//   message in hand per partition) vs as many POSTs through the router's route
+//   to the same function (autocannon, as many connections), in turn,
+//   BENCH_ROUNDS rounds; msg/s ÷ req/s per round. A message counts once its
+//   offset is committed (Spore commits only a settled message).
+// `node bench/kafka.mjs` runs it alone.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { packArchive } from '../lib/api/archive.js';
+import { API, NODE_ENV, ROOT, fmt, freePort, median, scope, startProcess, waitFor } from './util.mjs';
+
+const MESSAGES = Number(process.env.BENCH_KAFKA_MESSAGES ?? 2000);
+const PARTITIONS = Number(process.env.BENCH_KAFKA_PARTITIONS ?? 8);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+const DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
+import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
+const dir = process.env.BENCH_DIR;
+const store = new SqliteStore(dir + '/spore.db');
+const dp = await startDataplane({ store, stateDir: dir, port: 0, report: (m) => console.error('spore: ' + m) });
+console.log('dataplane on ' + dp.url);
+process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
+`;
+const SINK = `export default async (req) => { await req.arrayBuffer(); return new Response('ok'); };\n`;
+
+/** The broker, formatted and started in `dir`; resolves to host:port once it serves. */
+async function broker(s, dir) {
+  const jars = execFileSync('bash', [join(ROOT, 'test/kafka-jars.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const [port, controller] = [await freePort(), await freePort()];
+  mkdirSync(dir);
+  const config = join(dir, 'server.properties');
+  const props = {
+    'process.roles': 'broker,controller',
+    'node.id': 1,
+    'controller.quorum.voters': `1@127.0.0.1:${controller}`,
+    listeners: `PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller}`,
+    'controller.listener.names': 'CONTROLLER',
+    'listener.security.protocol.map': 'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'log.dirs': join(dir, 'data'),
+    'offsets.topic.replication.factor': 1,
+    'offsets.topic.num.partitions': 1,
+    'group.initial.rebalance.delay.ms': 0,
+  };
+  writeFileSync(config, Object.entries(props).map(([k, v]) => `${k}=${v}\n`).join(''));
+  const cp = ['-Xmx512m', '-cp', join(jars, '*')];
+  execFileSync('java', [...cp, 'kafka.tools.StorageTool', 'format', '-t', randomBytes(16).toString('base64url'), '-c', config], { stdio: 'pipe' });
+  await startProcess(s, 'java', [...cp, 'kafka.Kafka', config], /Kafka Server started/).matched;
+  return `127.0.0.1:${port}`;
+}
+
+async function measure(s, dir) {
+  const missing = ['java', 'mvn'].filter((c) => spawnSync(c, [c === 'java' ? '-version' : '-v'], { stdio: 'ignore' }).status !== 0);
+  if (missing.length) return { skipped: `${missing.join(' and ')} not installed (Java 17 and Maven run the Kafka broker)` };
+  const brokers = await broker(s, join(dir, 'kafka'));
+  const { Kafka, logLevel, Partitioners } = await import('kafkajs');
+  const kafka = new Kafka({ brokers: [brokers], logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  s.defer(() => admin.disconnect());
+  await admin.createTopics({ topics: [{ topic: 'bench-in', numPartitions: PARTITIONS }] });
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  s.defer(() => producer.disconnect());
+
+  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(SINK) }]);
+  const metadata = { name: 'sink', namespace: 'default' };
+  const objects = [
+    NODE_ENV,
+    { apiVersion: API, kind: 'Package', metadata, spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
+    { apiVersion: API, kind: 'Function', metadata, spec: { environment: { name: 'node' }, package: { name: 'sink' } } },
+    { apiVersion: API, kind: 'HttpTrigger', metadata, spec: { methods: ['POST'], path: '/sink', function: { name: 'sink' } } },
+    { apiVersion: API, kind: 'QueueTrigger', metadata: { name: 'bench', namespace: 'default' }, spec: { broker: { kind: 'kafka', connection: { url: `kafka://${brokers}` } }, topic: 'bench-in', function: { name: 'sink' }, contentType: 'text/plain', concurrency: PARTITIONS, maxRetries: 0 } },
+  ];
+  const dpDir = join(dir, 'dataplane');
+  mkdirSync(dpDir);
+  const { SqliteStore } = await import('../lib/store/index.js');
+  const store = new SqliteStore(join(dpDir, 'spore.db'));
+  await store.apply(objects);
+  await store.close();
+  writeFileSync(join(dpDir, 'dataplane.mjs'), DATAPLANE);
+  const dp = startProcess(s, process.execPath, [join(dpDir, 'dataplane.mjs')], /dataplane on (http:\/\/\S+)\n/, { BENCH_DIR: dpDir });
+  const url = (await dp.matched)[1];
+  await waitFor('the queue trigger consuming', async () => (await (await request(`${url}/_spore/status`)).body.json()).queues?.some((q) => q.state === 'consuming'), 60_000);
+
+  const route = `${url}/sink`;
+  const post = { method: 'POST', body: 'message', headers: { 'content-type': 'text/plain' } };
+  for (let i = 0; i < 200; i++) await (await request(route, post)).body.text(); // cold start, JIT
+
+  /** The trigger's committed offsets, summed over the partitions: the messages it is done with. */
+  const committed = async () => (await admin.fetchOffsets({ groupId: 'spore-default-bench', topics: ['bench-in'] }))[0].partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+  /** Produces `count` messages (acknowledged by the broker, 500 a request, round-robin over the partitions) and waits until the trigger committed them. */
+  const through = async (count) => {
+    const before = await committed();
+    const t0 = performance.now();
+    for (let i = 0; i < count; i += 500) await producer.send({ topic: 'bench-in', messages: Array.from({ length: Math.min(500, count - i) }, (_, k) => ({ value: 'message', partition: (i + k) % PARTITIONS })) });
+    let done;
+    while ((done = (await committed()) - before) < count) {
+      if (performance.now() - t0 > 120_000) throw new Error(`the queue trigger handled ${done} of ${count} messages in 120 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return count / ((performance.now() - t0) / 1000);
+  };
+  await through(Math.min(500, MESSAGES)); // the consumer's path warm too
+
+  const http = async () => {
+    const r = await cannonAmount(route, post, MESSAGES);
+    if (r.errors) throw new Error(`${r.errors} failed responses from ${route}`);
+    return r.rps;
+  };
+  const rounds = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const round = {};
+    for (const k of i % 2 ? ['queue', 'http'] : ['http', 'queue']) round[k] = k === 'http' ? await http() : await through(MESSAGES);
+    rounds.push(round);
+  }
+  const ratios = rounds.map((r) => r.queue / r.http);
+  return { rounds, ratios, ratio: median(ratios), queue: median(rounds.map((r) => r.queue)), http: median(rounds.map((r) => r.http)) };
+}
+
+/** autocannon sending exactly `amount` POSTs over PARTITIONS connections: req/s. */
+async function cannonAmount(url, init, amount) {
+  const { default: autocannon } = await import('autocannon');
+  const t0 = performance.now(); // timed here: autocannon's duration is in whole seconds
+  return new Promise((resolve, reject) =>
+    autocannon({ url, method: init.method, body: init.body, headers: init.headers, connections: PARTITIONS, amount, pipelining: 1 }, (err, r) =>
+      err ? reject(err) : resolve({ rps: r.requests.total / ((performance.now() - t0) / 1000), errors: r.errors + r.timeouts + r.non2xx }),
+    ),
+  );
+}
+
+export async function kafkaQueue() {
+  const s = scope();
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'spore-bench-kafka-'));
+    s.defer(async () => rmSync(dir, { recursive: true, force: true }));
+    const result = await measure(s, dir);
+    return { ...result, failed: Boolean(result.skipped) };
+  } finally {
+    await s.close();
+  }
+}
+
+export function report(r) {
+  if (r.skipped) return `Kafka queue trigger vs HTTP: not measured: ${r.skipped}`;
+  return [
+    `Kafka queue trigger vs HTTP: ${MESSAGES} messages produced to a ${PARTITIONS}-partition topic (a KRaft broker), handled by a QueueTrigger (concurrency ${PARTITIONS}) calling a Node function,`,
+    `vs ${MESSAGES} POSTs through the router's route to the same function (autocannon, ${PARTITIONS} connections), in turn, ${ROUNDS} rounds (median):`,
+    `  queue trigger ${fmt(r.queue, 0)} msg/s, HTTP ${fmt(r.http, 0)} req/s: ${fmt(r.ratio)}× HTTP (rounds ${r.ratios.map((x) => fmt(x)).join(', ')})`,
+  ].join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const r = await kafkaQueue().catch((err) => ({ error: err }));
+  console.log(r.error ? `kafka: FAILED: ${r.error.stack ?? r.error.message}` : report(r));
+  process.exit(r.error || r.failed ? 1 : 0);
+}
