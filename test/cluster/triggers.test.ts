@@ -2,15 +2,19 @@
 // replicas) and a `spore poolmgr` against the run's real kube-apiserver, pool
 // pods run by the test node agent. Of the routers, only the one holding the
 // Lease `spore-triggers` fires timers and follows watches; killed, the other
-// takes over; stopped, it gives the Lease back.
+// takes over; stopped, it gives the Lease back. Queue triggers (a real NATS
+// server) are consumed by every router.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packArchive } from '../../api/archive.js';
 import { LeaderElector } from '../../dataplane/triggers/leader.js';
 import { KubeClient } from '../../store/kube-client.js';
 import { recordFile } from '../dataplane/harness.js';
+import { natsInstalled, startNats } from '../nats-server.js';
 import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -23,11 +27,11 @@ export default async (req) => {
   const body = await req.text();
   let change = {};
   try { const { type, object } = JSON.parse(body); change = { type, name: object?.metadata?.name }; } catch {}
-  appendFileSync(process.env.OUT, JSON.stringify({ timer: req.headers.get('x-spore-timer'), watch: req.headers.get('x-spore-watch'), id: req.headers.get('x-spore-request-id'), ...change }) + '\\n');
+  appendFileSync(process.env.OUT, JSON.stringify({ timer: req.headers.get('x-spore-timer'), watch: req.headers.get('x-spore-watch'), queue: req.headers.get('x-spore-trigger'), id: req.headers.get('x-spore-request-id'), body: body.slice(0, 100), ...change }) + '\\n');
   return new Response('ok');
 };
 `;
-type Call = { timer: string | null; watch: string | null; id: string; type?: string; name?: string };
+type Call = { timer: string | null; watch: string | null; queue: string | null; id: string; body: string; type?: string; name?: string };
 
 describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore router replicas, one elected by a Lease)', () => {
   let kc: KubeConfig;
@@ -60,9 +64,10 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     return { child, url: announce.exec(out)![1], output: () => out };
   }
 
-  it('fires each timer firing once across two routers, follows a watch once, fails over to the other router when the leader is killed, and releases the Lease on SIGTERM', async () => {
-    const ns = await testNamespace(kc, 'trig-app');
-    const system = await testNamespace(kc, 'trig-system');
+  /** An app namespace with the recording function, a platform namespace, a pool manager and two routers. */
+  async function setup(prefix: string) {
+    const ns = await testNamespace(kc, `${prefix}-app`);
+    const system = await testNamespace(kc, `${prefix}-system`);
     await podsAllowed(kc, system);
     const rec = recordFile<Call>();
     const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(RECORDER) }]);
@@ -79,6 +84,11 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
       await run('router 1', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
       await run('router 2', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
     ];
+    return { ns, system, rec, meta, poolmgr, routers, common };
+  }
+
+  it('fires each timer firing once across two routers, follows a watch once, fails over to the other router when the leader is killed, and releases the Lease on SIGTERM', async () => {
+    const { ns, system, rec, meta, poolmgr, routers } = await setup('trig');
     const lease = async () => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec;
     /** The router holding the Lease (its identity names its pid). */
     const holder = async () => {
@@ -133,8 +143,34 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     const callsWhenStopped = rec.lines().length;
     await new Promise((r) => setTimeout(r, 2000));
     expect(rec.lines().length).toBe(callsWhenStopped); // no router left: no firing
-
     poolmgr.child.kill('SIGTERM');
+  }, 300_000);
+
+  it.skipIf(!natsInstalled)('consumes a NATS queue trigger on every router: each message reaches the function, and with one router killed the other goes on', async () => {
+    const nats = await startNats();
+    const nc = await connect({ servers: nats.url });
+    try {
+      const { rec, meta, poolmgr, routers } = await setup('trig-queue');
+      await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'QueueTrigger', metadata: meta('orders'), spec: { broker: { kind: 'nats', connection: { url: nats.url } }, topic: 'orders.new', function: { name: 'rec' }, concurrency: 2 } } as any);
+      // both routers consume (each said so), through the one durable consumer of the trigger
+      for (const r of routers) await expect.poll(() => /queue trigger \S+\/orders: consuming orders\.new/.test(r.output()), { timeout: 60_000, interval: 250 }).toBe(true);
+      const js = jetstream(nc);
+      const bodies = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `order-${from + i}`);
+      for (const b of bodies(0, 10)) await js.publish('orders.new', b);
+      const got = () => new Set(rec.lines().filter((c) => c.queue === 'orders').map((c) => c.body));
+      await expect.poll(() => bodies(0, 10).filter((b) => !got().has(b)), { timeout: 60_000, interval: 250 }).toEqual([]);
+      // one router dies: the other takes every message from here on
+      routers[0].child.kill('SIGKILL');
+      for (const b of bodies(10, 20)) await js.publish('orders.new', b);
+      await expect.poll(() => bodies(0, 20).filter((b) => !got().has(b)), { timeout: 90_000, interval: 250 }).toEqual([]);
+      const gone = new Promise((r) => routers[1].child.once('exit', r));
+      routers[1].child.kill('SIGTERM');
+      await gone;
+      poolmgr.child.kill('SIGTERM');
+    } finally {
+      await nc.close();
+      await nats.stop();
+    }
   }, 300_000);
 
   it('elects one of two electors on a Lease; a leader whose Lease another took steps down at once; a closing leader releases it to the other', async () => {
