@@ -94,12 +94,13 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   const { readCredential } = await import('../dataplane/poolmgr/credential.js');
   const credential = await readCredential(store.client, namespaceOf(o));
   const pools = new RemotePools({ url: poolmgrUrl, credential, refreshCredential: () => readCredential(store.client, namespaceOf(o), 0), store, report: say });
-  const router = new Router({ store, poolmgr: pools, metrics: new Metrics({ defaultMetrics: true }), report: say });
+  const metrics = new Metrics({ defaultMetrics: true });
+  const router = new Router({ store, poolmgr: pools, metrics, report: say });
   const url = await router.listen(port, o.host);
   process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);
   // queue triggers on every replica; timers and watches on the one holding the Lease (they call through this router, so once it serves)
   const { startClusterTriggers } = await import('../dataplane/triggers/cluster.js');
-  const triggers = await startClusterTriggers({ store, client: store.client, kubeconfig, namespace: namespaceOf(o), router, report: say });
+  const triggers = await startClusterTriggers({ store, client: store.client, kubeconfig, namespace: namespaceOf(o), router, metrics, report: say });
   onStop(async () => {
     await triggers.close(); // no new firing or message; the Lease is released for the next replica
     await router.close(); // calls in flight finish (bounded)

@@ -12,6 +12,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubeClient } from '../../store/kube-client.js';
 import type { LogEntry, ResourceStore } from '../../store/index.js';
 import { LogSink } from '../logs.js';
+import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
 import { KubeTriggerState } from './kube-state.js';
 import { LeaderElector } from './leader.js';
@@ -28,6 +29,8 @@ export interface ClusterTriggersOptions {
   /** The platform namespace: the Lease and the state ConfigMap. */
   namespace: string;
   router: Router;
+  /** The router's: the triggers' counters on its /metrics. */
+  metrics?: Metrics;
   /** @default `<hostname>-<pid>-<random>` */
   identity?: string;
   /** Lease timing (leader.ts), shortened by tests. */
@@ -50,9 +53,9 @@ const stdoutLogs = () => new LogSink({
 });
 
 export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<ClusterTriggers> {
-  const { store, router, report } = o;
+  const { store, router, metrics, report } = o;
   const logs = stdoutLogs();
-  const queues = new Queues({ store, router, logs, report });
+  const queues = new Queues({ store, router, logs, metrics, report });
   await queues.start();
   let led: { timers: Timers; watches: Watches; state?: KubeTriggerState } | undefined;
   const elector = new LeaderElector({
@@ -71,8 +74,8 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
         report(`timers and watches run without their kept state (catchUp and resume are not honoured): ${err.message}`);
         return undefined;
       });
-      const timers = new Timers({ store, state, router, logs, report });
-      const watches = new Watches({ store, router, logs, kubeconfig: o.kubeconfig, state, report });
+      const timers = new Timers({ store, state, router, logs, metrics, report });
+      const watches = new Watches({ store, router, logs, kubeconfig: o.kubeconfig, state, metrics, report });
       led = { timers, watches, state };
       await timers.start();
       await watches.start();

@@ -120,6 +120,13 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     await expect.poll(() => rec.lines().filter((c) => !logged(leader).has(c.id)).length, { timeout: 10_000, interval: 250 }).toBe(0);
     expect(logged(follower).size).toBe(0);
     expect(new Set(rec.lines().map((c) => c.id)).size).toBe(rec.lines().length);
+    // and counted there: the leader's /metrics has the timer's firings, the other's none
+    const fires = async (i: number) => {
+      const text = await (await fetch(`${routers[i].url}/metrics`)).text();
+      return Number(/^spore_timer_fires_total\{[^}]*trigger="tick"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    expect(await fires(leader)).toBeGreaterThanOrEqual(4);
+    expect(await fires(follower)).toBe(0);
 
     // the leader dies without a word: a change made meanwhile is not lost, and the other router takes over
     routers[leader].child.kill('SIGKILL');
