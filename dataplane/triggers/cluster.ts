@@ -1,6 +1,7 @@
 // The triggers of a router on a cluster (`spore router`), which may run as
 // several replicas. Queue triggers run on every replica: each trigger's durable
-// consumer is shared on the broker, which spreads the messages among them.
+// consumer (NATS) or consumer group (Kafka) is shared on the broker, which
+// spreads the messages among them.
 // Timers and watch triggers run only on the replica holding the Lease
 // TRIGGERS_LEASE (leader.ts), so each schedule fires once and each change is
 // sent once; their state (a catchUp timer's last firing, a watch's
@@ -31,10 +32,6 @@ export interface ClusterTriggersOptions {
   router: Router;
   /** The router's: the triggers' counters on its /metrics. */
   metrics?: Metrics;
-  /** @default `<hostname>-<pid>-<random>` */
-  identity?: string;
-  /** Lease timing (leader.ts), shortened by tests. */
-  lease?: { durationSeconds?: number; renewMs?: number; retryMs?: number; renewDeadlineMs?: number };
   report: (message: string) => void;
 }
 
@@ -62,11 +59,8 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
     client: o.client,
     namespace: o.namespace,
     name: TRIGGERS_LEASE,
-    identity: o.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
-    leaseDurationSeconds: o.lease?.durationSeconds,
-    renewMs: o.lease?.renewMs,
-    retryMs: o.lease?.retryMs,
-    renewDeadlineMs: o.lease?.renewDeadlineMs,
+    // the pod's name (its hostname), and what tells two processes of one host apart
+    identity: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     report,
     onStart: async () => {
       // read now, not at start: the last leader wrote it
