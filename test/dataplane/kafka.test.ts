@@ -177,6 +177,21 @@ describe.skipIf(!kafkaRunnable)('queue triggers on Kafka', () => {
     expect(starts.some((l) => l.body === 'before')).toBe(false);
   });
 
+  it('leaves a message waiting for its retry uncommitted when Spore stops: the next start delivers it again', async () => {
+    const { rec, consuming } = await setup([queue('later', kafka.brokers, { topic: 'later', maxRetries: 5 })]);
+    await consuming('later');
+    await producer.send({ topic: 'later', messages: [{ value: 'fail-then-stop' }] });
+    await waitFor('the first delivery', () => (rec.starts().length ? true : null), 60_000);
+    const dir = h!.dir;
+    await h!.close();
+    h = undefined;
+    const seen = rec.starts().length;
+    expect(await committed('later', 'later')).toBe('0');
+    h = await harness({ stateDir: dir });
+    await waitFor('delivered again after the restart', () => (rec.starts().length > seen ? true : null), 60_000);
+    expect(rec.starts().every((l) => l.body === 'fail-then-stop')).toBe(true);
+  });
+
   it('says when its broker cannot be reached or its url is no Kafka address (never printing the password), keeps serving, and consumes once the broker is there', async () => {
     const port = await freePort();
     const rec = outFile();
