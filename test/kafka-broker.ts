@@ -82,9 +82,9 @@ export async function startKafka(port?: number): Promise<KafkaBroker> {
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`the Kafka broker exited (${child.exitCode}): ${out}`);
     if (/Kafka Server started/.test(out) && (await accepts(port))) break;
-    if (i > 1200) {
+    if (i > 3000) {
       await stop();
-      throw new Error(`the Kafka broker did not start in 60 s: ${out}`);
+      throw new Error(`the Kafka broker did not start in 150 s: ${out}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
