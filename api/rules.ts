@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { FieldError } from './errors.js';
 import type { KindName, SporeObject } from './kinds.js';
 import { parseSchedule } from './schedule.js';
-import { CONTROL_FLOW, TASK_ID } from './workflow.js';
+import { CONTROL_FLOW, DURATION, TASK_ID, expressionOf, taskInputs, type Task } from './workflow.js';
 
 /** Paths the router answers itself. */
 export const RESERVED_PATHS = ['/_fn', '/_spore', '/_stage', '/metrics', '/healthz'];
@@ -62,7 +62,9 @@ export const RULES: { [K in KindName]: Rule<K> } = {
   },
 
   HttpTrigger: ({ spec }) => {
-    const errors = [...exactlyOne('spec', spec, 'path', 'prefix'), ...exactlyOne('spec', spec, 'function', 'functions')];
+    const errors = [...exactlyOne('spec', spec, 'path', 'prefix')];
+    const targets = (['function', 'functions', 'workflow'] as const).filter((k) => spec[k] !== undefined);
+    if (targets.length !== 1) errors.push({ path: 'spec', message: `set exactly one of function, functions or workflow${targets.length ? ` (got ${targets.join(' and ')})` : ''}` });
     if (spec.keepPrefix && spec.prefix === undefined) errors.push({ path: 'spec.keepPrefix', message: 'only applies with prefix' });
     if (spec.functions) {
       const sum = spec.functions.reduce((s, f) => s + f.weight, 0);
@@ -100,30 +102,50 @@ export const RULES: { [K in KindName]: Rule<K> } = {
 
   WatchTrigger: () => [],
 
-  Workflow: ({ spec }) => {
-    const errors: FieldError[] = [];
-    const ids = Object.keys(spec.tasks);
-    for (const id of ids) {
-      const task = spec.tasks[id];
-      const at = `spec.tasks.${id}`;
-      if (!new RegExp(TASK_ID).test(id)) errors.push({ path: at, message: 'task id must start with a letter or _ and hold only letters, digits, _ and -' });
-      for (const dep of task.requires ?? []) {
-        if (!Object.hasOwn(spec.tasks, dep)) errors.push({ path: `${at}.requires`, message: `unknown task "${dep}"` });
-      }
-      const flow = CONTROL_FLOW[task.run];
-      for (const input of flow?.required ?? []) {
-        if (task.inputs?.[input] === undefined) errors.push({ path: `${at}.inputs`, message: `"${task.run}" needs input "${input}"` });
-      }
-    }
-    if (spec.output !== undefined && !Object.hasOwn(spec.tasks, spec.output)) {
-      errors.push({ path: 'spec.output', message: `unknown task "${spec.output}"` });
-    }
-    const cycle = findCycle(spec.tasks);
-    if (cycle) errors.push({ path: 'spec.tasks', message: `tasks depend on each other in a cycle: ${cycle.join(' → ')}` });
-    return errors;
-  },
+  Workflow: ({ spec }) => graphErrors(spec, 'spec'),
   Stage: () => [],
 };
+
+/** The rules of one graph of tasks: a workflow's, or a sub-workflow's inside an action. */
+export function graphErrors(graph: { tasks: Record<string, Task>; output?: string }, at: string): FieldError[] {
+  const errors: FieldError[] = [];
+  for (const [id, task] of Object.entries(graph.tasks)) {
+    const path = `${at}.tasks.${id}`;
+    if (!new RegExp(TASK_ID).test(id)) errors.push({ path, message: 'task id must start with a letter or _ and hold only letters, digits, _ and -' });
+    for (const dep of task.requires ?? []) {
+      if (!Object.hasOwn(graph.tasks, dep)) errors.push({ path: `${path}.requires`, message: `unknown task "${dep}"` });
+    }
+    errors.push(...taskErrors(task, path));
+  }
+  if (graph.output !== undefined && !Object.hasOwn(graph.tasks, graph.output)) errors.push({ path: `${at}.output`, message: `unknown task "${graph.output}"` });
+  const cycle = findCycle(graph.tasks);
+  if (cycle) errors.push({ path: `${at}.tasks`, message: `tasks depend on each other in a cycle: ${cycle.join(' → ')}` });
+  return errors;
+}
+
+/** The rules of one task: the inputs its control flow needs, and their shapes where they are literals. */
+export function taskErrors(task: Task, path: string): FieldError[] {
+  const errors: FieldError[] = [];
+  const inputs = taskInputs(task);
+  const literal = (v: unknown) => expressionOf(v) === undefined;
+  for (const input of CONTROL_FLOW[task.run]?.required ?? []) {
+    if (inputs[input] === undefined) errors.push({ path: `${path}.inputs`, message: `"${task.run}" needs input "${input}"` });
+  }
+  if (task.run === 'switch' && inputs.cases !== undefined && literal(inputs.cases)) {
+    const ok = Array.isArray(inputs.cases) && inputs.cases.every((c) => typeof c === 'object' && c !== null && 'case' in c && 'action' in c);
+    if (!ok) errors.push({ path: `${path}.inputs.cases`, message: 'must be a list of { case, action }' });
+  }
+  if (task.run === 'sleep' && literal(inputs.duration) && !(typeof inputs.duration === 'string' && new RegExp(DURATION).test(inputs.duration))) {
+    errors.push({ path: `${path}.inputs.duration`, message: `must be a duration such as 500ms, 5s or 1m (got ${JSON.stringify(inputs.duration)})` });
+  }
+  for (const key of ['times', 'limit', 'parallelism'] as const) {
+    const v = inputs[key];
+    if (v !== undefined && literal(v) && !(Number.isInteger(v) && (v as number) >= (key === 'times' ? 0 : 1))) {
+      errors.push({ path: `${path}.inputs.${key}`, message: `must be a whole number${key === 'times' ? '' : ' of at least 1'} (got ${JSON.stringify(v)})` });
+    }
+  }
+  return errors;
+}
 
 /** A dependency cycle among tasks, as the list of ids around it, or undefined. */
 function findCycle(tasks: Record<string, { requires?: string[] }>): string[] | undefined {

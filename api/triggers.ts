@@ -16,6 +16,7 @@ export const HttpTriggerSpec = Closed(
       Type.String({ pattern: '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253, description: 'serve only this Host' }),
     ),
     function: Type.Optional(FunctionRef),
+    workflow: Type.Optional(LocalRef('Workflow')),
     functions: Type.Optional(
       Type.Array(Closed({ name: Name('Function name'), weight: Type.Integer({ minimum: 0, maximum: 100, description: 'percent of calls' }) }), {
         minItems: 2,
@@ -29,8 +30,8 @@ export const HttpTriggerSpec = Closed(
     ),
   },
   {
-    description: 'routes HTTP requests to a function (exactly one of path/prefix, and of function/functions)',
-    ...Cel(exactlyOneOf('path', 'prefix'), exactlyOneOf('function', 'functions'), {
+    description: 'routes HTTP requests to a function or a workflow (exactly one of path/prefix, and of function/functions/workflow)',
+    ...Cel(exactlyOneOf('path', 'prefix'), { rule: '[has(self.function), has(self.functions), has(self.workflow)].filter(x, x).size() == 1', message: 'set exactly one of function, functions or workflow' }, {
       rule: '!self.keepPrefix || has(self.prefix)',
       message: 'keepPrefix only applies with prefix',
       fieldPath: '.keepPrefix',

@@ -5,10 +5,10 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Type, type TSchema } from '@sinclair/typebox';
 import { joinPath, ValidationError, type FieldError, type ObjectError } from './errors.js';
 import { API_VERSION, KINDS, KIND_NAMES, isKindName, type KindName, type KubeObject, type SporeObject } from './kinds.js';
-import { RULES } from './rules.js';
+import { graphErrors, RULES, taskErrors } from './rules.js';
 import { DNS_LABEL, MapOf, Name, StringEnum } from './schema-kit.js';
 import { ROUTE_PATH } from './triggers.js';
-import { CONTROL_FLOW } from './workflow.js';
+import { actionOf, actionsOf, CONTROL_FLOW, DURATION, Task, WorkflowSpec } from './workflow.js';
 
 const Metadata = Type.Object(
   {
@@ -37,9 +37,44 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict:
 for (const keyword of ['x-kubernetes-preserve-unknown-fields', 'x-kubernetes-validations', 'x-kubernetes-list-type', 'x-kubernetes-list-map-keys']) ajv.addKeyword({ keyword });
 const validators = new Map<KindName, ValidateFunction>(KIND_NAMES.map((k) => [k, ajv.compile(objectSchema(k))]));
 
+// what an action inside a workflow task holds (then, do, catch …): a task, or a graph of tasks
+const taskValidator = ajv.compile(Task);
+const subWorkflowValidator = ajv.compile(Type.Pick(WorkflowSpec, ['tasks', 'output', 'outputHeaders'], { additionalProperties: false }));
+
+const schemaErrors = (validate: ValidateFunction, value: unknown, path: string): FieldError[] =>
+  validate(value) ? [] : (validate.errors ?? []).map(describe).map((e) => ({ ...e, path: e.path ? `${path}${e.path.startsWith('[') ? '' : '.'}${e.path}` : path }));
+
+/** Errors in the actions a task holds, at any depth (the schema sees them as free-form JSON). */
+function actionErrors(task: Task, at: string): FieldError[] {
+  const errors: FieldError[] = [];
+  for (const { path, value } of actionsOf(task, at)) {
+    const action = actionOf(value);
+    if (action.kind === 'task') {
+      const own = schemaErrors(taskValidator, action.task, path);
+      errors.push(...(own.length ? own : [...taskErrors(action.task, path), ...actionErrors(action.task, path)]));
+    } else if (action.kind === 'workflow') {
+      const own = schemaErrors(subWorkflowValidator, action.workflow, path);
+      const inner = Object.entries(action.workflow.tasks).flatMap(([id, t]) => actionErrors(t, `${path}.tasks.${id}`));
+      errors.push(...(own.length ? own : [...graphErrors(action.workflow, path), ...inner]));
+    }
+  }
+  return errors;
+}
+
+/** A task and every task its actions hold, at any depth, with where each is (for references). */
+function* tasksWithin(task: Task, at: string): Generator<{ path: string; task: Task }> {
+  yield { path: at, task };
+  for (const { path, value } of actionsOf(task, at)) {
+    const action = actionOf(value);
+    if (action.kind === 'task') yield* tasksWithin(action.task, path);
+    if (action.kind === 'workflow') for (const [id, t] of Object.entries(action.workflow.tasks)) yield* tasksWithin(t, `${path}.tasks.${id}`);
+  }
+}
+
 const PATTERN_HINTS: Record<string, string> = {
   [DNS_LABEL]: "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit",
   [ROUTE_PATH]: 'must be a URL path such as /hello or /users/:id',
+  [DURATION]: 'must be a duration such as 500ms, 5s, 1m or 1h30m',
 };
 
 function describe(e: ErrorObject): FieldError {
@@ -97,6 +132,7 @@ function check(input: unknown): { errors: FieldError[]; value?: unknown } {
   if (!validate(value)) return { errors: dedupe((validate.errors ?? []).map(describe)) };
   const rule = RULES[obj.kind] as (o: unknown) => FieldError[];
   const errors = rule(value);
+  if (obj.kind === 'Workflow') for (const [id, t] of Object.entries((value as SporeObject<'Workflow'>).spec.tasks)) errors.push(...actionErrors(t, `spec.tasks.${id}`));
   return errors.length ? { errors } : { errors: [], value };
 }
 
@@ -169,10 +205,17 @@ export function crossCheck(objects: readonly KubeObject[]): ObjectError[] {
         } else routes.set(key, describeObject(o));
       }
     }
+    if (spec.workflow) ref(o, 'Workflow', spec.workflow.name, 'spec.workflow.name');
     if (o.kind === 'Workflow') {
-      for (const [id, task] of Object.entries(spec.tasks as Record<string, { run: string }>)) {
-        if (!Object.hasOwn(CONTROL_FLOW, task.run)) ref(o, 'Function', task.run, `spec.tasks.${id}.run`);
+      for (const [id, top] of Object.entries(spec.tasks as Record<string, Task>)) {
+        for (const { path, task } of tasksWithin(top, `spec.tasks.${id}`)) {
+          // a task runs a Function or, by the same name, a Workflow (they share the /_fn/ names)
+          if (!Object.hasOwn(CONTROL_FLOW, task.run) && !names.has(`Workflow/${ns(o)}/${task.run}`)) ref(o, 'Function', task.run, `${path}.run`);
+          if (task.run === o.metadata.name) errors.push({ object: describeObject(o), path: `${path}.run`, message: 'a workflow cannot run itself' });
+        }
       }
+      // /_fn/<namespace>/<name> calls either: one name, one meaning
+      if (names.has(`Function/${ns(o)}/${o.metadata.name}`)) errors.push({ object: describeObject(o), path: 'metadata.name', message: `Function ${o.metadata.name} has the same name: functions and workflows share the names they are called by (/_fn/${ns(o)}/${o.metadata.name})` });
     }
   }
   return dedupe(errors);

@@ -22,7 +22,7 @@ interface OutputOptions {
 }
 
 /** The server's own message for an error answer (`{ message }`), else the status and text. */
-function failure(url: string, status: number, body: string): Error {
+export function failure(url: string, status: number, body: string): Error {
   let message: string | undefined;
   try {
     message = JSON.parse(body)?.message;
@@ -32,7 +32,7 @@ function failure(url: string, status: number, body: string): Error {
   return new Error(message ?? `${url}: ${status} ${body}`);
 }
 
-async function getJson(url: string): Promise<any> {
+export async function getJson(url: string): Promise<any> {
   const res = await request(url).catch((err) => {
     throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
   });

@@ -11,6 +11,7 @@ import { publishCommand } from './publish.js';
 import { withOutput } from './output.js';
 import { upCommand } from './up.js';
 import { validateCommand } from './validate.js';
+import { workflowGetCommand, workflowRunCommand, workflowRunsCommand } from './workflow.js';
 
 const { version } = createRequire(import.meta.url)('spore/package.json') as { version: string };
 
@@ -117,6 +118,15 @@ export function program(): Command {
         .option('--limit <n>', 'how many', '100'),
     ),
   ).action(invocationsCommand);
+  const workflow = cli.command('workflow').description('Workflows of the running spore up: run one, list runs, show a run task by task');
+  target(workflow.command('run').description("run a workflow and print its output (exits 1 when the run fails); the input is $.Invocation.Inputs.default").argument('<workflow>', 'NAME or NAMESPACE/NAME'))
+    .option('--input <json>', 'the input, as JSON (a string is \'"text"\')')
+    .option('--async', 'print the run id at once instead of waiting for the output')
+    .action(workflowRunCommand);
+  withOutput(target(workflow.command('runs').description('runs, newest first (kept 7 days, the last 1000 finished)').argument('[workflow]', 'only this workflow'))
+    .option('--state <state>', 'only runs in this state: running, succeeded or failed')
+    .option('--limit <n>', 'how many', '100')).action(workflowRunsCommand);
+  withOutput(target(workflow.command('get').description('one run: each task with its state, attempts, duration, and output or error').argument('<run>', 'the run id'))).action(workflowGetCommand);
   cli
     .command('fetcher')
     .description("the sidecar of a pool pod: given one specialization by the pool manager, fetch and verify the code, write the Secrets and ConfigMaps, and specialize the runtime beside it (credential: env SPORE_INSTANCE_TOKEN)")

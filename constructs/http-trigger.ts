@@ -33,6 +33,8 @@ export interface HttpTriggerProps extends SporeObjectOptions {
   readonly function?: FunctionRef;
   /** A canary split: functions with weights summing to 100. */
   readonly functions?: WeightedFunction[];
+  /** A Workflow called instead of a function: the response is its output. */
+  readonly workflow?: { readonly name: string } | string;
 }
 
 /**
@@ -58,6 +60,7 @@ export class HttpTrigger extends SporeObject {
       host: c.host,
       function: c.function === undefined ? undefined : { name: functionName(c.function) },
       functions: c.functions?.map((f) => ({ name: functionName(f.function), weight: f.weight })),
+      workflow: c.workflow === undefined ? undefined : { name: functionName(c.workflow) },
     };
   }
 }

@@ -1,7 +1,7 @@
 // The dataplane, assembled: a router and a pool manager over a store and an
 // instance provider (child processes here; pods on Kubernetes).
 import { join } from 'node:path';
-import type { InvocationStore, LogStore, ResourceStore } from '../store/index.js';
+import type { InvocationStore, LogStore, ResourceStore, WorkflowRunStore } from '../store/index.js';
 import { LogSink } from './logs.js';
 import { Metrics } from './metrics.js';
 import { PackageFetcher } from './poolmgr/package-fetcher.js';
@@ -13,6 +13,8 @@ import { AsyncCalls } from './triggers/async.js';
 import { Queues } from './triggers/queues.js';
 import { Timers, type TimerState } from './triggers/timers.js';
 import { Watches } from './triggers/watches.js';
+import { Workflows } from './workflows/engine.js';
+import { WorkflowMetrics } from './workflows/metrics.js';
 import type { KubeConfig } from '@kubernetes/client-node';
 
 export { DataplaneError } from './errors.js';
@@ -27,10 +29,11 @@ export { Timers, schedule, type TimerInfo } from './triggers/timers.js';
 export { Queues, type QueueInfo } from './triggers/queues.js';
 export { Watches, type WatchInfo } from './triggers/watches.js';
 export { AsyncCalls, ATTEMPTS as ASYNC_ATTEMPTS } from './triggers/async.js';
+export { Workflows, type RunResult } from './workflows/engine.js';
 
 export interface DataplaneOptions {
-  /** With `invocations` (SQLite's), asynchronous calls are taken. */
-  store: ResourceStore & LogStore & { invocations?: InvocationStore } & Partial<TimerState>;
+  /** With `invocations` (SQLite's), asynchronous calls are taken; with `workflowRuns`, Workflows run. */
+  store: ResourceStore & LogStore & { invocations?: InvocationStore; workflowRuns?: WorkflowRunStore } & Partial<TimerState>;
   /** Holds instances' folders (instances/) and fetched archives (archives/). */
   stateDir: string;
   port?: number;
@@ -58,6 +61,7 @@ export interface Dataplane {
   timers: Timers;
   queues: Queues;
   watches: Watches;
+  workflows?: Workflows;
   close(): Promise<void>;
 }
 
@@ -78,7 +82,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   const admin = { logs: o.store, status: async () => ({ timers: timers?.list() ?? [], queues: (await queues?.status()) ?? [], watches: watches?.list() ?? [] }) };
   let router!: Router;
   const calls = o.store.invocations ? new AsyncCalls({ store: o.store.invocations, invoke: (c) => router.invoke(c), logs, metrics, report: o.report }) : undefined;
-  router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, async: calls, bodyLimit: o.bodyLimit, report: o.report });
+  const workflows = o.store.workflowRuns ? new Workflows({ store: o.store, runs: o.store.workflowRuns, invoke: (c) => router.invoke(c), metrics: new WorkflowMetrics(metrics.registry), report: o.report }) : undefined;
+  router = new Router({ store: o.store, poolmgr, metrics, admin: o.admin === false ? undefined : admin, async: calls, workflows, bodyLimit: o.bodyLimit, report: o.report });
   let url: string;
   try {
     url = await router.listen(o.port ?? 8080, o.host ?? '127.0.0.1');
@@ -96,6 +101,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   await watches.start();
   const watching = watches;
   calls?.start();
+  await workflows?.start(); // runs left under way go on
   const started = timers;
   const consuming = queues;
   let closing: Promise<void> | undefined;
@@ -107,10 +113,11 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
     timers: started,
     queues: consuming,
     watches: watching,
+    workflows,
     close: () =>
       (closing ??= (async () => {
         // no new firing or message; the calls in flight finish (bounded) while the router still serves
-        await Promise.all([started.close(), consuming.close(), watching.close(), calls?.close()]);
+        await Promise.all([started.close(), consuming.close(), watching.close(), calls?.close(), workflows?.close()]);
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

@@ -14,10 +14,8 @@ export interface Condition {
   lastTransitionTime?: string;
 }
 
-/** Kinds the dataplane does not serve (wholly): their objects are accepted, and say so. Timers, watches and queues (NATS, Kafka) run in spore up and spore router. */
-const NOT_SERVED: Record<string, string> = {
-  Workflow: 'accepted; workflows do not run in this version of Spore',
-};
+/** Kinds the dataplane does not serve (wholly): their objects are accepted, and say so. Every kind is served now (workflows in spore up and spore router). */
+const NOT_SERVED: Record<string, string> = {};
 
 type Ref = { name: string };
 

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import type { KubeObject } from '../api/index.js';
 import { bodyOf, canonical } from './canonical.js';
 import { SqliteInvocations } from './invocations.js';
+import { SqliteWorkflowRuns } from './workflow-runs.js';
 import {
   refOf,
   type ApplyOptions,
@@ -96,6 +97,8 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   private readonly now: () => Date;
   /** The asynchronous calls (invocations.ts), in the same file. */
   readonly invocations: SqliteInvocations;
+  /** Workflow runs and their tasks (workflow-runs.ts), in the same file. */
+  readonly workflowRuns: SqliteWorkflowRuns;
 
   constructor(
     readonly file: string,
@@ -118,6 +121,7 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
       throw new Error(`${file} is damaged (${(err as Error).message}): restore it from a backup, or delete it (and ${file}-wal, ${file}-shm) to start with an empty store; what it held is then re-applied from the app or the repository`);
     }
     this.invocations = new SqliteInvocations(this.db);
+    this.workflowRuns = new SqliteWorkflowRuns(this.db);
     this.events.setMaxListeners(0);
     this.logsPerFunction = options.logsPerFunction ?? 10_000;
     this.logBytesPerFunction = options.logBytesPerFunction ?? 8 * 1024 * 1024;

@@ -48,11 +48,12 @@ export class RouteTable {
   constructor(triggers: readonly StoredObject[], options: RouteTableOptions = {}) {
     const sorted = [...triggers].sort((a, b) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion)); // the first applied wins a conflict
     for (const t of sorted) {
-      const spec = t.spec as { methods?: string[]; path?: string; prefix?: string; keepPrefix?: boolean; host?: string; function?: { name: string }; functions?: { name: string; weight: number }[] };
+      const spec = t.spec as { methods?: string[]; path?: string; prefix?: string; keepPrefix?: boolean; host?: string; function?: { name: string }; functions?: { name: string; weight: number }[]; workflow?: { name: string } };
       const target: Target = {
         namespace: t.metadata.namespace,
         trigger: t.metadata.name,
-        functions: spec.functions ?? (spec.function ? [{ name: spec.function.name, weight: 100 }] : []),
+        // a workflow is called by name like a function (the router tells them apart)
+        functions: spec.functions ?? [{ name: (spec.function ?? spec.workflow)!.name, weight: 100 }],
         prefix: spec.prefix,
         keepPrefix: spec.keepPrefix ?? false,
       };

@@ -6,7 +6,8 @@ import { Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Agent, type Dispatcher } from 'undici';
 import { API_VERSION } from '../../api/index.js';
-import type { InvocationState, LogStore, NewInvocation, ResourceStore, StoredObject } from '../../store/index.js';
+import type { InvocationState, LogStore, NewInvocation, ResourceStore, RunState, StoredObject } from '../../store/index.js';
+import type { RunResult } from '../workflows/engine.js';
 import { DataplaneError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { InstanceRef, Lease, LeaseSource } from '../poolmgr/poolmgr.js';
@@ -41,6 +42,14 @@ export interface AsyncSink {
   retry(id: string): boolean;
 }
 
+/** Where calls of a Workflow go (workflows/engine.ts), and what the CLI may ask of its runs. */
+export interface WorkflowSink {
+  has(namespace: string, name: string): boolean;
+  run(namespace: string, workflow: string, input: unknown, requestId: string): { id: string; done: Promise<RunResult> };
+  get(id: string): unknown;
+  list(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): unknown[];
+}
+
 export interface InvokeResult {
   status: number;
   requestId: string;
@@ -63,6 +72,8 @@ export interface RouterOptions {
   admin?: { logs: LogStore; status?: () => Record<string, unknown> | Promise<Record<string, unknown>> };
   /** Takes asynchronous calls (`X-Spore-Async: true`); without it they are refused (501). */
   async?: AsyncSink;
+  /** Runs Workflows, called by name like functions; without it a workflow's name is not found. */
+  workflows?: WorkflowSink;
   /** Largest request body accepted. @default 16 MiB */
   bodyLimit?: number;
   /** Bound on waiting for in-flight calls at shutdown. @default 10000 ms */
@@ -196,6 +207,21 @@ export class Router {
         }
         return logs.queryLogs({ namespace, function: q.function, since: num(q.since, 'since'), afterId: num(q.afterId, 'afterId'), limit: num(q.limit, 'limit') });
       });
+      const workflows = this.o.workflows;
+      if (workflows) {
+        s.get('/_spore/workflow-runs', async (req) => {
+          const q = req.query as Record<string, string | undefined>;
+          const states = ['running', 'succeeded', 'failed'];
+          if (q.state !== undefined && !states.includes(q.state)) throw new DataplaneError(400, 'BadRequest', `query parameter "state" must be one of ${states.join(', ')}`);
+          const limit = q.limit === undefined ? 100 : Number(q.limit);
+          if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new DataplaneError(400, 'BadRequest', 'query parameter "limit" must be a whole number from 1 to 10000');
+          return workflows.list({ namespace: q.namespace, workflow: q.workflow, state: q.state as RunState | undefined, limit });
+        });
+        s.get('/_spore/workflow-runs/:id', async (req) => {
+          const { id } = req.params as { id: string };
+          return workflows.get(id) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no workflow run ${id} (finished runs are kept for 7 days, the last 1000)`));
+        });
+      }
       const calls = this.o.async;
       if (calls) {
         s.get('/_spore/invocations', async (req) => {
@@ -243,6 +269,7 @@ export class Router {
 
   /** One call of a function: the same path for routes, /_fn/, timers and queues. */
   async call(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
+    if (this.o.workflows?.has(call.namespace, call.name)) return this.callWorkflow(req, reply, call);
     if (req.headers[ASYNC] !== undefined) return this.accept(req, reply, call);
     const relay = new Relay(this, req, reply, call);
     // the client may leave while the call waits for an instance: know it, and stop the upstream call if one runs
@@ -311,33 +338,93 @@ export class Router {
     return answered;
   }
 
+  /** Whether the call asks to be asynchronous; throws on a value that is neither yes nor absent. */
+  private asked(req: FastifyRequest): boolean {
+    if (req.headers[ASYNC] === undefined) return false;
+    const flag = String(req.headers[ASYNC]).toLowerCase();
+    if (flag !== 'true' && flag !== '1') throw new DataplaneError(400, 'BadRequest', `header X-Spore-Async must be "true" (got "${req.headers[ASYNC]}")`);
+    return true;
+  }
+
+  /** The whole request body (bounded), for a call that is kept before it runs. */
+  private async wholeBody(req: FastifyRequest): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req.raw as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > this.bodyLimit) throw new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`);
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  /** The caller's headers worth keeping with a call, by lowercase name (repeated ones joined). */
+  private keptHeaders(req: FastifyRequest): Record<string, string> {
+    const headers: Record<string, string> = {};
+    const raw = req.raw.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i].toLowerCase();
+      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-') || k === 'content-length' || k === 'host' || k === REQUEST_ID) continue;
+      headers[k] = headers[k] === undefined ? raw[i + 1] : `${headers[k]}, ${raw[i + 1]}`;
+    }
+    return headers;
+  }
+
   /** An asynchronous call: kept, then answered 202 with its id; it runs later (triggers/async.ts). */
   private async accept(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
     const requestId = this.requestId(req);
-    const flag = String(req.headers[ASYNC]).toLowerCase();
-    if (flag !== 'true' && flag !== '1') return this.fail(reply, new DataplaneError(400, 'BadRequest', `header X-Spore-Async must be "true" (got "${req.headers[ASYNC]}")`), requestId);
+    this.asked(req);
     if (!this.o.async) return this.fail(reply, new DataplaneError(501, 'AsyncUnavailable', 'asynchronous calls are kept in spore up\'s store; this router has none (on a cluster they are not taken yet)'), requestId);
     if (!(await this.o.store.get({ apiVersion: API_VERSION, kind: 'Function', namespace: call.namespace, name: call.name }))) {
       return this.fail(reply, new DataplaneError(404, 'NotFound', `function ${call.namespace}/${call.name} does not exist`), requestId);
     }
     // the whole body first (bounded): it is kept with the call
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req.raw as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > this.bodyLimit) return this.fail(reply, new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`), requestId);
-      chunks.push(chunk);
-    }
-    const headers: Record<string, string> = {};
-    const raw = req.raw.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const k = raw[i].toLowerCase();
-      if (HOP_BY_HOP.has(k) || k.startsWith('x-spore-') || k === 'content-length' || k === 'host') continue;
-      headers[k] = headers[k] === undefined ? raw[i + 1] : `${headers[k]}, ${raw[i + 1]}`;
+    const body = await this.wholeBody(req);
+    const q = req.url.indexOf('?');
+    const id = this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers: this.keptHeaders(req), params: call.params, body });
+    return reply.code(202).headers({ [REQUEST_ID]: requestId, 'x-spore-invocation-id': id }).send({ invocation: id, function: `${call.namespace}/${call.name}`, state: 'queued' });
+  }
+
+  /**
+   * A call of a Workflow: its run is kept, then answered with the workflow's
+   * output (or at once with 202 and the run id, when asked to be asynchronous).
+   * `$.Invocation.Inputs` holds the body as `default` (JSON when the request
+   * says so, text otherwise), and headers, query, method, params.
+   */
+  private async callWorkflow(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
+    const requestId = this.requestId(req);
+    const detached = this.asked(req);
+    const body = await this.wholeBody(req);
+    let value: unknown = body.length ? body.toString('utf8') : undefined;
+    if (body.length && /[/+]json\b/i.test(String(req.headers['content-type'] ?? ''))) {
+      try {
+        value = JSON.parse(body.toString('utf8'));
+      } catch (err) {
+        throw new DataplaneError(400, 'BadRequest', `the request body says it is JSON but is not: ${(err as Error).message}`);
+      }
     }
     const q = req.url.indexOf('?');
-    const id = this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers, params: call.params, body: Buffer.concat(chunks) });
-    return reply.code(202).headers({ [REQUEST_ID]: requestId, 'x-spore-invocation-id': id }).send({ invocation: id, function: `${call.namespace}/${call.name}`, state: 'queued' });
+    const query = Object.fromEntries(new URLSearchParams(q < 0 ? '' : req.url.slice(q + 1)));
+    const input = { default: value, headers: this.keptHeaders(req), query, method: req.method, params: call.params };
+    let run: ReturnType<WorkflowSink['run']>;
+    try {
+      run = this.o.workflows!.run(call.namespace, call.name, input, requestId);
+    } catch (err) {
+      throw new DataplaneError(503, 'Unavailable', (err as Error).message);
+    }
+    const ids = { [REQUEST_ID]: requestId, 'x-spore-workflow-run': run.id };
+    if (detached) return reply.code(202).headers(ids).send({ run: run.id, workflow: `${call.namespace}/${call.name}`, state: 'running' });
+    const result = await run.done;
+    if (result.state === 'succeeded') {
+      const out = result.output;
+      const type = typeof out === 'string' ? 'text/plain; charset=utf-8' : 'application/json';
+      return reply.code(200).headers({ 'content-type': type, ...result.headers, ...ids }).send(out === undefined ? '' : typeof out === 'string' ? out : JSON.stringify(out));
+    }
+    if (result.state === 'stopped') return this.fail(reply.headers(ids), new DataplaneError(503, 'Stopping', `Spore is stopping: workflow run ${run.id} goes on at its next start (spore workflow get ${run.id})`), requestId);
+    const e = result.error;
+    const status = e.timedOut ? 504 : 500;
+    const details = { run: run.id, task: e.task, functionStatus: e.status, functionBody: e.body };
+    return reply.code(status).headers(ids).send({ ...errorBody(status, e.timedOut ? 'WorkflowTimedOut' : 'WorkflowFailed', e.message, requestId), ...details });
   }
 
   /**

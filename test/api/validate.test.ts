@@ -128,7 +128,7 @@ describe('validateObject', () => {
       { path: 'spec.functions[1].weight', message: 'must be >= 0 (got -50)' },
     ]);
     expect(validateObject(spore('HttpTrigger', 'c', { path: '/c', function: { name: 'a' }, functions: [{ name: 'a', weight: 50 }, { name: 'b', weight: 50 }] }))).toEqual([
-      { path: 'spec', message: 'set exactly one of function or functions' },
+      { path: 'spec', message: 'set exactly one of function, functions or workflow (got function and functions)' },
     ]);
   });
 
@@ -183,6 +183,31 @@ describe('validateObject', () => {
     expect(validateObject(wf({}))).toEqual([{ path: 'spec.tasks', message: 'must NOT have fewer than 1 properties' }]);
   });
 
+  it("checks the actions inside workflow tasks (then, do, cases, catch) at any depth, with their paths, and Fission's one-value inputs", () => {
+    const wf = (tasks: object) => spore('Workflow', 'wf', { tasks });
+    // Fission's short form: one value is the default input
+    expect(validateObject(wf({ a: { run: 'f', inputs: '{$.Invocation.Inputs.default}' }, b: { run: 'noop', inputs: 42, retry: { attempts: 3, backoff: '250ms' }, timeout: '5s' } }))).toEqual([]);
+    expect(
+      validateObject(
+        wf({
+          check: { run: 'if', inputs: { if: '{true}', then: { run: 'f', retry: { attempts: 0 } }, else: { tasks: { x: { run: 'foreach', inputs: { foreach: [1] } } }, output: 'y' } } },
+          pick: { run: 'switch', inputs: { switch: 1, cases: [{ action: 'no case' }] } },
+          each: { run: 'foreach', inputs: { foreach: [1, 2], parallelism: 0, do: { run: 'repeat', inputs: { times: 2, do: { run: 'sleep', inputs: { duration: 'soon' } } } } } },
+          risky: { run: 'f', catch: { run: 'g', colour: 'red' } },
+        }),
+      ),
+    ).toEqual([
+      { path: 'spec.tasks.pick.inputs.cases', message: 'must be a list of { case, action }' },
+      { path: 'spec.tasks.each.inputs.parallelism', message: 'must be a whole number of at least 1 (got 0)' },
+      { path: 'spec.tasks.check.inputs.then.retry.attempts', message: 'must be >= 1 (got 0)' },
+      { path: 'spec.tasks.check.inputs.else.tasks.x.inputs', message: '"foreach" needs input "do"' },
+      { path: 'spec.tasks.check.inputs.else.output', message: 'unknown task "y"' },
+      { path: 'spec.tasks.each.inputs.do.inputs.do.inputs.duration', message: 'must be a duration such as 500ms, 5s or 1m (got "soon")' },
+      { path: 'spec.tasks.risky.catch.colour', message: expect.stringMatching(/^is not a known field/) },
+    ]);
+    expect(validateObject(wf({ a: { run: 'f', timeout: '5 minutes' } }))).toEqual([{ path: 'spec.tasks.a.timeout', message: 'must be a duration such as 500ms, 5s, 1m or 1h30m (got "5 minutes")' }]);
+  });
+
   it('checks dedicated scale bounds', () => {
     const f = spore('Function', 'f', { environment: { name: 'node' }, package: { name: 'p' }, executor: { type: 'dedicated', minScale: 3, maxScale: 2 } });
     expect(validateObject(f)).toEqual([{ path: 'spec.executor.minScale', message: 'is 3, more than maxScale (2)' }]);
@@ -190,6 +215,20 @@ describe('validateObject', () => {
 });
 
 describe('validateSet', () => {
+  it('resolves what workflows run (functions or workflows, at any depth) and what routes call; a workflow and a function do not share a name', () => {
+    const wf = (name: string, tasks: object) => spore('Workflow', name, { tasks });
+    const set = [env, pkg, fn, wf('inner', { a: { run: 'hello' } }), wf('outer', { a: { run: 'inner' }, b: { run: 'if', inputs: { if: true, then: { run: 'helo' } } } })];
+    expect(validateSet([...set, route('r', { path: '/wf', function: undefined, workflow: { name: 'outer' } })])).toEqual([
+      { object: 'Workflow/default/outer', path: 'spec.tasks.b.inputs.then.run', message: 'unknown Function "helo" (known: hello)' },
+    ]);
+    expect(validateSet([env, pkg, fn, wf('loop', { a: { run: 'loop' } }), wf('hello', { a: { run: 'noop' } }), route('r', { path: '/x', function: undefined, workflow: { name: 'nope' } })])).toEqual([
+      { object: 'Workflow/default/loop', path: 'spec.tasks.a.run', message: 'a workflow cannot run itself' },
+      { object: 'Workflow/default/hello', path: 'metadata.name', message: 'Function hello has the same name: functions and workflows share the names they are called by (/_fn/default/hello)' },
+      { object: 'HttpTrigger/default/r', path: 'spec.workflow.name', message: 'unknown Workflow "nope" (known: loop, hello)' },
+    ]);
+    expect(validateObject(route('both', { path: '/y', workflow: { name: 'outer' } }))).toEqual([{ path: 'spec', message: 'set exactly one of function, functions or workflow (got function and workflow)' }]);
+  });
+
   it('accepts a consistent set', () => {
     expect(validateSet([env, pkg, fn, route('r', { path: '/hello/:name' })])).toEqual([]);
   });

@@ -130,6 +130,7 @@ describe('Workflow', () => {
     app.synth();
     expect(specOf(app, 'Workflow', 'checkout')).toEqual({
       output: 'done',
+      parallelism: 10,
       tasks: {
         check: { run: 'validate', inputs: { body: '{ $.Invocation.Inputs.default }' } },
         branch: { run: 'if', inputs: { if: '{ $.Tasks.check.Output.ok }', then: { run: 'validate' } }, requires: ['check'] },
