@@ -1,14 +1,15 @@
 // `npm run bench`: every benchmark, side by side, on this machine.
-// `npm run bench -- cold|warm|push|cluster|triggers` runs one of them. A benchmark that fails
+// `npm run bench -- cold|warm|push|cluster|triggers|kafka` runs one of them. A benchmark that fails
 // is reported and the others still run; the exit code says that one failed.
 import { cluster, report as clusterReport } from './cluster.mjs';
 import { coldStart, report as coldReport } from './cold-start.mjs';
+import { kafkaQueue, report as kafkaReport } from './kafka.mjs';
 import { push, report as pushReport } from './push.mjs';
 import { triggers, report as triggersReport } from './triggers.mjs';
 import { closeAll } from './util.mjs';
 import { warm, report as warmReport } from './warm.mjs';
 
-const benches = { cold: [coldStart, coldReport], warm: [warm, warmReport], push: [push, pushReport], cluster: [cluster, clusterReport], triggers: [triggers, triggersReport] };
+const benches = { cold: [coldStart, coldReport], warm: [warm, warmReport], push: [push, pushReport], cluster: [cluster, clusterReport], triggers: [triggers, triggersReport], kafka: [kafkaQueue, kafkaReport] };
 const only = process.argv[2];
 if (only && !benches[only]) {
   console.error(`unknown benchmark "${only}": use one of ${Object.keys(benches).join(', ')}`);
