@@ -47,16 +47,23 @@ export interface TaskRecord {
   error?: RunError;
 }
 
+/**
+ * Where runs are kept: SQLite here (answers at once), Kubernetes objects on a
+ * cluster (kube-workflow-runs.ts, answers as promises). putTask may write
+ * later (batched); the store reports its own write failures.
+ */
 export interface WorkflowRunStore {
-  /** Keeps a new run, running; durable once this returns. */
-  createRun(run: Omit<WorkflowRun, 'state' | 'created' | 'updated'>): WorkflowRun;
-  getRun(id: string): WorkflowRun | undefined;
-  listRuns(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): WorkflowRun[];
-  tasksOf(runId: string): TaskRecord[];
+  /** Keeps a new run, running; durable once this returns (resolves). */
+  createRun(run: Omit<WorkflowRun, 'state' | 'created' | 'updated'>): WorkflowRun | Promise<WorkflowRun>;
+  getRun(id: string): WorkflowRun | undefined | Promise<WorkflowRun | undefined>;
+  listRuns(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): WorkflowRun[] | Promise<WorkflowRun[]>;
+  tasksOf(runId: string): TaskRecord[] | Promise<TaskRecord[]>;
   putTask(runId: string, task: TaskRecord): void;
-  finishRun(id: string, result: { state: 'succeeded' | 'failed'; output?: unknown; error?: RunError }): void;
-  /** Runs left running by a stop: to resume. */
-  runningRuns(): WorkflowRun[];
+  finishRun(id: string, result: { state: 'succeeded' | 'failed'; output?: unknown; error?: RunError }): void | Promise<void>;
+  /** Runs left running by a stop (on a cluster: by a router that stopped heartbeating), now this process's to resume. */
+  runningRuns(): WorkflowRun[] | Promise<WorkflowRun[]>;
+  /** Tells the engine of a run another process took over (its execution here stops). */
+  onLost?(listener: (id: string) => void): void;
 }
 
 const SCHEMA = `

@@ -45,9 +45,9 @@ export interface AsyncSink {
 /** Where calls of a Workflow go (workflows/engine.ts), and what the CLI may ask of its runs. */
 export interface WorkflowSink {
   has(namespace: string, name: string): boolean;
-  run(namespace: string, workflow: string, input: unknown, requestId: string): { id: string; done: Promise<RunResult> };
-  get(id: string): unknown;
-  list(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): unknown[];
+  run(namespace: string, workflow: string, input: unknown, requestId: string): Promise<{ id: string; done: Promise<RunResult> }>;
+  get(id: string): Promise<unknown>;
+  list(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): Promise<unknown[]>;
 }
 
 export interface InvokeResult {
@@ -219,7 +219,7 @@ export class Router {
         });
         s.get('/_spore/workflow-runs/:id', async (req) => {
           const { id } = req.params as { id: string };
-          return workflows.get(id) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no workflow run ${id} (finished runs are kept for 7 days, the last 1000)`));
+          return (await workflows.get(id)) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no workflow run ${id} (finished runs are kept for 7 days, the last 1000)`));
         });
       }
       const calls = this.o.async;
@@ -406,9 +406,9 @@ export class Router {
     const q = req.url.indexOf('?');
     const query = Object.fromEntries(new URLSearchParams(q < 0 ? '' : req.url.slice(q + 1)));
     const input = { default: value, headers: this.keptHeaders(req), query, method: req.method, params: call.params };
-    let run: ReturnType<WorkflowSink['run']>;
+    let run: Awaited<ReturnType<WorkflowSink['run']>>;
     try {
-      run = this.o.workflows!.run(call.namespace, call.name, input, requestId);
+      run = await this.o.workflows!.run(call.namespace, call.name, input, requestId);
     } catch (err) {
       throw new DataplaneError(503, 'Unavailable', (err as Error).message);
     }

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import parseDuration from 'parse-duration';
 import { API_VERSION, type WorkflowSpec } from '../../api/index.js';
-import type { ResourceStore, RunError, RunState, StoredObject, WorkflowRun, WorkflowRunStore } from '../../store/index.js';
+import type { ResourceStore, RunError, RunState, StoredObject, TaskRecord, WorkflowRun, WorkflowRunStore } from '../../store/index.js';
 import type { Invocation, InvokeResult } from '../router/router.js';
 import type { WorkflowMetrics } from './metrics.js';
 import { Interrupted, RunExecution, TaskFailed } from './run.js';
@@ -28,7 +28,10 @@ export class Workflows {
   private unwatch?: () => void;
   private closing = false;
 
-  constructor(private readonly o: WorkflowsOptions) {}
+  constructor(private readonly o: WorkflowsOptions) {
+    // on a cluster another router may take a run over (its heartbeat stale): this one stops executing it
+    o.runs.onLost?.((id) => this.active.get(id)?.controller.abort(new Interrupted('stopped', `workflow run ${id} was taken over by another router`)));
+  }
 
   /** Follows the store's Workflows, then resumes the runs left under way. */
   async start(): Promise<void> {
@@ -36,9 +39,15 @@ export class Workflows {
       if (e.object.apiVersion === API_VERSION && e.object.kind === 'Workflow') this.follow(e.type, e.object);
     });
     for (const w of await this.o.store.list({ apiVersion: API_VERSION, kind: 'Workflow' })) this.follow('ADDED', w);
-    const left = this.o.runs.runningRuns();
+    await this.resume();
+  }
+
+  /** Resumes the runs the store says are left under way (and not executing here). On a cluster the router asks again from time to time. */
+  async resume(): Promise<void> {
+    if (this.closing) return;
+    const left = (await this.o.runs.runningRuns()).filter((r) => !this.active.has(r.id));
     if (left.length) this.report(`resuming ${left.length} workflow run${left.length > 1 ? 's' : ''} left under way: ${left.map((r) => `${r.namespace}/${r.workflow} ${r.id}`).join(', ')}`);
-    for (const run of left) this.execute(run);
+    for (const run of left) void this.execute(run);
   }
 
   private follow(type: string, o: StoredObject): void {
@@ -53,26 +62,39 @@ export class Workflows {
   }
 
   /** Starts a run: kept before this returns (an accepted run is not lost), then executed. */
-  run(namespace: string, workflow: string, input: unknown, requestId: string): { id: string; done: Promise<RunResult> } {
+  async run(namespace: string, workflow: string, input: unknown, requestId: string): Promise<{ id: string; done: Promise<RunResult> }> {
     const spec = this.specs.get(`${namespace}/${workflow}`);
     if (!spec) throw new Error(`workflow ${namespace}/${workflow} does not exist`);
     if (this.closing) throw new Error('Spore is stopping');
-    const run = this.o.runs.createRun({ id: randomUUID(), namespace, workflow, input, spec, requestId });
-    return { id: run.id, done: this.execute(run) };
+    const run = await this.o.runs.createRun({ id: randomUUID(), namespace, workflow, input, spec, requestId });
+    return { id: run.id, done: this.execute(run, []) };
   }
 
   /** The run, with its tasks. */
-  get(id: string) {
-    const run = this.o.runs.getRun(id);
-    return run && { ...run, tasks: this.o.runs.tasksOf(id) };
+  async get(id: string) {
+    const run = await this.o.runs.getRun(id);
+    return run && { ...run, tasks: await this.o.runs.tasksOf(id) };
   }
 
-  list(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): WorkflowRun[] {
+  async list(query: { namespace?: string; workflow?: string; state?: RunState; limit?: number }): Promise<WorkflowRun[]> {
     return this.o.runs.listRuns(query);
   }
 
-  private execute(run: WorkflowRun): Promise<RunResult> {
+  /** Executes a run: `tasks` are those it has kept (a resumed run's), read when not given. */
+  private async execute(run: WorkflowRun, tasks?: TaskRecord[]): Promise<RunResult> {
     const controller = new AbortController();
+    // known as active at once, so that a resume does not start it twice
+    let settle!: (r: RunResult) => void;
+    this.active.set(run.id, { controller, done: new Promise((r) => (settle = r)) });
+    let kept: TaskRecord[];
+    try {
+      kept = tasks ?? (await this.o.runs.tasksOf(run.id));
+    } catch (err) {
+      this.active.delete(run.id);
+      this.report(`workflow run ${run.id} (${run.namespace}/${run.workflow}): its tasks could not be read, it is resumed later: ${(err as Error).message}`);
+      settle({ state: 'stopped' });
+      return { state: 'stopped' };
+    }
     const timeoutMs = run.spec && (run.spec as WorkflowSpec).timeout ? parseDuration((run.spec as WorkflowSpec).timeout!) : undefined;
     let timer: NodeJS.Timeout | undefined;
     if (timeoutMs != null) {
@@ -83,7 +105,7 @@ export class Workflows {
     const started = performance.now();
     const m = this.o.metrics;
     const execution = new RunExecution(run, {
-      store: this.o.runs,
+      store: { tasksOf: () => kept, putTask: (id, task) => this.o.runs.putTask(id, task) },
       invoke: this.o.invoke,
       workflow: (ns, name) => this.specs.get(`${ns}/${name}`),
       onTask: (path, state, seconds) => m?.task(run.namespace, run.workflow, path.split('.')[0], state, seconds),
@@ -97,17 +119,21 @@ export class Workflows {
         this.report(`workflow run ${run.id} (${run.namespace}/${run.workflow}) failed in the engine: ${(err as Error).stack ?? err}`);
         return { state: 'failed', error: { message: `the engine failed: ${(err as Error).message}` } };
       },
-    ).then((result) => {
+    ).then(async (result) => {
       clearTimeout(timer);
-      this.active.delete(run.id);
       // a stop leaves the run under way in the store: it resumes at the next start
-      if (result.state === 'stopped') return result;
-      const { timedOut: _, ...error } = result.state === 'failed' ? result.error : { timedOut: undefined };
-      this.o.runs.finishRun(run.id, result.state === 'succeeded' ? { state: 'succeeded', output: result.output } : { state: 'failed', error: error as RunError });
-      m?.run(run.namespace, run.workflow, result.state, (performance.now() - started) / 1000);
+      if (result.state !== 'stopped') {
+        const { timedOut: _, ...error } = result.state === 'failed' ? result.error : { timedOut: undefined };
+        await Promise.resolve(this.o.runs.finishRun(run.id, result.state === 'succeeded' ? { state: 'succeeded', output: result.output } : { state: 'failed', error: error as RunError })).catch((err: Error) =>
+          this.report(`workflow run ${run.id} (${run.namespace}/${run.workflow}) ended ${result.state} but could not be kept so: ${err.message}`),
+        );
+        m?.run(run.namespace, run.workflow, result.state, (performance.now() - started) / 1000);
+      }
+      this.active.delete(run.id);
       return result;
     });
     this.active.set(run.id, { controller, done });
+    void done.then(settle);
     return done;
   }
 

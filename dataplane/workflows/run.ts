@@ -30,7 +30,8 @@ export class Interrupted extends Error {
 }
 
 export interface RunDeps {
-  store: WorkflowRunStore;
+  /** Where tasks are written; tasksOf: those the run had kept when it (re)started. */
+  store: Pick<WorkflowRunStore, 'putTask'> & { tasksOf(runId: string): TaskRecord[] };
   invoke(call: Invocation): Promise<InvokeResult>;
   /** A Workflow of the namespace, for a task that runs one. */
   workflow(namespace: string, name: string): WorkflowSpec | undefined;
