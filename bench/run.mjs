@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, side by side, on this machine.
-// `npm run bench -- cold|warm|push|cluster|triggers|kafka` runs one of them. A benchmark that fails
+// `npm run bench -- cold|warm|push|cluster|triggers|kafka|workflows` runs one of them. A benchmark that fails
 // is reported and the others still run; the exit code says that one failed.
 import { cluster, report as clusterReport } from './cluster.mjs';
 import { coldStart, report as coldReport } from './cold-start.mjs';
@@ -8,8 +8,9 @@ import { push, report as pushReport } from './push.mjs';
 import { triggers, report as triggersReport } from './triggers.mjs';
 import { closeAll } from './util.mjs';
 import { warm, report as warmReport } from './warm.mjs';
+import { workflows, report as workflowsReport } from './workflows.mjs';
 
-const benches = { cold: [coldStart, coldReport], warm: [warm, warmReport], push: [push, pushReport], cluster: [cluster, clusterReport], triggers: [triggers, triggersReport], kafka: [kafkaQueue, kafkaReport] };
+const benches = { cold: [coldStart, coldReport], warm: [warm, warmReport], push: [push, pushReport], cluster: [cluster, clusterReport], triggers: [triggers, triggersReport], kafka: [kafkaQueue, kafkaReport], workflows: [workflows, workflowsReport] };
 const only = process.argv[2];
 if (only && !benches[only]) {
   console.error(`unknown benchmark "${only}": use one of ${Object.keys(benches).join(', ')}`);
