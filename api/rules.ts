@@ -83,24 +83,25 @@ export const RULES: { [K in KindName]: Rule<K> } = {
   },
 
   TimerTrigger: ({ spec }) => {
+    const errors = exactlyOne('spec', spec, 'function', 'workflow');
     try {
       parseSchedule(spec.cron, spec.timeZone);
-      return [];
     } catch (err) {
       const msg = (err as Error).message;
-      return [{ path: msg.includes('time zone') ? 'spec.timeZone' : 'spec.cron', message: msg }];
+      errors.push({ path: msg.includes('time zone') ? 'spec.timeZone' : 'spec.cron', message: msg });
     }
+    return errors;
   },
 
   QueueTrigger: ({ spec }) => {
-    const errors = exactlyOne('spec.broker.connection', spec.broker.connection, 'url', 'secretRef');
+    const errors = [...exactlyOne('spec', spec, 'function', 'workflow'), ...exactlyOne('spec.broker.connection', spec.broker.connection, 'url', 'secretRef')];
     for (const key of ['responseTopic', 'errorTopic'] as const) {
       if (spec[key] === spec.topic) errors.push({ path: `spec.${key}`, message: `is the consumed topic "${spec.topic}": every reply would be consumed again` });
     }
     return errors;
   },
 
-  WatchTrigger: () => [],
+  WatchTrigger: ({ spec }) => exactlyOne('spec', spec, 'function', 'workflow'),
 
   Workflow: ({ spec }) => graphErrors(spec, 'spec'),
   Stage: () => [],

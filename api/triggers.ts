@@ -2,6 +2,12 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Cel, Closed, exactlyOneOf, HTTP_METHODS, LocalRef, MapOf, Name, StringEnum, commonStatus } from './schema-kit.js';
 
 const FunctionRef = LocalRef('Function');
+const WorkflowRef = LocalRef('Workflow');
+
+/** What a timer, queue or watch trigger calls: a function, or a workflow (called by name the same way). */
+export function calleeOf(spec: { function?: { name: string }; workflow?: { name: string } }): string {
+  return (spec.function ?? spec.workflow)!.name;
+}
 
 /** `/users/:id/orders`: segments of literals and `:params`. */
 export const ROUTE_PATH = '^/([A-Za-z0-9._~!$&\'()*+,;=@%-]+|:[A-Za-z_][A-Za-z0-9_]*)?(/([A-Za-z0-9._~!$&\'()*+,;=@%-]+|:[A-Za-z_][A-Za-z0-9_]*))*/?$';
@@ -16,7 +22,7 @@ export const HttpTriggerSpec = Closed(
       Type.String({ pattern: '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253, description: 'serve only this Host' }),
     ),
     function: Type.Optional(FunctionRef),
-    workflow: Type.Optional(LocalRef('Workflow')),
+    workflow: Type.Optional(WorkflowRef),
     functions: Type.Optional(
       Type.Array(Closed({ name: Name('Function name'), weight: Type.Integer({ minimum: 0, maximum: 100, description: 'percent of calls' }) }), {
         minItems: 2,
@@ -44,14 +50,15 @@ export const TimerTriggerSpec = Closed(
   {
     cron: Type.String({ minLength: 1, description: 'cron with optional seconds field, a descriptor (@hourly) or @every <duration> (e.g. @every 5m)' }),
     timeZone: Type.Optional(Type.String({ minLength: 1, description: 'IANA time zone of the cron (default UTC)' })),
-    function: FunctionRef,
+    function: Type.Optional(FunctionRef),
+    workflow: Type.Optional(WorkflowRef),
     method: StringEnum(HTTP_METHODS, { default: 'POST', description: 'method of the call' }),
     path: Type.String({ pattern: '^/', default: '/', description: 'path of the call' }),
     headers: Type.Optional(MapOf(Type.String(), { description: 'headers of the call' })),
     body: Type.Optional(Type.String({ description: 'body of the call' })),
     catchUp: Type.Optional(Type.Boolean({ description: 'a run missed while the dataplane was down fires once when it starts again (default: missed runs are not replayed)' })),
   },
-  { description: 'invokes a function on a schedule' },
+  { description: 'invokes a function or a workflow on a schedule (exactly one of function/workflow)', ...Cel(exactlyOneOf('function', 'workflow')) },
 );
 export type TimerTriggerSpec = Static<typeof TimerTriggerSpec>;
 
@@ -75,9 +82,10 @@ export const QueueTriggerSpec = Closed(
     maxRetries: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'retries of a failed call' }),
     contentType: Type.String({ minLength: 1, default: 'application/json', description: 'Content-Type of the call' }),
     concurrency: Type.Integer({ minimum: 1, maximum: 1_000, default: 1, description: 'messages processed at once' }),
-    function: FunctionRef,
+    function: Type.Optional(FunctionRef),
+    workflow: Type.Optional(WorkflowRef),
   },
-  { description: 'invokes a function for each message on a topic' },
+  { description: 'invokes a function or a workflow for each message on a topic (exactly one of function/workflow)', ...Cel(exactlyOneOf('function', 'workflow')) },
 );
 export type QueueTriggerSpec = Static<typeof QueueTriggerSpec>;
 
@@ -89,9 +97,10 @@ export const WatchTriggerSpec = Closed(
     }),
     namespace: Type.Optional(Name('namespace watched (default: all the function may see)')),
     labelSelector: Type.Optional(MapOf(Type.String(), { description: 'labels the watched objects must carry' })),
-    function: FunctionRef,
+    function: Type.Optional(FunctionRef),
+    workflow: Type.Optional(WorkflowRef),
   },
-  { description: 'invokes a function for each change of watched Kubernetes objects' },
+  { description: 'invokes a function or a workflow for each change of watched Kubernetes objects (exactly one of function/workflow)', ...Cel(exactlyOneOf('function', 'workflow')) },
 );
 export type WatchTriggerSpec = Static<typeof WatchTriggerSpec>;
 

@@ -1,6 +1,6 @@
 import type { Construct } from 'constructs';
 import type { HttpMethod, HttpTriggerSpec } from '../api/index.js';
-import { functionName, type FunctionRef } from './function-ref.js';
+import { calleeRefs, functionName, type FunctionRef, type WorkflowRef } from './function-ref.js';
 import { SporeObject, type SporeObjectOptions } from './spore-object.js';
 
 export interface RouteOptions extends SporeObjectOptions {
@@ -34,7 +34,7 @@ export interface HttpTriggerProps extends SporeObjectOptions {
   /** A canary split: functions with weights summing to 100. */
   readonly functions?: WeightedFunction[];
   /** A Workflow called instead of a function: the response is its output. */
-  readonly workflow?: { readonly name: string } | string;
+  readonly workflow?: WorkflowRef;
 }
 
 /**
@@ -58,9 +58,8 @@ export class HttpTrigger extends SporeObject {
       prefix: c.prefix,
       keepPrefix: c.keepPrefix ?? false,
       host: c.host,
-      function: c.function === undefined ? undefined : { name: functionName(c.function) },
+      ...calleeRefs(c),
       functions: c.functions?.map((f) => ({ name: functionName(f.function), weight: f.weight })),
-      workflow: c.workflow === undefined ? undefined : { name: functionName(c.workflow) },
     };
   }
 }

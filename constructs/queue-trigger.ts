@@ -1,6 +1,6 @@
 import type { Construct } from 'constructs';
 import type { QueueTriggerSpec } from '../api/index.js';
-import { functionName, type FunctionRef } from './function-ref.js';
+import { calleeRefs, type FunctionRef, type WorkflowRef } from './function-ref.js';
 import { SporeObject, type SporeObjectOptions } from './spore-object.js';
 
 export interface QueueOptions extends SporeObjectOptions {
@@ -25,7 +25,10 @@ export interface QueueOptions extends SporeObjectOptions {
 export interface QueueTriggerProps extends QueueOptions {
   /** NATS subject or Kafka topic consumed. */
   readonly topic: string;
-  readonly function: FunctionRef;
+  /** The function called. Give this or `workflow`. */
+  readonly function?: FunctionRef;
+  /** A Workflow started instead of a function. */
+  readonly workflow?: WorkflowRef;
 }
 
 /** Invokes a function for each message on a topic; `fn.addQueue('orders', { url })` is the short form. */
@@ -48,7 +51,7 @@ export class QueueTrigger extends SporeObject {
       maxRetries: c.maxRetries ?? 0,
       contentType: c.contentType ?? 'application/json',
       concurrency: c.concurrency ?? 1,
-      function: { name: functionName(c.function) },
+      ...calleeRefs(c),
     };
   }
 }

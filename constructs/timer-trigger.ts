@@ -1,6 +1,6 @@
 import type { Construct } from 'constructs';
 import type { HttpMethod, TimerTriggerSpec } from '../api/index.js';
-import { functionName, type FunctionRef } from './function-ref.js';
+import { calleeRefs, type FunctionRef, type WorkflowRef } from './function-ref.js';
 import { SporeObject, type SporeObjectOptions } from './spore-object.js';
 
 export interface ScheduleOptions extends SporeObjectOptions {
@@ -21,7 +21,10 @@ export interface ScheduleOptions extends SporeObjectOptions {
 export interface TimerTriggerProps extends ScheduleOptions {
   /** `*\/5 * * * *`, with an optional seconds field first; `@hourly`; or `@every 5m`. */
   readonly cron: string;
-  readonly function: FunctionRef;
+  /** The function called. Give this or `workflow`. */
+  readonly function?: FunctionRef;
+  /** A Workflow started instead of a function. */
+  readonly workflow?: WorkflowRef;
 }
 
 /** Invokes a function on a schedule. `fn.addSchedule('@every 1m')` is the short form. */
@@ -39,7 +42,7 @@ export class TimerTrigger extends SporeObject {
     return {
       cron: c.cron,
       timeZone: c.timeZone,
-      function: { name: functionName(c.function) },
+      ...calleeRefs(c),
       method: c.method ?? 'POST',
       path: c.path ?? '/',
       headers: c.headers,

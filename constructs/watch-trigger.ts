@@ -1,6 +1,6 @@
 import type { Construct } from 'constructs';
 import type { WatchTriggerSpec } from '../api/index.js';
-import { functionName, type FunctionRef } from './function-ref.js';
+import { calleeRefs, type FunctionRef, type WorkflowRef } from './function-ref.js';
 import { SporeObject, type SporeObjectOptions } from './spore-object.js';
 
 export interface WatchOptions extends SporeObjectOptions {
@@ -15,7 +15,10 @@ export interface WatchOptions extends SporeObjectOptions {
 export interface WatchTriggerProps extends WatchOptions {
   /** Kind watched, e.g. Pod or ConfigMap. */
   readonly kind: string;
-  readonly function: FunctionRef;
+  /** The function called. Give this or `workflow`. */
+  readonly function?: FunctionRef;
+  /** A Workflow started instead of a function. */
+  readonly workflow?: WorkflowRef;
 }
 
 /** Invokes a function for each change of watched Kubernetes objects. */
@@ -34,7 +37,7 @@ export class WatchTrigger extends SporeObject {
       resource: { apiVersion: c.apiVersion ?? 'v1', kind: c.kind },
       namespace: c.namespace,
       labelSelector: c.labelSelector,
-      function: { name: functionName(c.function) },
+      ...calleeRefs(c),
     };
   }
 }

@@ -3,6 +3,7 @@
 // a temp folder. Outside CI, a machine without it skips those suites, saying
 // why; under CI=true its absence is a failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { freePort, tempDir } from './helpers.js';
 
 export const natsInstalled = spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -40,4 +41,14 @@ export async function startNats(port?: number, storeDir = tempDir('spore-nats-')
         child.kill('SIGTERM');
       }),
   };
+}
+
+/** What arrives on a subject, as it comes. */
+export function collect(nc: NatsConnection, subject: string): Msg[] {
+  const got: Msg[] = [];
+  const sub = nc.subscribe(subject);
+  void (async () => {
+    for await (const m of sub) got.push(m);
+  })();
+  return got;
 }

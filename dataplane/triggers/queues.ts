@@ -9,7 +9,7 @@
 // A message is acknowledged only once that is done: killed in between, Spore
 // gets it again (at least once).
 import { randomUUID } from 'node:crypto';
-import { API_VERSION, type QueueTriggerSpec } from '../../api/index.js';
+import { API_VERSION, calleeOf, type QueueTriggerSpec } from '../../api/index.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
@@ -134,7 +134,7 @@ export class Queues {
     if (this.running.get(key)?.specText === specText) return;
     await this.remove(key, false);
     const trigger = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name };
-    const info: QueueInfo = { ...trigger, function: spec.function.name, broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
+    const info: QueueInfo = { ...trigger, function: calleeOf(spec), broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false, ...this.counters(trigger.namespace, trigger.name, spec.broker.kind) };
     this.running.set(key, r);
     let url: string;
@@ -154,7 +154,7 @@ export class Queues {
       state: (state, detail) => {
         if (r.stopped) return;
         if (state !== info.state || detail !== info.detail) {
-          if (state === 'consuming') this.report(`queue trigger ${key}: consuming ${spec.topic} (${detail}) → ${trigger.namespace}/${spec.function.name}`);
+          if (state === 'consuming') this.report(`queue trigger ${key}: consuming ${spec.topic} (${detail}) → ${trigger.namespace}/${calleeOf(spec)}`);
           else if (state === 'failed') this.report(`queue trigger ${key}: ${detail}`);
         }
         info.state = state;
@@ -197,7 +197,7 @@ export class Queues {
   private async handle(r: Running, m: QueueMessage, publish: (topic: string, data: Buffer, headers: Record<string, string>) => Promise<void>): Promise<Outcome> {
     const { namespace, name } = r.info;
     const spec = JSON.parse(r.specText) as QueueTriggerSpec;
-    const fn = spec.function.name;
+    const fn = calleeOf(spec);
     const requestId = randomUUID();
     r.count('consumed');
     const call = asCall(m, spec.contentType);

@@ -15,7 +15,7 @@
 // or a 404; here the call is in-process, so none is retried.
 import { randomUUID } from 'node:crypto';
 import { Cron } from 'croner';
-import { API_VERSION, type TimerTriggerSpec } from '../../api/index.js';
+import { API_VERSION, calleeOf, type TimerTriggerSpec } from '../../api/index.js';
 import { parseSchedule } from '../../api/schedule.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
@@ -92,7 +92,7 @@ export class Timers {
       .map((t) => ({
         namespace: t.namespace,
         name: t.name,
-        function: t.spec.function.name,
+        function: calleeOf(t.spec),
         cron: t.spec.cron,
         timeZone: t.spec.timeZone ?? 'UTC',
         nextRun: t.cron.nextRun()?.toISOString() ?? null,
@@ -164,7 +164,7 @@ export class Timers {
     if (!t.busy) return void this.run(t);
     if (t.waiting >= MAX_WAITING) {
       this.o.metrics?.timerDropped.inc(labels);
-      this.report(`timer ${t.key}: firing dropped: ${MAX_WAITING} firings already wait for ${t.spec.function.name}, whose calls take longer than the schedule's interval`);
+      this.report(`timer ${t.key}: firing dropped: ${MAX_WAITING} firings already wait for ${calleeOf(t.spec)}, whose calls take longer than the schedule's interval`);
       return;
     }
     t.waiting++;
@@ -185,7 +185,7 @@ export class Timers {
 
   private async call(t: Timer): Promise<void> {
     const { spec } = t;
-    const fn = spec.function.name;
+    const fn = calleeOf(spec);
     const headers: Record<string, string> = { 'x-spore-timer': t.name };
     for (const [k, v] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = v;
     const requestId = randomUUID();

@@ -10,7 +10,7 @@
 // goes on from the list's version: changes made in the gap are not sent.
 import { randomUUID } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { API_VERSION, type WatchTriggerSpec } from '../../api/index.js';
+import { API_VERSION, calleeOf, type WatchTriggerSpec } from '../../api/index.js';
 import { KubeClient, KubeError } from '../../store/kube-client.js';
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
@@ -86,7 +86,7 @@ export class Watches {
     const specText = JSON.stringify(spec);
     if (this.running.get(key)?.specText === specText) return;
     this.remove(key);
-    const info: WatchInfo = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, function: spec.function.name, resource: `${spec.resource.kind} (${spec.resource.apiVersion ?? 'v1'})`, state: 'connecting', sent: 0, failed: 0 };
+    const info: WatchInfo = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, function: calleeOf(spec), resource: `${spec.resource.kind} (${spec.resource.apiVersion ?? 'v1'})`, state: 'connecting', sent: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false };
     this.running.set(key, r);
     if (!this.o.kubeconfig) {
@@ -182,7 +182,7 @@ export class Watches {
     let line: string;
     let failed = false;
     try {
-      const res = await this.o.router.invoke({ namespace, name: spec.function.name, method: 'POST', path: '/', headers: { 'content-type': 'application/json', 'x-spore-watch': name }, body: JSON.stringify({ type, object }), requestId });
+      const res = await this.o.router.invoke({ namespace, name: calleeOf(spec), method: 'POST', path: '/', headers: { 'content-type': 'application/json', 'x-spore-watch': name }, body: JSON.stringify({ type, object }), requestId });
       failed = res.status < 200 || res.status > 299;
       line = failed ? `${res.status} ${failureOf(res.body, res.status)}` : String(res.status);
     } catch (err) {
@@ -199,8 +199,8 @@ export class Watches {
       this.o.metrics?.watchFailed.inc(labels);
     }
     // a failed call is said, not retried: the next change comes as it comes
-    this.o.logs.write({ time: Date.now(), namespace, function: spec.function.name, instance: `watch/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `watch ${name}: ${type} ${spec.resource.kind} ${o.metadata?.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata?.name} → ${line}` });
-    if (failed) this.report(`watch trigger ${namespace}/${name} → ${namespace}/${spec.function.name}: ${type} of ${o.metadata?.name} failed (request ${requestId}): ${line}`);
+    this.o.logs.write({ time: Date.now(), namespace, function: calleeOf(spec), instance: `watch/${name}`, requestId, stream: failed ? 'stderr' : 'stdout', line: `watch ${name}: ${type} ${spec.resource.kind} ${o.metadata?.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata?.name} → ${line}` });
+    if (failed) this.report(`watch trigger ${namespace}/${name} → ${namespace}/${calleeOf(spec)}: ${type} of ${o.metadata?.name} failed (request ${requestId}): ${line}`);
   }
 
   private report(message: string): void {

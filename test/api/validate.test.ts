@@ -227,6 +227,11 @@ describe('validateSet', () => {
       { object: 'HttpTrigger/default/r', path: 'spec.workflow.name', message: 'unknown Workflow "nope" (known: loop, hello)' },
     ]);
     expect(validateObject(route('both', { path: '/y', workflow: { name: 'outer' } }))).toEqual([{ path: 'spec', message: 'set exactly one of function, functions or workflow (got function and workflow)' }]);
+    // timers, queues and watches start a workflow as they call a function: one or the other
+    const timer = (spec: object) => spore('TimerTrigger', 't', { cron: '@hourly', ...spec });
+    expect(validateSet([env, pkg, fn, wf('inner', { a: { run: 'hello' } }), timer({ workflow: { name: 'inner' } })])).toEqual([]);
+    expect(validateObject(timer({ workflow: { name: 'outer' }, function: { name: 'hello' } }))).toEqual([{ path: 'spec', message: 'set exactly one of function or workflow' }]);
+    expect(validateObject(spore('WatchTrigger', 'w', { resource: { kind: 'Pod' } }))).toEqual([{ path: 'spec', message: 'set exactly one of function or workflow' }]);
   });
 
   it('accepts a consistent set', () => {

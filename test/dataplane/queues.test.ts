@@ -4,12 +4,12 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { connect, headers as natsHeaders, type NatsConnection, type Msg } from '@nats-io/transport-node';
+import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
 import { consumerName } from '../../dataplane/triggers/nats.js';
 import { freePort, tempDir } from '../helpers.js';
-import { natsInstalled, startNats, type Nats } from '../nats-server.js';
+import { collect, natsInstalled, startNats, type Nats } from '../nats-server.js';
 import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -41,16 +41,6 @@ const queue = (name: string, url: string, spec: Record<string, unknown>): KubeOb
 function outFile() {
   const { out, lines } = recordFile<Line>();
   return { out, lines, starts: () => lines().filter((l) => l.what === 'start') };
-}
-
-/** What arrives on a subject, as it comes. */
-function collect(nc: NatsConnection, subject: string): Msg[] {
-  const got: Msg[] = [];
-  const sub = nc.subscribe(subject);
-  void (async () => {
-    for await (const m of sub) got.push(m);
-  })();
-  return got;
 }
 
 describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {

@@ -8,7 +8,10 @@ import { ApiObject, App, Chart } from 'cdk8s';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { validateSet, type KubeObject } from '../../api/index.js';
 import { Workflow } from '../../constructs/index.js';
+import { jetstream } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { tempDir } from '../helpers.js';
+import { collect, natsInstalled, startNats, type Nats } from '../nats-server.js';
 import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 const API = 'spore.dev/v1alpha1';
@@ -262,6 +265,46 @@ describe('workflows', () => {
     expect(JSON.parse(bad.body).message).toMatch(/the request body says it is JSON but is not/);
     expect((await post(h, 'seq', 1, { 'x-spore-async': 'maybe' })).status).toBe(400);
   });
+});
+
+describe.skipIf(!natsInstalled)('triggers that start workflows', () => {
+  let h: Harness | undefined;
+  let nats: Nats | undefined;
+  let nc: NatsConnection | undefined;
+  afterAll(async () => {
+    await h?.close();
+    await nc?.close();
+    await nats?.stop();
+  });
+
+  it('a timer and a NATS queue trigger start a workflow the way they call a function; the queue publishes its output to responseTopic', async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.url });
+    const rec = recordFile<Rec>();
+    h = await harness();
+    const double = workflow('double', { tasks: { a: { run: 'inc', inputs: '{$.Invocation.Inputs.default}' }, b: { run: 'inc', inputs: '{$.Tasks.a.Output}', requires: ['a'] } } });
+    const objects: KubeObject[] = [
+      environment('node', 'node'),
+      ...fn('inc', INC, { vars: { OUT: rec.out, NAME: 'inc' } }),
+      double,
+      { apiVersion: API, kind: 'TimerTrigger', metadata: { name: 'tick' }, spec: { cron: '* * * * * *', workflow: { name: 'double' }, method: 'POST', path: '/', headers: { 'content-type': 'application/json' }, body: '40' } },
+      {
+        apiVersion: API,
+        kind: 'QueueTrigger',
+        metadata: { name: 'jobs' },
+        spec: { broker: { kind: 'nats', connection: { url: nats.url } }, topic: 'jobs', responseTopic: 'jobs.done', workflow: { name: 'double' }, maxRetries: 0, contentType: 'application/json', concurrency: 1 },
+      },
+    ];
+    expect(validateSet(objects)).toEqual([]);
+    const answers = collect(nc, 'jobs.done');
+    await h.apply(objects);
+    const timed = await waitFor('a run the timer started', async () => (JSON.parse((await h!.get('/_spore/workflow-runs?workflow=double&state=succeeded')).body) as { output: unknown }[]).find((r) => r.output === 42), 30_000);
+    expect(timed).toBeDefined();
+    await waitFor('the queue consuming', () => h!.dp.queues.list().find((q) => q.name === 'jobs' && q.state === 'consuming'), 30_000);
+    await jetstream(nc).publish('jobs', '1');
+    const answer = await waitFor('the workflow output on jobs.done', () => answers[0], 30_000);
+    expect(answer.string()).toBe('3');
+  }, 90_000);
 });
 
 describe('a Fission Workflows file', () => {
