@@ -89,7 +89,7 @@ export function crdFor(kind: KindName, labels: Record<string, string> = {}): Jso
           served: true,
           storage: true,
           schema: { openAPIV3Schema: crdSchema(kind) },
-          subresources: { status: {} },
+          ...('runtime' in info ? {} : { subresources: { status: {} } }),
           additionalPrinterColumns: info.printerColumns,
         },
       ],

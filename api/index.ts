@@ -8,6 +8,7 @@ export * from './function.js';
 export * from './triggers.js';
 export * from './workflow.js';
 export * from './stage.js';
+export * from './workflow-run.js';
 export * from './schedule.js';
 export * from './validate.js';
 export * from './crd.js';

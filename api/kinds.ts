@@ -7,6 +7,7 @@ import { FunctionSpec, FunctionStatus } from './function.js';
 import { HttpTriggerSpec, QueueTriggerSpec, TimerTriggerSpec, TriggerStatus, WatchTriggerSpec } from './triggers.js';
 import { WorkflowSpec, WorkflowStatus } from './workflow.js';
 import { StageSpec, StageStatus } from './stage.js';
+import { WorkflowRunSpec, WorkflowRunStatus } from './workflow-run.js';
 
 export const GROUP = 'spore.dev';
 export const VERSION = 'v1alpha1';
@@ -30,6 +31,12 @@ export interface KindInfo {
   /** Argo CD sync wave: Environments and Packages before Functions before what calls them. */
   wave: number;
   description: string;
+  /**
+   * Objects Spore's router writes as it runs (not part of an app): an app may
+   * not declare them, the reconciler does not watch them, and their CRD has
+   * no status subresource (the router writes each object whole, in one request).
+   */
+  runtime?: true;
 }
 
 const ready: PrinterColumn = { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
@@ -124,6 +131,16 @@ export const KINDS = {
       { name: 'Revision', type: 'string', jsonPath: '.status.lastAppliedRevision' },
       ready,
       { name: 'Message', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].message', priority: 1 },
+      age,
+    ],
+  },
+  WorkflowRun: {
+    kind: 'WorkflowRun', plural: 'workflowruns', shortNames: ['wfr', 'wfrs'], spec: WorkflowRunSpec, status: WorkflowRunStatus, wave: WAVE_PLATFORM, runtime: true,
+    description: 'One run of a Workflow, written by the router as it goes: the input, each task, the output.',
+    printerColumns: [
+      { name: 'Workflow', type: 'string', jsonPath: '.spec.workflow' },
+      { name: 'State', type: 'string', jsonPath: '.status.state' },
+      { name: 'Owner', type: 'string', jsonPath: '.status.owner', priority: 1 },
       age,
     ],
   },

@@ -1,7 +1,9 @@
 // `spore poolmgr` and `spore router`: the dataplane's two parts as their own
 // processes on a cluster (spore up runs both in one process on SQLite). Both
 // read the Kubernetes store; the router asks the pool manager over HTTP on a miss.
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import { API_VERSION, DATAPLANE_KINDS } from '../api/index.js';
 import { loadKubeConfig, type ClusterOptions } from './kube.js';
 import { portOf } from './port.js';
@@ -28,7 +30,7 @@ async function openStore(o: DataplaneCommandOptions, component: keyof typeof DAT
   const { KubeStore } = await import('../store/kubernetes.js');
   const kinds = DATAPLANE_KINDS[component].map((kind) => ({ apiVersion: API_VERSION, kind }));
   const watchNamespaces = o.watchNamespace?.split(',').map((n) => n.trim()).filter(Boolean);
-  return { kubeconfig, store: await KubeStore.open({ kubeconfig, namespace: namespaceOf(o), kinds, stages: false, watchNamespaces, report: say }) };
+  return { kubeconfig, watchNamespaces, store: await KubeStore.open({ kubeconfig, namespace: namespaceOf(o), kinds, stages: false, watchNamespaces, report: say }) };
 }
 
 function onStop(stop: () => Promise<void>): void {
@@ -88,22 +90,36 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   const poolmgrUrl = (o.poolmgr ?? process.env.SPORE_POOLMGR_URL)?.replace(/\/+$/, '');
   if (!poolmgrUrl) throw new Error('give the pool manager\'s address: --poolmgr URL (or SPORE_POOLMGR_URL)');
   if (!/^https?:\/\//.test(poolmgrUrl)) throw new Error(`--poolmgr ${poolmgrUrl}: expected an http:// or https:// URL`);
-  const { kubeconfig, store } = await openStore(o, 'router');
-  const { Metrics, Router } = await import('../dataplane/index.js');
+  const { kubeconfig, store, watchNamespaces } = await openStore(o, 'router');
+  const { Metrics, Router, Workflows } = await import('../dataplane/index.js');
+  const { WorkflowMetrics } = await import('../dataplane/workflows/metrics.js');
+  const { KubeWorkflowRuns } = await import('../store/kube-workflow-runs.js');
   const { RemotePools } = await import('../dataplane/router/remote-pools.js');
   const { readCredential } = await import('../dataplane/poolmgr/credential.js');
   const credential = await readCredential(store.client, namespaceOf(o));
   const pools = new RemotePools({ url: poolmgrUrl, credential, refreshCredential: () => readCredential(store.client, namespaceOf(o), 0), store, report: say });
   const metrics = new Metrics({ defaultMetrics: true });
-  const router = new Router({ store, poolmgr: pools, metrics, report: say });
+  // workflow runs as WorkflowRun objects (store/kube-workflow-runs.ts): executed by the router called, heartbeating
+  const runs = new KubeWorkflowRuns({ client: store.client, identity: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, namespaces: watchNamespaces, report: say });
+  let router!: InstanceType<typeof Router>;
+  const workflows = new Workflows({ store, runs, invoke: (c) => router.invoke(c), metrics: new WorkflowMetrics(metrics.registry), report: say });
+  router = new Router({ store, poolmgr: pools, metrics, workflows, report: say });
   const url = await router.listen(port, o.host);
   process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);
   // queue triggers on every replica; timers and watches on the one holding the Lease (they call through this router, so once it serves)
   const { startClusterTriggers } = await import('../dataplane/triggers/cluster.js');
   const triggers = await startClusterTriggers({ store, client: store.client, kubeconfig, namespace: namespaceOf(o), router, metrics, report: say });
+  // runs whose router died (heartbeat stale): taken over now, then every 10 s by the replica holding the Lease (each by one replica: guarded writes)
+  await workflows.start();
+  const resuming = setInterval(() => {
+    if (triggers.elector.leading) workflows.resume().catch((err: Error) => say(`resuming workflow runs: ${err.message}`));
+  }, 10_000);
   onStop(async () => {
+    clearInterval(resuming);
     await triggers.close(); // no new firing or message; the Lease is released for the next replica
+    await workflows.close(); // runs under way stop taking steps and stay running, for another replica
     await router.close(); // calls in flight finish (bounded)
+    await runs.close(); // their heartbeat set to 0: taken over at once
     await pools.close();
     await store.close();
   });

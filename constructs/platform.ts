@@ -105,8 +105,8 @@ export class Platform extends Chart {
     const ns = props.platformNamespace ?? 'spore-system';
     const image = props.image ?? `ghcr.io/spore-dev/spore:${VERSION}`;
     const resource = (plural: string) => kplus.ApiResource.custom({ apiGroup: GROUP, resourceType: plural });
-    // Stage is named here too, so the rights hold whether or not api/ registers the kind yet
-    const sporePlurals = [...new Set([...ALL_KINDS.map((k) => KINDS[k].plural), 'stages'])];
+    // Stage is named here too, so the rights hold whether or not api/ registers the kind yet; runs (WorkflowRun) are the router's, not the reconciler's
+    const sporePlurals = [...new Set([...ALL_KINDS.filter((k) => !('runtime' in KINDS[k])).map((k) => KINDS[k].plural), 'stages'])];
     const sporeResource = (kind: KindName, sub = '') => resource(KINDS[kind].plural + sub);
     if (props.reconciler && !props.reconciler.repository) {
       throw new Error(`Platform ${id}: reconciler.repository is required (the Git repository the reconciler follows); leave reconciler out when Argo CD syncs the apps`);
@@ -238,7 +238,11 @@ export class Platform extends Chart {
       const router = component('router', props.router ?? {}, { port: 8080, args: ['router'], env: dataplaneEnv(8080, { SPORE_POOLMGR_URL: `http://spore-poolmgr.${ns}:8081` }), scratch: { '/tmp': 'tmp' }, resources: small });
       // its kinds, and what watch triggers may watch (timers, queues and watches run in the router: triggers/cluster.ts)
       const watchable = (props.router?.watchable ?? DEFAULT_WATCHABLE).flatMap((w) => w.resources.map((r) => kplus.ApiResource.custom({ apiGroup: w.apiGroup, resourceType: r })));
-      bind('router', router, [[READ, [...DATAPLANE_KINDS.router.map((k) => sporeResource(k)), ...watchable]]]);
+      bind('router', router, [
+        [READ, [...DATAPLANE_KINDS.router.map((k) => sporeResource(k)), ...watchable]],
+        // workflow runs, one WorkflowRun each, written as they go (store/kube-workflow-runs.ts)
+        [['get', 'list', 'create', 'update', 'patch', 'delete'], [sporeResource('WorkflowRun')]],
+      ]);
       // in its own namespace: the Lease that elects the replica firing timers and following watches, and their state (a ConfigMap)
       bind('router-triggers', router, [
         [['get', 'create', 'update'], [kplus.ApiResource.custom({ apiGroup: 'coordination.k8s.io', resourceType: 'leases' })]],

@@ -74,7 +74,8 @@ export class KubeStore implements ResourceStore {
       await store.client.kind(API_VERSION, 'Stage').catch((err: KubeError) => {
         throw new Error(err.status === 404 ? `the spore.dev CRDs are not installed on ${store.client.server}: install them first (npx spore crds | kubectl apply --server-side -f -)` : err.message);
       });
-      const kinds = o.kinds ?? Object.values(KINDS).map((k) => ({ apiVersion: API_VERSION, kind: k.kind }));
+      // runs the router writes (WorkflowRun) are not an app's: not watched unless asked for
+      const kinds = o.kinds ?? Object.values(KINDS).filter((k) => !('runtime' in k)).map((k) => ({ apiVersion: API_VERSION, kind: k.kind }));
       await Promise.all(kinds.map((k) => store.cache(k.apiVersion, k.kind)));
       // what the stages applied: their kinds watched from the start, their baselines known
       if (o.stages === false) return store;

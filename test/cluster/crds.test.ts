@@ -65,13 +65,14 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
   it('accepts every CRD `spore crds` prints, and each becomes Established with its printer columns', async () => {
     expect(crds.map((c) => c.metadata.name)).toEqual([
       'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
-      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev', 'workflowruns.spore.dev',
     ]);
     const api = KubernetesObjectApi.makeApiClient(kc);
     for (const crd of crds) {
       const stored = (await api.read(crd)) as any;
       const columns = stored.spec.versions[0].additionalPrinterColumns.map((c: any) => c.name);
-      expect(columns, crd.metadata.name).toEqual(expect.arrayContaining(['Ready', 'Age']));
+      // a run has a state, not readiness
+      expect(columns, crd.metadata.name).toEqual(expect.arrayContaining([crd.spec.names.kind === 'WorkflowRun' ? 'State' : 'Ready', 'Age']));
     }
   });
 
@@ -170,6 +171,8 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['list', 'deployments', { group: 'apps', who: 'spore-router' }],
       ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns, who: 'spore-router' }],
       ['patch', 'configmaps', { namespace: ns, who: 'spore-router' }],
+      // the router's workflow runs: one WorkflowRun each, in the workflow's namespace
+      ...['create', 'get', 'list', 'update', 'delete'].map((verb): (typeof allowed)[number] => [verb, 'workflowruns', { group: 'spore.dev', who: 'spore-router' }]),
     ];
     const denied: [string, string, Parameters<typeof may>[2]?][] = [
       ['create', 'pods'],
@@ -186,6 +189,7 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['update', 'leases', { group: 'coordination.k8s.io', who: 'spore-router' }], // its Lease only in the platform namespace
       ['patch', 'configmaps', { who: 'spore-router' }],
       ['watch', 'secrets', { who: 'spore-router' }], // not watchable by default
+      ['create', 'workflowruns', { group: 'spore.dev' }], // the router's, not the reconciler's
     ];
     const say = ([verb, resource, o]: (typeof allowed)[number]) => `${o?.who ?? 'spore-reconciler'}: ${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''}${o?.name ? ` ${o.name}` : ''} in ${o?.namespace ?? 'some-app'}`;
     const answers = async (list: typeof allowed) => Promise.all(list.map(async (q) => `${say(q)}: ${await may(q[0], q[1], q[2])}`));

@@ -1,0 +1,162 @@
+// Workflows on a cluster: `spore router` runs them, keeping each run as a
+// WorkflowRun object (store/kube-workflow-runs.ts) in the workflow's namespace,
+// against the run's real kube-apiserver, with a `spore poolmgr` whose pods the
+// test node agent runs as local processes. A router killed mid-run leaves its
+// run behind; the router holding the Lease `spore-triggers` takes it over once
+// its heartbeat is stale and finishes it, without running finished tasks again.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { packArchive } from '../../api/archive.js';
+import { validateObject } from '../../api/index.js';
+import { KubeClient } from '../../store/kube-client.js';
+import { recordFile } from '../dataplane/harness.js';
+import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/spore.js');
+const kubeconfig = await clusterReady();
+
+/** Records each call (its request id: `<run>:<task>:<attempt>`), sleeps `?sleep=` ms, answers its number plus one. */
+const INC = `import { appendFileSync } from 'node:fs';
+export default async (req) => {
+  const url = new URL(req.url);
+  const body = await req.text();
+  appendFileSync(process.env.OUT, JSON.stringify({ id: req.headers.get('x-spore-request-id'), body }) + '\\n');
+  await new Promise((r) => setTimeout(r, Number(url.searchParams.get('sleep') ?? 0)));
+  return Response.json(Number(JSON.parse(body || '0')) + 1);
+};
+`;
+type Call = { id: string; body: string };
+type RunObject = { metadata: { name: string; labels: Record<string, string> }; spec: { workflow: string; input: { default: unknown } }; status: { state: string; output?: unknown; owner: string; tasks: { path: string; state: string; attempts: number; output?: unknown }[] } };
+
+describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as WorkflowRun objects)', () => {
+  let kc: KubeConfig;
+  let client: KubeClient;
+  const children = new Set<ChildProcess>();
+  const said: (() => string)[] = [];
+
+  beforeAll(async () => {
+    kc = kubeConfig(kubeconfig!);
+    client = new KubeClient(kc);
+    await installCrds(kc);
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-6000));
+    said.length = 0;
+  });
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    client?.close();
+  });
+
+  async function start(name: string, args: string[], announce: RegExp): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+    let out = '';
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    said.push(() => `--- ${name}:\n${out}`);
+    await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
+    return { child, url: announce.exec(out)![1], output: () => out };
+  }
+
+  /** An app namespace with the function `inc` and the 2-task workflow `pair` (its second task sleeping `?sleep=` of the call), a pool manager. */
+  async function setup(prefix: string) {
+    const ns = await testNamespace(kc, `${prefix}-app`);
+    const system = await testNamespace(kc, `${prefix}-system`);
+    await podsAllowed(kc, system);
+    const rec = recordFile<Call>();
+    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(INC) }]);
+    const meta = (name: string) => ({ name, namespace: ns });
+    for (const o of [
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 1, pod: { env: [{ name: 'OUT', value: rec.out }] } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('inc'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
+      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: meta('inc'), spec: { environment: { name: 'node' }, package: { name: 'inc' } } },
+      {
+        apiVersion: 'spore.dev/v1alpha1',
+        kind: 'Workflow',
+        metadata: meta('pair'),
+        spec: {
+          tasks: {
+            first: { run: 'inc', inputs: '{$.Invocation.Inputs.default.n}' },
+            second: { run: 'inc', inputs: { default: '{$.Tasks.first.Output}', query: { sleep: '{$string($.Invocation.Inputs.default.sleep)}' } }, requires: ['first'] },
+          },
+        },
+      },
+    ]) await applyObject(kc, o as any);
+    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
+    const poolmgr = await start('poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
+    const router = (name: string) => start(name, ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
+    const runObject = (id: string) => client.request<RunObject>('GET', `/apis/spore.dev/v1alpha1/namespaces/${ns}/workflowruns/${id}`);
+    return { ns, system, rec, poolmgr, router, runObject };
+  }
+
+  it('answers a 2-task workflow called through the router with its output, and keeps the run as a WorkflowRun with both tasks succeeded', async () => {
+    const { ns, rec, poolmgr, router, runObject } = await setup('wf');
+    const r = await router('router');
+    // the router follows the Workflow once its store has it: until then the name is not found
+    let res!: Response;
+    await expect.poll(async () => (res = await fetch(`${r.url}/_fn/${ns}/pair`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n: 1, sleep: 0 }) })).status, { timeout: 60_000, interval: 500 }).toBe(200);
+    expect(await res.json()).toBe(3);
+    const id = res.headers.get('x-spore-workflow-run')!;
+    expect(id).toBeTruthy();
+    const run = await runObject(id);
+    expect(run.spec.workflow).toBe('pair');
+    expect(run.spec.input.default).toEqual({ n: 1, sleep: 0 });
+    expect(run.metadata.labels).toMatchObject({ 'spore.dev/workflow': 'pair', 'spore.dev/run-state': 'succeeded' });
+    expect(run.status.state).toBe('succeeded');
+    expect(run.status.output).toBe(3);
+    expect(run.status.tasks.map((t) => [t.path, t.state, t.output])).toEqual([
+      ['first', 'succeeded', 2],
+      ['second', 'succeeded', 3],
+    ]);
+    expect(rec.lines().map((c) => c.id)).toEqual([`${id}:first:1`, `${id}:second:1`]);
+    r.child.kill('SIGTERM');
+    poolmgr.child.kill('SIGTERM');
+  }, 180_000);
+
+  it("resumes a run whose router was killed mid-run on the router holding the Lease, without running its finished task again", async () => {
+    const { ns, system, rec, poolmgr, router, runObject } = await setup('wf-kill');
+    // the first router takes the Lease; the run is started on the second, which is then killed
+    const leader = await router('router 1');
+    const holder = async () => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec?.holderIdentity ?? '';
+    await expect.poll(holder, { timeout: 30_000, interval: 250 }).toContain(`-${leader.child.pid}-`);
+    const doomed = await router('router 2');
+    let accepted!: Response;
+    const call = () => fetch(`${doomed.url}/_fn/${ns}/pair`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-spore-async': 'true' }, body: JSON.stringify({ n: 10, sleep: 4000 }) });
+    await expect.poll(async () => (accepted = await call()).status, { timeout: 60_000, interval: 500 }).toBe(202);
+    const { run: id } = (await accepted.json()) as { run: string };
+    // the second task under way (the first done and kept): the router dies without a word
+    await expect.poll(() => rec.lines().some((c) => c.id === `${id}:second:1`), { timeout: 60_000, interval: 100 }).toBe(true);
+    await expect.poll(async () => (await runObject(id)).status.tasks.find((t) => t.path === 'first')?.state, { timeout: 10_000, interval: 100 }).toBe('succeeded');
+    doomed.child.kill('SIGKILL');
+    await new Promise((r) => doomed.child.once('exit', r));
+    expect((await runObject(id)).status.state).toBe('running');
+
+    // the leader takes it over once its heartbeat is stale, and finishes it
+    await expect.poll(async () => (await runObject(id)).status.state, { timeout: 120_000, interval: 1000 }).toBe('succeeded');
+    const done = await runObject(id);
+    expect(done.status.output).toBe(12);
+    expect(done.status.owner).toContain(`-${leader.child.pid}-`);
+    expect(done.status.tasks.map((t) => [t.path, t.state])).toEqual([
+      ['first', 'succeeded'],
+      ['second', 'succeeded'],
+    ]);
+    expect(leader.output()).toContain(`took over workflow run ${ns}/${id}`);
+    // the finished task ran once; the one in flight again, as its second attempt
+    const ids = rec.lines().map((c) => c.id).filter((c) => c.startsWith(`${id}:`));
+    expect(ids.filter((c) => c.startsWith(`${id}:first:`))).toEqual([`${id}:first:1`]);
+    expect(ids.filter((c) => c.startsWith(`${id}:second:`))).toEqual([`${id}:second:1`, `${id}:second:2`]);
+    leader.child.kill('SIGTERM');
+    poolmgr.child.kill('SIGTERM');
+  }, 300_000);
+});
+
+describe('a WorkflowRun in an app', () => {
+  it('is refused: runs are written by the router, an app declares the Workflow', () => {
+    const run = { apiVersion: 'spore.dev/v1alpha1', kind: 'WorkflowRun', metadata: { name: 'r1', namespace: 'shop' }, spec: { workflow: 'pair', input: {}, workflowSpec: {}, requestId: 'r' } };
+    expect(validateObject(run)).toEqual([{ path: 'kind', message: expect.stringMatching(/written by Spore's router .* an app declares the Workflow, not its runs/) }]);
+  });
+});
