@@ -137,8 +137,10 @@ export function taskErrors(task: Task, path: string): FieldError[] {
     const ok = Array.isArray(inputs.cases) && inputs.cases.every((c) => typeof c === 'object' && c !== null && 'case' in c && 'action' in c);
     if (!ok) errors.push({ path: `${path}.inputs.cases`, message: 'must be a list of { case, action }' });
   }
-  if (task.run === 'sleep' && literal(inputs.duration) && !(typeof inputs.duration === 'string' && new RegExp(DURATION).test(inputs.duration))) {
-    errors.push({ path: `${path}.inputs.duration`, message: `must be a duration such as 500ms, 5s or 1m (got ${JSON.stringify(inputs.duration)})` });
+  if (task.run === 'sleep') {
+    const [name, d] = inputs.duration !== undefined ? ['duration', inputs.duration] : ['default', inputs.default];
+    const ok = (typeof d === 'string' && new RegExp(DURATION).test(d)) || (typeof d === 'number' && d >= 0);
+    if (literal(d) && !ok) errors.push({ path: `${path}.inputs${task.inputs === d ? '' : `.${name}`}`, message: `"sleep" needs a duration such as 500ms, 5s or 1m, or milliseconds (got ${JSON.stringify(d)})` });
   }
   for (const key of ['times', 'limit', 'parallelism'] as const) {
     const v = inputs[key];

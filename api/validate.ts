@@ -8,7 +8,8 @@ import { API_VERSION, KINDS, KIND_NAMES, isKindName, type KindName, type KubeObj
 import { graphErrors, RULES, taskErrors } from './rules.js';
 import { DNS_LABEL, MapOf, Name, StringEnum } from './schema-kit.js';
 import { ROUTE_PATH } from './triggers.js';
-import { actionOf, actionsOf, CONTROL_FLOW, DURATION, Task, WorkflowSpec } from './workflow.js';
+import jsonata from 'jsonata';
+import { actionOf, actionsOf, CONTROL_FLOW, DURATION, expressionOf, Task, WorkflowSpec } from './workflow.js';
 
 const Metadata = Type.Object(
   {
@@ -59,6 +60,22 @@ function actionErrors(task: Task, at: string): FieldError[] {
     }
   }
   return errors;
+}
+
+/** Every expression (`{…}`) in a workflow that JSONata cannot read, with where it is: found at synth, not mid-run. */
+function expressionErrors(value: unknown, path: string): FieldError[] {
+  const text = expressionOf(value);
+  if (text !== undefined) {
+    try {
+      jsonata(text);
+      return [];
+    } catch (err) {
+      return [{ path, message: `{${text}} is not a valid JSONata expression: ${(err as Error).message}` }];
+    }
+  }
+  if (Array.isArray(value)) return value.flatMap((v, i) => expressionErrors(v, `${path}[${i}]`));
+  if (typeof value === 'object' && value !== null) return Object.entries(value).flatMap(([k, v]) => expressionErrors(v, `${path}.${k}`));
+  return [];
 }
 
 /** A task and every task its actions hold, at any depth, with where each is (for references). */
@@ -132,7 +149,11 @@ function check(input: unknown): { errors: FieldError[]; value?: unknown } {
   if (!validate(value)) return { errors: dedupe((validate.errors ?? []).map(describe)) };
   const rule = RULES[obj.kind] as (o: unknown) => FieldError[];
   const errors = rule(value);
-  if (obj.kind === 'Workflow') for (const [id, t] of Object.entries((value as SporeObject<'Workflow'>).spec.tasks)) errors.push(...actionErrors(t, `spec.tasks.${id}`));
+  if (obj.kind === 'Workflow') {
+    const spec = (value as SporeObject<'Workflow'>).spec;
+    for (const [id, t] of Object.entries(spec.tasks)) errors.push(...actionErrors(t, `spec.tasks.${id}`));
+    errors.push(...expressionErrors(spec.tasks, 'spec.tasks'), ...expressionErrors(spec.outputHeaders, 'spec.outputHeaders'));
+  }
   return errors.length ? { errors } : { errors: [], value };
 }
 
@@ -187,6 +208,8 @@ export function crossCheck(objects: readonly KubeObject[]): ObjectError[] {
     errors.push({ object: describeObject(o), path, message: `unknown ${kind} "${name}"${list.length ? ` (known: ${list.join(', ')})` : ` (no ${kind} in namespace ${ns(o)})`}` });
   };
   const routes = new Map<string, string>();
+  /** Workflows each workflow runs (`namespace/name` → names): one may not come back to itself. */
+  const runs = new Map<string, Set<string>>();
   for (const o of valid) {
     const spec = o.spec as Record<string, any>;
     if (o.kind === 'Function') {
@@ -211,12 +234,29 @@ export function crossCheck(objects: readonly KubeObject[]): ObjectError[] {
         for (const { path, task } of tasksWithin(top, `spec.tasks.${id}`)) {
           // a task runs a Function or, by the same name, a Workflow (they share the /_fn/ names)
           if (!Object.hasOwn(CONTROL_FLOW, task.run) && !names.has(`Workflow/${ns(o)}/${task.run}`)) ref(o, 'Function', task.run, `${path}.run`);
-          if (task.run === o.metadata.name) errors.push({ object: describeObject(o), path: `${path}.run`, message: 'a workflow cannot run itself' });
+          const key = `${ns(o)}/${o.metadata.name}`;
+          if (names.has(`Workflow/${ns(o)}/${task.run}`)) runs.set(key, (runs.get(key) ?? new Set<string>()).add(task.run));
         }
       }
       // /_fn/<namespace>/<name> calls either: one name, one meaning
       if (names.has(`Function/${ns(o)}/${o.metadata.name}`)) errors.push({ object: describeObject(o), path: 'metadata.name', message: `Function ${o.metadata.name} has the same name: functions and workflows share the names they are called by (/_fn/${ns(o)}/${o.metadata.name})` });
     }
+  }
+  // the way from a workflow back to `target` through the workflows it runs, if there is one
+  const loop = (namespace: string, from: string, target: string, seen = new Set<string>()): string[] | undefined => {
+    for (const next of runs.get(`${namespace}/${from}`) ?? []) {
+      if (next === target) return [from, next];
+      if (seen.has(next)) continue;
+      seen.add(next);
+      const rest = loop(namespace, next, target, seen);
+      if (rest) return [from, ...rest];
+    }
+    return undefined;
+  };
+  for (const key of runs.keys()) {
+    const [namespace, name] = key.split('/');
+    const cycle = loop(namespace, name, name);
+    if (cycle) errors.push({ object: `Workflow/${namespace}/${name}`, path: 'spec.tasks', message: `workflows run each other in a cycle: ${cycle.join(' → ')} (a run would never end)` });
   }
   return dedupe(errors);
 }

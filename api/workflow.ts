@@ -11,7 +11,7 @@ import { Closed, Json, MapOf, StringEnum, commonStatus } from './schema-kit.js';
 export const CONTROL_FLOW: Record<string, { required: readonly string[]; actions?: readonly string[]; lazy?: readonly string[] }> = {
   noop: { required: [] },
   fail: { required: [] },
-  sleep: { required: ['duration'] },
+  sleep: { required: [] }, // its duration: input duration, or the default input (Fission's)
   compose: { required: [] },
   if: { required: ['if', 'then'], actions: ['then', 'else'] },
   switch: { required: ['switch', 'cases'], actions: ['default'], lazy: ['cases'] },
@@ -85,7 +85,7 @@ export type SubWorkflow = Pick<WorkflowSpec, 'tasks' | 'output' | 'outputHeaders
 export type Action = { kind: 'task'; task: Task } | { kind: 'workflow'; workflow: SubWorkflow } | { kind: 'value'; value: unknown };
 
 export function actionOf(value: unknown): Action {
-  if (isPlainObject(value) && typeof value.run === 'string') return { kind: 'task', task: value as Task };
+  if (isPlainObject(value) && 'run' in value) return { kind: 'task', task: value as Task };
   if (isPlainObject(value) && isPlainObject(value.tasks)) return { kind: 'workflow', workflow: value as SubWorkflow };
   return { kind: 'value', value };
 }

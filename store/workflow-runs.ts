@@ -95,14 +95,17 @@ CREATE TABLE IF NOT EXISTS workflow_tasks (
 );
 `;
 
-/** Finished runs kept: the newest this many, none older than KEEP_MS. */
+/** Finished runs kept: the newest this many (PRUNE_EVERY more between prunes), none older than KEEP_MS. */
 export const KEEP_RUNS = 1000;
 export const KEEP_MS = 7 * 24 * 3600_000;
+const PRUNE_EVERY = 100;
 
 const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v));
 const parse = (s: string | null) => (s === null ? undefined : JSON.parse(s));
 
 export class SqliteWorkflowRuns implements WorkflowRunStore {
+  private ended = 0;
+
   constructor(private readonly db: Database.Database) {
     db.exec(SCHEMA);
   }
@@ -151,7 +154,9 @@ export class SqliteWorkflowRuns implements WorkflowRunStore {
     const now = Date.now();
     this.db.transaction(() => {
       this.db.prepare('UPDATE workflow_runs SET state = ?, output = ?, error = ?, updated = ? WHERE id = ?').run(r.state, json(r.output), json(r.error), now, id);
-      // bounded: finished runs past the newest KEEP_RUNS, or older than KEEP_MS, go (their tasks with them)
+      // bounded: finished runs past the newest KEEP_RUNS, or older than KEEP_MS, go (their tasks with them);
+      // looked for at the first end after a start and every PRUNE_EVERY ends after, not at each (it reads every finished run)
+      if (this.ended++ % PRUNE_EVERY !== 0) return;
       const gone = this.db
         .prepare(`SELECT id FROM workflow_runs WHERE state != 'running' AND (updated < ? OR id IN (SELECT id FROM workflow_runs WHERE state != 'running' ORDER BY updated DESC LIMIT -1 OFFSET ?))`)
         .pluck()

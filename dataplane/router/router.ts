@@ -405,7 +405,10 @@ export class Router {
     }
     const q = req.url.indexOf('?');
     const query = Object.fromEntries(new URLSearchParams(q < 0 ? '' : req.url.slice(q + 1)));
-    const input = { default: value, headers: this.keptHeaders(req), query, method: req.method, params: call.params };
+    // the run's input is kept (7 days) and shown by spore workflow get: no credentials in it
+    const headers = this.keptHeaders(req);
+    for (const secret of ['authorization', 'proxy-authorization', 'cookie']) delete headers[secret];
+    const input = { default: value, headers, query, method: req.method, params: call.params };
     let run: Awaited<ReturnType<WorkflowSink['run']>>;
     try {
       run = await this.o.workflows!.run(call.namespace, call.name, input, requestId);

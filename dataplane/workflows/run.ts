@@ -5,8 +5,9 @@
 // after a stop, a task that had succeeded is not run again (its stored output
 // stands) and the one that was in flight runs again: at least once.
 //
-// A task's path names it in the store and in its calls' request ids: its id,
-// and inside control flow `cond.then`, `each.3`, `sub.inner`, `t.catch`.
+// A task's path names it in the store and in its calls' request ids: its id;
+// a task of a sub-workflow `sub.inner`; an action the engine runs for a task
+// `cond:then`, `each:3`, `t:catch` (`:` is in no task id, so the two never meet).
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import parseDuration from 'parse-duration';
@@ -43,6 +44,10 @@ const BODY_KEPT = 4096;
 const MAX_BACKOFF_MS = 60_000;
 const WHILE_LIMIT = 100;
 const REQUEST_ID_MAX = 128;
+/** Workflows running workflows, at most this deep (synth refuses cycles; this bounds what it cannot see). */
+export const MAX_DEPTH = 16;
+/** Headers a task may not set on its call: they are the router's (x-spore-async would make the call a 202). */
+const ROUTER_HEADERS = /^x-spore-/i;
 
 const ms = (text: string, what: string): number => {
   const n = parseDuration(text);
@@ -122,17 +127,19 @@ export class RunExecution {
   }
 
   /** A graph of tasks: each starts once the tasks it requires succeeded; its output is the output task's, or the last to finish. */
-  private graph(g: SubWorkflow, outer: Omit<Scope, 'Tasks'>, prefix: string, signal: AbortSignal): Promise<{ output: unknown; tasks: Scope['Tasks'] }> {
+  private graph(g: SubWorkflow, outer: Omit<Scope, 'Tasks'>, prefix: string, parent: AbortSignal): Promise<{ output: unknown; tasks: Scope['Tasks'] }> {
+    // the first failure stops the graph's other tasks (they take no next step)
+    const failed = new AbortController();
+    const signal = AbortSignal.any([parent, failed.signal]);
     const tasks: Scope['Tasks'] = {};
     const ids = Object.keys(g.tasks);
     const started = new Set<string>();
     let running = 0;
     let last: { id: string; at: number } | undefined;
     return new Promise((resolve, reject) => {
-      let failed = false;
       const launch = () => {
         for (const id of ids) {
-          if (failed || started.has(id) || !(g.tasks[id].requires ?? []).every((d) => tasks[d]?.Status === 'succeeded')) continue;
+          if (signal.aborted || started.has(id) || !(g.tasks[id].requires ?? []).every((d) => tasks[d]?.Status === 'succeeded')) continue;
           started.add(id);
           running++;
           this.task(g.tasks[id], `${prefix}${id}`, { ...outer, Tasks: tasks }, signal).then(
@@ -144,7 +151,7 @@ export class RunExecution {
               if (running === 0) resolve({ output: tasks[g.output ?? last.id].Output, tasks });
             },
             (err) => {
-              failed = true;
+              if (!failed.signal.aborted) failed.abort(err);
               reject(err);
             },
           );
@@ -157,26 +164,26 @@ export class RunExecution {
   /** One task: its inputs evaluated, then its attempts; a failure goes to its catch, when it has one. */
   private async task(task: Task, path: string, scope: Scope, signal: AbortSignal): Promise<{ output: unknown; inputs: unknown; finished: number }> {
     const flow = CONTROL_FLOW[task.run];
+    const lazy = [...(flow?.actions ?? []), ...(flow?.lazy ?? [])];
     const prior = this.done.get(path);
-    const record: TaskRecord = { path, state: 'running', attempts: prior?.attempts ?? 0, started: prior?.started ?? Date.now() };
+    // done before (this run resumed): its output stands; its inputs, from the same scope, are evaluated again for $.Tasks
+    if (prior?.state === 'succeeded') return { output: prior.output, inputs: await evaluateInputs(taskInputs(task), scope, lazy).catch(() => undefined), finished: prior.finished ?? prior.started };
+    // a task failed before runs afresh (its parent is retried); one cut short by a stop goes on counting its attempts
+    const record: TaskRecord = { path, state: 'running', attempts: prior?.state === 'running' ? prior.attempts : 0, started: Date.now() };
     let inputs: Record<string, unknown> = {};
     let error: RunError;
-    if (prior?.state === 'succeeded') return { output: prior.output, inputs: undefined, finished: prior.finished ?? prior.started };
-    if (prior?.state === 'failed') error = prior.error ?? { message: 'failed', task: path };
-    else {
-      try {
-        inputs = await evaluateInputs(taskInputs(task), scope, [...(flow?.actions ?? []), ...(flow?.lazy ?? [])]);
-        const output = await this.attempts(task, path, scope, inputs, record, signal);
-        this.settle(record, 'succeeded', { output });
-        return { output, inputs, finished: record.finished! };
-      } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        error = err instanceof TaskFailed ? err.error : { message: `task ${path}: ${(err as Error).message}`, task: path };
-        this.settle(record, 'failed', { error });
-      }
+    try {
+      inputs = await evaluateInputs(taskInputs(task), scope, lazy);
+      const output = await this.attempts(task, path, scope, inputs, record, signal);
+      this.settle(record, 'succeeded', { output });
+      return { output, inputs, finished: record.finished! };
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      error = err instanceof TaskFailed ? err.error : { message: `task ${path}: ${(err as Error).message}`, task: path };
+      this.settle(record, 'failed', { error });
     }
     if (task.catch === undefined) throw new TaskFailed(error);
-    const output = await this.action(task.catch, { ...scope, Error: error }, `${path}.catch`, signal);
+    const output = await this.action(task.catch, { ...scope, Error: error }, `${path}:catch`, signal);
     return { output, inputs, finished: Date.now() };
   }
 
@@ -212,7 +219,10 @@ export class RunExecution {
   private perform(task: Task, path: string, scope: Scope, inputs: Record<string, unknown>, attempt: number, signal: AbortSignal): Promise<unknown> {
     if (CONTROL_FLOW[task.run]) return this.controlFlow(task.run, inputs, path, scope, signal);
     const sub = this.deps.workflow(this.run.namespace, task.run);
-    if (sub) return this.graph(sub, { Invocation: { Inputs: inputs } }, `${path}.`, signal).then((r) => r.output);
+    if (sub) {
+      if (path.split('.').length > MAX_DEPTH) throw new TaskFailed({ message: `task ${path}: workflows run workflows more than ${MAX_DEPTH} deep (does ${task.run} run itself through another?)`, task: path });
+      return this.graph(sub, { Invocation: { Inputs: inputs } }, `${path}.`, signal).then((r) => r.output);
+    }
     return this.call(task.run, inputs, path, attempt, signal);
   }
 
@@ -238,23 +248,25 @@ export class RunExecution {
       case 'fail':
         return fail(typeof inputs.default === 'string' ? inputs.default : typeof inputs.message === 'string' ? inputs.message : 'failed (a fail task)');
       case 'sleep': {
-        const d = inputs.duration;
-        await sleep(typeof d === 'string' ? ms(d, 'sleep: input "duration"') : fail(`sleep: input "duration" must be a duration such as 2s (got ${JSON.stringify(d)})`), signal);
-        return inputs.default;
+        // Fission's sleep takes its duration as the default input (text, or milliseconds); `duration` says the same
+        const d = inputs.duration ?? inputs.default;
+        const wait = typeof d === 'string' ? ms(d, 'sleep: its duration') : typeof d === 'number' && d >= 0 ? d : fail(`sleep: its duration must be such as 2s, or milliseconds (got ${JSON.stringify(d)})`);
+        await sleep(wait, signal);
+        return 'duration' in inputs ? inputs.default : undefined;
       }
       case 'compose':
         return 'default' in inputs ? inputs.default : inputs;
       case 'if':
-        if (truthy(inputs.if)) return this.action(inputs.then, scope, `${path}.then`, signal);
-        return inputs.else === undefined ? undefined : this.action(inputs.else, scope, `${path}.else`, signal);
+        if (truthy(inputs.if)) return this.action(inputs.then, scope, `${path}:then`, signal);
+        return inputs.else === undefined ? undefined : this.action(inputs.else, scope, `${path}:else`, signal);
       case 'switch': {
         // cases are lazy: only the matching one's action runs (an expression for the whole list is evaluated here)
         const cases = expressionOf(inputs.cases) === undefined ? inputs.cases : await evaluate(inputs.cases, scope);
         if (!Array.isArray(cases)) return fail(`switch: input "cases" must be a list of { case, action } (got ${JSON.stringify(cases)})`);
         for (const [i, c] of cases.entries()) {
-          if (isDeepStrictEqual(await evaluate((c as { case?: unknown }).case, scope), inputs.switch)) return this.action((c as { action?: unknown }).action, scope, `${path}.cases.${i}`, signal);
+          if (isDeepStrictEqual(await evaluate((c as { case?: unknown }).case, scope), inputs.switch)) return this.action((c as { action?: unknown }).action, scope, `${path}:case${i}`, signal);
         }
-        return inputs.default === undefined ? undefined : this.action(inputs.default, scope, `${path}.default`, signal);
+        return inputs.default === undefined ? undefined : this.action(inputs.default, scope, `${path}:default`, signal);
       }
       case 'foreach': {
         const items = inputs.foreach;
@@ -263,10 +275,14 @@ export class RunExecution {
         const outputs: unknown[] = new Array(items.length);
         // the first failure stops the others from starting (those under way finish)
         let next = 0;
+        let failed = false;
         const worker = async () => {
-          while (next < items.length) {
+          while (next < items.length && !failed && !signal.aborted) {
             const i = next++;
-            outputs[i] = await this.action(inputs.do, { ...scope, Item: items[i], Index: i }, `${path}.${i}`, signal);
+            outputs[i] = await this.action(inputs.do, { ...scope, Item: items[i], Index: i }, `${path}:${i}`, signal).catch((err) => {
+              failed = true;
+              throw err;
+            });
           }
         };
         await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
@@ -280,13 +296,13 @@ export class RunExecution {
           if (!truthy(await evaluate(inputs.expr, { ...scope, Prev: prev, Index: i }))) return prev;
           if (i >= limit) return fail(`while: the condition still holds after ${limit} iterations (input "limit")`);
           if (i > 0 && delay) await sleep(delay, signal);
-          prev = await this.action(inputs.do, { ...scope, Prev: prev, Index: i }, `${path}.${i}`, signal);
+          prev = await this.action(inputs.do, { ...scope, Prev: prev, Index: i }, `${path}:${i}`, signal);
         }
       }
       case 'repeat': {
         const times = count('times', 0, 0);
         let prev: unknown;
-        for (let i = 0; i < times; i++) prev = await this.action(inputs.do, { ...scope, Prev: prev, Index: i }, `${path}.${i}`, signal);
+        for (let i = 0; i < times; i++) prev = await this.action(inputs.do, { ...scope, Prev: prev, Index: i }, `${path}:${i}`, signal);
         return prev;
       }
       default:
@@ -308,7 +324,9 @@ export class RunExecution {
     const method = String(inputs.method ?? (body === undefined ? 'GET' : 'POST')).toUpperCase();
     if (!(HTTP_METHODS as readonly string[]).includes(method)) fail(`input "method" must be one of ${HTTP_METHODS.join(', ')} (got ${JSON.stringify(inputs.method)})`);
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries((inputs.headers ?? {}) as Record<string, unknown>)) headers[k.toLowerCase()] = typeof v === 'string' ? v : JSON.stringify(v);
+    for (const [k, v] of Object.entries((inputs.headers ?? {}) as Record<string, unknown>)) {
+      if (!ROUTER_HEADERS.test(k)) headers[k.toLowerCase()] = typeof v === 'string' ? v : JSON.stringify(v);
+    }
     let payload: string | undefined;
     if (body !== undefined && method !== 'GET' && method !== 'HEAD') {
       payload = typeof body === 'string' ? body : JSON.stringify(body);
@@ -318,12 +336,13 @@ export class RunExecution {
     let requestId = `${this.run.id}:${path}:${attempt}`;
     if (requestId.length > REQUEST_ID_MAX) requestId = `${this.run.id}:${createHash('sha256').update(path).digest('hex').slice(0, 32)}:${attempt}`;
     await this.slots.take(signal);
-    let res: InvokeResult;
-    try {
-      res = await raced(this.deps.invoke({ namespace: this.run.namespace, name, method, path: query ? `/?${query}` : '/', headers, body: payload, requestId }), signal);
-    } finally {
-      this.slots.give();
-    }
+    // the slot is the call's until it ends, even when the task gives up on it first (a timeout): parallelism holds
+    const call = this.deps.invoke({ namespace: this.run.namespace, name, method, path: query ? `/?${query}` : '/', headers, body: payload, requestId });
+    void call.then(
+      () => this.slots.give(),
+      () => this.slots.give(),
+    );
+    const res = await raced(call, signal);
     if (res.status < 200 || res.status > 299) return fail(`function ${name} answered ${res.status}`, { status: res.status, body: res.body.slice(0, BODY_KEPT) });
     const type = String(res.headers['content-type'] ?? '');
     if (/[/+]json\b/i.test(type) && res.body !== '') {

@@ -202,8 +202,14 @@ describe('validateObject', () => {
       { path: 'spec.tasks.check.inputs.then.retry.attempts', message: 'must be >= 1 (got 0)' },
       { path: 'spec.tasks.check.inputs.else.tasks.x.inputs', message: '"foreach" needs input "do"' },
       { path: 'spec.tasks.check.inputs.else.output', message: 'unknown task "y"' },
-      { path: 'spec.tasks.each.inputs.do.inputs.do.inputs.duration', message: 'must be a duration such as 500ms, 5s or 1m (got "soon")' },
+      { path: 'spec.tasks.each.inputs.do.inputs.do.inputs.duration', message: '"sleep" needs a duration such as 500ms, 5s or 1m, or milliseconds (got "soon")' },
       { path: 'spec.tasks.risky.catch.colour', message: expect.stringMatching(/^is not a known field/) },
+    ]);
+    // Fission's sleep: the duration as the default input; expressions are read at synth, not mid-run
+    expect(validateObject(wf({ nap: { run: 'sleep', inputs: '1s' }, ms: { run: 'sleep', inputs: 250 } }))).toEqual([]);
+    expect(validateObject(spore('Workflow', 'wf', { tasks: { a: { run: 'f', inputs: { x: ['{$.Tasks.(}'] } } }, outputHeaders: { 'x-a': '{$$$(}' } }))).toEqual([
+      { path: 'spec.tasks.a.inputs.x[0]', message: expect.stringMatching(/^\{\$\.Tasks\.\(\} is not a valid JSONata expression: /) },
+      { path: 'spec.outputHeaders.x-a', message: expect.stringMatching(/^\{\$\$\$\(\} is not a valid JSONata expression: /) },
     ]);
     expect(validateObject(wf({ a: { run: 'f', timeout: '5 minutes' } }))).toEqual([{ path: 'spec.tasks.a.timeout', message: 'must be a duration such as 500ms, 5s, 1m or 1h30m (got "5 minutes")' }]);
   });
@@ -221,10 +227,13 @@ describe('validateSet', () => {
     expect(validateSet([...set, route('r', { path: '/wf', function: undefined, workflow: { name: 'outer' } })])).toEqual([
       { object: 'Workflow/default/outer', path: 'spec.tasks.b.inputs.then.run', message: 'unknown Function "helo" (known: hello)' },
     ]);
-    expect(validateSet([env, pkg, fn, wf('loop', { a: { run: 'loop' } }), wf('hello', { a: { run: 'noop' } }), route('r', { path: '/x', function: undefined, workflow: { name: 'nope' } })])).toEqual([
-      { object: 'Workflow/default/loop', path: 'spec.tasks.a.run', message: 'a workflow cannot run itself' },
+    const ping = wf('ping', { a: { run: 'if', inputs: { if: true, then: { run: 'pong' } } } });
+    expect(validateSet([env, pkg, fn, wf('loop', { a: { run: 'loop' } }), ping, wf('pong', { a: { run: 'ping' } }), wf('outer', { a: { run: 'ping' } }), wf('hello', { a: { run: 'noop' } }), route('r', { path: '/x', function: undefined, workflow: { name: 'nope' } })])).toEqual([
       { object: 'Workflow/default/hello', path: 'metadata.name', message: 'Function hello has the same name: functions and workflows share the names they are called by (/_fn/default/hello)' },
-      { object: 'HttpTrigger/default/r', path: 'spec.workflow.name', message: 'unknown Workflow "nope" (known: loop, hello)' },
+      { object: 'HttpTrigger/default/r', path: 'spec.workflow.name', message: 'unknown Workflow "nope" (known: loop, ping, pong, outer, hello)' },
+      { object: 'Workflow/default/loop', path: 'spec.tasks', message: 'workflows run each other in a cycle: loop → loop (a run would never end)' },
+      { object: 'Workflow/default/ping', path: 'spec.tasks', message: 'workflows run each other in a cycle: ping → pong → ping (a run would never end)' },
+      { object: 'Workflow/default/pong', path: 'spec.tasks', message: 'workflows run each other in a cycle: pong → ping → pong (a run would never end)' },
     ]);
     expect(validateObject(route('both', { path: '/y', workflow: { name: 'outer' } }))).toEqual([{ path: 'spec', message: 'set exactly one of function, functions or workflow (got function and workflow)' }]);
     // timers, queues and watches start a workflow as they call a function: one or the other

@@ -32,14 +32,15 @@ const INC = {
     return Response.json(Number(JSON.parse(body || '0')) + 1);
   };`,
 };
-/** Fails (503) the first time (it leaves FLAG behind), then answers "ok <body>". */
+/** Fails (503) the first time it gets a body (it leaves FLAG.<body> behind), then answers "ok <body>". */
 const FLAKY = {
   'index.mjs': `import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
   export default async (req) => {
     const body = await req.text();
     appendFileSync(process.env.OUT, JSON.stringify({ fn: 'flaky', what: 'start', body }) + '\\n');
-    if (!existsSync(process.env.FLAG)) {
-      writeFileSync(process.env.FLAG, 'x');
+    const flag = process.env.FLAG + '.' + body;
+    if (!existsSync(flag)) {
+      writeFileSync(flag, 'x');
       return new Response('not yet', { status: 503 });
     }
     return new Response('ok ' + body);
@@ -119,6 +120,11 @@ describe('workflows', () => {
       }),
       workflow('endless', { tasks: { loop: { run: 'while', inputs: { expr: '{true}', limit: 3, do: { run: 'noop' } } } } }),
       workflow('retried', { tasks: { once: { run: 'flaky', inputs: 'again', retry: { attempts: 2, backoff: '100ms' } } } }),
+      workflow('retried-flow', { tasks: { cond: { run: 'if', inputs: { if: true, then: { run: 'flaky', inputs: 'branch' } }, retry: { attempts: 2, backoff: '100ms' } } } }),
+      workflow('inner-catch', { tasks: { catch: { run: 'fail', inputs: 'inner failed' } } }),
+      workflow('outer-catch', { tasks: { x: { run: 'inner-catch', catch: { run: 'noop', inputs: 'recovered' } } } }),
+      workflow('napping', { tasks: { nap: { run: 'sleep', inputs: '200ms' }, after: { run: 'noop', inputs: 'rested', requires: ['nap'] } } }),
+      workflow('each-fails', { tasks: { all: { run: 'foreach', inputs: { foreach: [1, 'boom', 2, 3, 4, 5, 6, 7], parallelism: 2, do: { run: 'inc', inputs: { default: '{$.Item}', query: { sleep: '200' } } } } } } }),
       workflow('slow', { tasks: { wait: { run: 'inc', inputs: { default: 1, query: { sleep: '3000' } }, timeout: '300ms' } } }),
       workflow('broken', {
         outputHeaders: { 'x-result': 'never' },
@@ -137,6 +143,8 @@ describe('workflows', () => {
   afterAll(() => h?.close());
 
   it('runs a sequence, each output the next input, JSON kept as JSON; the calls carry the run id in their request ids', async () => {
+    const counted = async () => Number(/spore_function_calls_total\{namespace="default",function="inc",method="POST",code="200"\} (\d+)/.exec((await h.get('/metrics')).body)?.[1] ?? 0);
+    const before = await counted();
     const res = await post(h, 'seq', 1);
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/application\/json/);
@@ -149,6 +157,7 @@ describe('workflows', () => {
       [`${run}:c:1`, '3'],
     ]);
     // each call counted once in the function's metrics
+    expect((await counted()) - before).toBe(3);
     const metrics = (await h.get('/metrics')).body;
     expect(metrics).toMatch(/spore_workflow_runs_total\{namespace="default",workflow="seq",state="succeeded"\} 1/);
     expect(metrics).toMatch(/spore_workflow_tasks_total\{namespace="default",workflow="seq",task="b",state="succeeded"\} 1/);
@@ -210,6 +219,35 @@ describe('workflows', () => {
     expect(run.tasks).toEqual([expect.objectContaining({ path: 'once', state: 'succeeded', attempts: 2, output: 'ok again' })]);
   });
 
+  it('retries a control-flow task: what failed under it runs again', async () => {
+    const res = await post(h, 'retried-flow');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('ok branch');
+    expect(calls('flaky').filter((c) => c.body === 'branch')).toHaveLength(2);
+  });
+
+  it("keeps the engine's actions apart from a sub-workflow's task ids (a task named catch)", async () => {
+    const res = await post(h, 'outer-catch');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('recovered');
+  });
+
+  it("sleeps as Fission's sleep does: its duration as the default input", async () => {
+    expect((await post(h, 'napping')).body).toBe('rested');
+  });
+
+  it('starts no foreach item after one failed', async () => {
+    const res = await post(h, 'each-fails');
+    const answered = Date.now();
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.body)).toMatchObject({ task: 'all:1', functionStatus: 500 });
+    await new Promise((r) => setTimeout(r, 1500));
+    const run = res.headers['x-spore-workflow-run'];
+    const started = rec.lines().filter((l) => l.what === 'start' && l.id?.startsWith(`${run}:`));
+    expect(started.filter((l) => l.t > answered)).toEqual([]);
+    expect(started.length).toBeLessThan(8);
+  });
+
   it('fails a task that outlives its timeout, and says so', async () => {
     const res = await post(h, 'slow');
     expect(res.status).toBe(500);
@@ -246,7 +284,7 @@ describe('workflows', () => {
   });
 
   it('answers 202 and the run id at once when asked to be asynchronous; the run is kept with its output', async () => {
-    const res = await post(h, 'each', [10, 20], { 'x-spore-async': 'true' });
+    const res = await post(h, 'each', [10, 20], { 'x-spore-async': 'true', authorization: 'Bearer secret', 'x-custom': 'kept' });
     expect(res.status).toBe(202);
     const { run } = JSON.parse(res.body);
     expect(res.headers['x-spore-workflow-run']).toBe(run);
@@ -255,6 +293,9 @@ describe('workflows', () => {
       return r.state === 'succeeded' ? r : null;
     });
     expect(done.output).toEqual([11, 21]);
+    // the input is kept with the run, credentials aside
+    expect(done.input.headers).toMatchObject({ 'x-custom': 'kept' });
+    expect(done.input.headers.authorization).toBeUndefined();
     const listed = JSON.parse((await h.get('/_spore/workflow-runs?workflow=each')).body);
     expect(listed.map((r: { id: string }) => r.id)).toContain(run);
   });
@@ -394,7 +435,8 @@ console.log('URL ' + dp.url);
         tasks: {
           first: { run: 'inc', inputs: '{$.Invocation.Inputs.default}' },
           long: { run: 'inc', inputs: { default: '{$.Tasks.first.Output}', query: { sleep: '3000' } }, requires: ['first'] },
-          last: { run: 'inc', inputs: '{$.Tasks.long.Output}', requires: ['long'] },
+          // $.Tasks.first.Inputs too: a resumed run sees the inputs of tasks done before the kill
+          last: { run: 'inc', inputs: '{$.Tasks.long.Output + $.Tasks.first.Inputs.default}', requires: ['long'] },
         },
       }),
     ];
@@ -426,7 +468,7 @@ console.log('URL ' + dp.url);
       },
       60_000,
     );
-    expect(done.output).toBe(4);
+    expect(done.output).toBe(5);
     const starts = rec.lines().filter((l) => l.what === 'start' && l.id?.startsWith(`${run}:`)).map((l) => l.id);
     // first ran once; long twice (killed in flight, then again: its second attempt); last once
     expect(starts).toEqual([`${run}:first:1`, `${run}:long:1`, `${run}:long:2`, `${run}:last:1`]);
@@ -468,6 +510,6 @@ describe('spore workflow (CLI)', () => {
     const badInput = await cli('workflow', 'run', 'two', '--input', '{nope');
     expect(badInput.status).toBe(1);
     expect(badInput.stderr).toMatch(/--input must be JSON/);
-    expect((await cli('workflow', 'get', 'no-such-run')).stderr).toMatch(/no workflow run no-such-run/);
+    expect(await cli('workflow', 'get', 'no-such-run')).toMatchObject({ status: 1, stderr: expect.stringMatching(/no workflow run no-such-run/) });
   }, 60_000);
 });
