@@ -1,7 +1,7 @@
 // An example Spore app. `npm run synth` writes its manifests and archives to
 // dist/; `spore up` (or `npm start` at the repository root) serves it locally.
 import { App, Chart } from 'cdk8s';
-import { Environment, NodeFunction, PythonFunction, HttpTrigger } from 'spore';
+import { Environment, NodeFunction, PythonFunction, HttpTrigger, Workflow } from 'spore';
 
 const app = new App();
 const chart = new Chart(app, 'shop');
@@ -44,5 +44,17 @@ new HttpTrigger(chart, 'greeting', {
     { function: v2, weight: 10 },
   ],
 });
+
+// A workflow: two functions at once (Node and Python), their outputs joined.
+// GET /signup?name=Ada%20Lovelace answers the workflow's output.
+const signup = new Workflow(chart, 'signup', {
+  tasks: {
+    handle: { run: slug, inputs: '{$.Invocation.Inputs.query.name}' },
+    python: { run: pyHello },
+    welcome: { run: 'compose', inputs: { user: '{$.Tasks.handle.Output.slug}', greeting: '{$.Tasks.python.Output.message}' }, requires: ['handle', 'python'] },
+  },
+  output: 'welcome',
+});
+new HttpTrigger(chart, 'signup-route', { methods: ['GET'], path: '/signup', workflow: signup });
 
 app.synth();

@@ -56,6 +56,8 @@ describe('spore up', () => {
     expect((await get(`${url}/fission?who=Lambda`)).body).toBe('Hello from a Lambda-style function\n');
     expect(JSON.parse((await get(`${url}/py/hello`)).body)).toEqual({ message: 'Hello from Python', method: 'GET' });
     expect(['Hello from v1\n', 'Hello from v2 (canary)\n']).toContain((await get(`${url}/greeting`)).body);
+    // the example's workflow: slug (Node) and py-hello (Python) at once, joined
+    expect(JSON.parse((await get(`${url}/signup?name=Grace%20Hopper`)).body)).toEqual({ user: 'grace-hopper', greeting: 'Hello from Python' });
     // the README's quick start, as a user pastes it: each curl line prints what its comment says
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const curls = [...readme.matchAll(/^curl (\S+)\s+# (.+)$/gm)];
