@@ -14,23 +14,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pool, request } from 'undici';
-import { packArchive } from '../lib/api/archive.js';
-import { API, NODE_ENV, ROOT, fmt, freePort, median, scope, startProcess, waitFor } from './util.mjs';
+import { request } from 'undici';
+import { API, NODE_ENV, ROOT, SINK, dataplane, fmt, freePort, nodeFunction, queueVsHttp, scope, startProcess, waitFor } from './util.mjs';
 
 const MESSAGES = Number(process.env.BENCH_KAFKA_MESSAGES ?? 2000);
 const PARTITIONS = Number(process.env.BENCH_KAFKA_PARTITIONS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-
-const DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
-import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
-const dir = process.env.BENCH_DIR;
-const store = new SqliteStore(dir + '/spore.db');
-const dp = await startDataplane({ store, stateDir: dir, port: 0, report: (m) => console.error('spore: ' + m) });
-console.log('dataplane on ' + dp.url);
-process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
-`;
-const SINK = `export default async (req) => { await req.arrayBuffer(); return new Response('ok'); };\n`;
 
 /** The broker, formatted and started in `dir`; resolves to host:port once it serves. */
 async function broker(s, dir) {
@@ -71,84 +60,22 @@ async function measure(s, dir) {
   await producer.connect();
   s.defer(() => producer.disconnect());
 
-  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(SINK) }]);
-  const metadata = { name: 'sink', namespace: 'default' };
   const objects = [
     NODE_ENV,
-    { apiVersion: API, kind: 'Package', metadata, spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
-    { apiVersion: API, kind: 'Function', metadata, spec: { environment: { name: 'node' }, package: { name: 'sink' } } },
-    { apiVersion: API, kind: 'HttpTrigger', metadata, spec: { methods: ['POST'], path: '/sink', function: { name: 'sink' } } },
+    ...(await nodeFunction('sink', SINK)),
+    { apiVersion: API, kind: 'HttpTrigger', metadata: { name: 'sink', namespace: 'default' }, spec: { methods: ['POST'], path: '/sink', function: { name: 'sink' } } },
     { apiVersion: API, kind: 'QueueTrigger', metadata: { name: 'bench', namespace: 'default' }, spec: { broker: { kind: 'kafka', connection: { url: `kafka://${brokers}` } }, topic: 'bench-in', function: { name: 'sink' }, contentType: 'text/plain', concurrency: PARTITIONS, maxRetries: 0 } },
   ];
-  const dpDir = join(dir, 'dataplane');
-  mkdirSync(dpDir);
-  const { SqliteStore } = await import('../lib/store/index.js');
-  const store = new SqliteStore(join(dpDir, 'spore.db'));
-  await store.apply(objects);
-  await store.close();
-  writeFileSync(join(dpDir, 'dataplane.mjs'), DATAPLANE);
-  const dp = startProcess(s, process.execPath, [join(dpDir, 'dataplane.mjs')], /dataplane on (http:\/\/\S+)\n/, { BENCH_DIR: dpDir });
-  const url = (await dp.matched)[1];
-  await waitFor('the queue trigger consuming', async () => (await (await request(`${url}/_spore/status`)).body.json()).queues?.some((q) => q.state === 'consuming'), 60_000);
-
-  const route = `${url}/sink`;
-  const post = { method: 'POST', body: 'message', headers: { 'content-type': 'text/plain' } };
-  for (let i = 0; i < 200; i++) await (await request(route, post)).body.text(); // cold start, JIT
+  const dp = await dataplane(s, join(dir, 'dataplane'), objects);
+  await waitFor('the queue trigger consuming', async () => (await (await request(`${dp.url}/_spore/status`)).body.json()).queues?.some((q) => q.state === 'consuming'), 60_000);
 
   /** The trigger's committed offsets, summed over the partitions: the messages it is done with. */
-  const committed = async () => (await admin.fetchOffsets({ groupId: 'spore-default-bench', topics: ['bench-in'] }))[0].partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
-  /** Produces `count` messages (acknowledged by the broker, 500 a request, round-robin over the partitions) and waits until the trigger committed them. */
-  const through = async (count) => {
-    const before = await committed();
-    const t0 = performance.now();
+  const handled = async () => (await admin.fetchOffsets({ groupId: 'spore-default-bench', topics: ['bench-in'] }))[0].partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+  /** Produces `count` messages, acknowledged by the broker, 500 a request, round-robin over the partitions. */
+  const send = async (count) => {
     for (let i = 0; i < count; i += 500) await producer.send({ topic: 'bench-in', messages: Array.from({ length: Math.min(500, count - i) }, (_, k) => ({ value: 'message', partition: (i + k) % PARTITIONS })) });
-    let done;
-    while ((done = (await committed()) - before) < count) {
-      if (performance.now() - t0 > 120_000) throw new Error(`the queue trigger handled ${done} of ${count} messages in 120 s`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return count / ((performance.now() - t0) / 1000);
   };
-  await through(Math.min(500, MESSAGES)); // the consumer's path warm too
-
-  const http = async () => {
-    const r = await httpAmount(route, post, MESSAGES);
-    if (r.errors) throw new Error(`${r.errors} failed responses from ${route}`);
-    return r.rps;
-  };
-  const rounds = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const round = {};
-    for (const k of i % 2 ? ['queue', 'http'] : ['http', 'queue']) round[k] = k === 'http' ? await http() : await through(MESSAGES);
-    rounds.push(round);
-  }
-  const ratios = rounds.map((r) => r.queue / r.http);
-  return { rounds, ratios, ratio: median(ratios), queue: median(rounds.map((r) => r.queue)), http: median(rounds.map((r) => r.http)) };
-}
-
-/**
- * Exactly `amount` POSTs over PARTITIONS keep-alive connections, each sending
- * its next once answered: req/s, timed here (autocannon's `amount` runs end at
- * its 1 s tick, which would round a 1.3 s run up to 2 s).
- */
-async function httpAmount(url, init, amount) {
-  const { origin, pathname } = new URL(url);
-  const pool = new Pool(origin, { connections: PARTITIONS });
-  let sent = 0;
-  let errors = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: PARTITIONS }, async () => {
-      while (sent++ < amount) {
-        const res = await pool.request({ path: pathname, ...init });
-        await res.body.text();
-        if (res.statusCode !== 200) errors++;
-      }
-    }),
-  );
-  const rps = amount / ((performance.now() - t0) / 1000);
-  await pool.close();
-  return { rps, errors };
+  return queueVsHttp({ route: `${dp.url}/sink`, send, handled, messages: MESSAGES, connections: PARTITIONS, rounds: ROUNDS, pollMs: 20 });
 }
 
 export async function kafkaQueue() {

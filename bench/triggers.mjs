@@ -3,8 +3,8 @@
 // a process of its own, a tiny Node function, a real nats-server.
 //   queue: BENCH_MESSAGES messages published to JetStream and handled by a
 //          QueueTrigger (concurrency BENCH_TRIGGER_CONCURRENCY) vs as many
-//          POSTs through the router's route to the same function (autocannon,
-//          as many connections), in turn, BENCH_ROUNDS rounds; msg/s ÷ req/s per round.
+//          POSTs through the router's route to the same function (as many
+//          keep-alive connections), in turn, BENCH_ROUNDS rounds; msg/s ÷ req/s per round.
 //   timer: a TimerTrigger firing every second for BENCH_TIMER_SECONDS; each
 //          call's arrival at the function minus the second it was due.
 // BENCH_ONLY=queue|timer runs one part.
@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
-import { packArchive } from '../lib/api/archive.js';
-import { API, NODE_ENV, fmt, freePort, median, percentile, scope, startProcess, waitFor } from './util.mjs';
+import { API, NODE_ENV, SINK, dataplane, fmt, freePort, nodeFunction, percentile, queueVsHttp, scope, startProcess, waitFor } from './util.mjs';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 3000);
 const CONCURRENCY = Number(process.env.BENCH_TRIGGER_CONCURRENCY ?? 32);
@@ -22,40 +21,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const TIMER_SECONDS = Number(process.env.BENCH_TIMER_SECONDS ?? 12);
 const ONLY = process.env.BENCH_ONLY;
 
-// spore up's dataplane (cli/up.ts without the render) over the SQLite file in BENCH_DIR
-const DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
-import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
-const dir = process.env.BENCH_DIR;
-const store = new SqliteStore(dir + '/spore.db');
-const dp = await startDataplane({ store, stateDir: dir, port: 0, report: (m) => console.error('spore: ' + m) });
-console.log('dataplane on ' + dp.url);
-process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
-`;
-
-// sink answers "ok" (the queue's and the route's function); clock notes when each call arrives
-const SINK = `export default async (req) => { await req.arrayBuffer(); return new Response('ok'); };\n`;
+// clock notes when each call arrives
 const CLOCK = `import { appendFileSync } from 'node:fs';
 export default async () => { appendFileSync(process.env.OUT, Date.now() + '\\n'); return new Response('ok'); };\n`;
-
-function fnObjects(name, source, env = {}) {
-  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(source) }]);
-  const metadata = { name, namespace: 'default' };
-  return [
-    { apiVersion: API, kind: 'Package', metadata, spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
-    { apiVersion: API, kind: 'Function', metadata, spec: { environment: { name: 'node' }, package: { name }, env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })) } },
-  ];
-}
-
-/** A dataplane in its own process, serving `objects` (written to its SQLite file first). */
-async function dataplane(s, dir, objects) {
-  const { SqliteStore } = await import('../lib/store/index.js');
-  const store = new SqliteStore(join(dir, 'spore.db'));
-  await store.apply(objects);
-  await store.close();
-  writeFileSync(join(dir, 'dataplane.mjs'), DATAPLANE);
-  const dp = startProcess(s, process.execPath, [join(dir, 'dataplane.mjs')], /dataplane on (http:\/\/\S+)\n/, { BENCH_DIR: dir });
-  return { url: (await dp.matched)[1], output: dp.output };
-}
 
 /** The series of /metrics with these labels, summed (0 before it exists). */
 async function metric(url, name, labels) {
@@ -77,7 +45,7 @@ async function queue(s, dir) {
   const natsUrl = `nats://127.0.0.1:${port}`;
   const objects = [
     NODE_ENV,
-    ...fnObjects('sink', SINK),
+    ...(await nodeFunction('sink', SINK)),
     { apiVersion: API, kind: 'HttpTrigger', metadata: { name: 'sink', namespace: 'default' }, spec: { methods: ['POST'], path: '/sink', function: { name: 'sink' } } },
     { apiVersion: API, kind: 'QueueTrigger', metadata: { name: 'bench', namespace: 'default' }, spec: { broker: { kind: 'nats', connection: { url: natsUrl } }, topic: 'bench.in', function: { name: 'sink' }, contentType: 'text/plain', concurrency: CONCURRENCY, maxRetries: 0 } },
   ];
@@ -90,50 +58,13 @@ async function queue(s, dir) {
   const labels = { namespace: 'default', trigger: 'bench' };
   await waitFor('the queue trigger consuming', async () => (await (await request(`${dp.url}/_spore/status`)).body.json()).queues?.some((q) => q.state === 'consuming'), 30_000);
 
-  const route = `${dp.url}/sink`;
-  const post = { method: 'POST', body: 'message', headers: { 'content-type': 'text/plain' } };
-  for (let i = 0; i < 200; i++) await (await request(route, post)).body.text(); // cold start, JIT
-
-  /** Publishes `count` messages (acknowledged by the stream, 256 at a time) and waits until the trigger handled them. */
-  const through = async (count) => {
-    const before = await metric(dp.url, 'spore_queue_messages_succeeded_total', labels);
-    const t0 = performance.now();
+  const handled = () => metric(dp.url, 'spore_queue_messages_succeeded_total', labels);
+  /** Publishes `count` messages, acknowledged by the stream, 256 at a time. */
+  const send = async (count) => {
     for (let i = 0; i < count; i += 256) await Promise.all(Array.from({ length: Math.min(256, count - i) }, () => js.publish('bench.in', 'message')));
-    let done;
-    while ((done = (await metric(dp.url, 'spore_queue_messages_succeeded_total', labels)) - before) < count) {
-      if (performance.now() - t0 > 120_000) throw new Error(`the queue trigger handled ${done} of ${count} messages in 120 s`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return count / ((performance.now() - t0) / 1000);
   };
-  await through(Math.min(500, MESSAGES)); // the consumer's path warm too
-
-  const http = async () => {
-    const r = await cannonAmount(route, post, MESSAGES);
-    if (r.errors) throw new Error(`${r.errors} failed responses from ${route}`);
-    return r.rps;
-  };
-  const rounds = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    // in turn, the order swapped each round
-    const round = {};
-    for (const k of i % 2 ? ['queue', 'http'] : ['http', 'queue']) round[k] = k === 'http' ? await http() : await through(MESSAGES);
-    rounds.push(round);
-  }
-  const ratios = rounds.map((r) => r.queue / r.http);
-  const mid = (k) => median(rounds.map((r) => r[k]));
-  const lag = await metric(dp.url, 'spore_queue_consumer_lag', labels);
-  return { rounds, ratios, ratio: median(ratios), queue: mid('queue'), http: mid('http'), lag };
-}
-
-/** autocannon sending exactly `amount` POSTs over CONCURRENCY connections: req/s. */
-async function cannonAmount(url, init, amount) {
-  const { default: autocannon } = await import('autocannon');
-  return new Promise((resolve, reject) =>
-    autocannon({ url, method: init.method, body: init.body, headers: init.headers, connections: CONCURRENCY, amount, pipelining: 1 }, (err, r) =>
-      err ? reject(err) : resolve({ rps: r.requests.total / r.duration, errors: r.errors + r.timeouts + r.non2xx }),
-    ),
-  );
+  const r = await queueVsHttp({ route: `${dp.url}/sink`, send, handled, messages: MESSAGES, connections: CONCURRENCY, rounds: ROUNDS });
+  return { ...r, lag: await metric(dp.url, 'spore_queue_consumer_lag', labels) };
 }
 
 export async function triggers() {
@@ -164,7 +95,7 @@ async function jitter(s, dir) {
   chmodSync(out, 0o666);
   const objects = [
     NODE_ENV,
-    ...fnObjects('clock', CLOCK, { OUT: out }),
+    ...(await nodeFunction('clock', CLOCK, { OUT: out })),
     { apiVersion: API, kind: 'TimerTrigger', metadata: { name: 'every-second', namespace: 'default' }, spec: { cron: '* * * * * *', method: 'POST', path: '/', function: { name: 'clock' } } },
   ];
   const dp = await dataplane(s, join(dir, 'timer'), objects);
@@ -191,7 +122,7 @@ export function report(r) {
     const q = r.queue;
     lines.push(
       `queue trigger vs HTTP: ${MESSAGES} messages published to JetStream (nats-server), handled by a QueueTrigger (concurrency ${CONCURRENCY}) calling a Node function,`,
-      `vs ${MESSAGES} POSTs through the router's route to the same function (autocannon, ${CONCURRENCY} connections), in turn, ${ROUNDS} rounds (median):`,
+      `vs ${MESSAGES} POSTs through the router's route to the same function (${CONCURRENCY} keep-alive connections), in turn, ${ROUNDS} rounds (median):`,
       `  queue trigger ${fmt(q.queue, 0)} msg/s, HTTP ${fmt(q.http, 0)} req/s: ${fmt(q.ratio)}× HTTP (rounds ${q.ratios.map((x) => fmt(x)).join(', ')}); consumer lag after: ${q.lag}`,
     );
   }

@@ -1,12 +1,13 @@
 // Shared bits of the benchmarks: processes and their cleanup, load, waiting,
-// percentiles, instances specialized as the pool manager does it.
+// percentiles, instances specialized as the pool manager does it, spore up's
+// dataplane in a process of its own, a queue trigger against HTTP.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { request } from 'undici';
+import { Pool, request } from 'undici';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const API = 'spore.dev/v1alpha1';
@@ -188,3 +189,117 @@ export function rss(pid) {
 }
 
 export const fmt = (n, d = 2) => n.toFixed(d);
+
+// spore up's dataplane (cli/up.ts without the render) over the SQLite file in BENCH_DIR
+const DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
+import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
+const dir = process.env.BENCH_DIR;
+const store = new SqliteStore(dir + '/spore.db');
+const dp = await startDataplane({ store, stateDir: dir, port: 0, report: (m) => console.error('spore: ' + m) });
+console.log('dataplane on ' + dp.url);
+process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
+`;
+
+/** spore up's dataplane in a process of its own (stopped when `s` closes), serving `objects` from a SQLite file in `dir`, written first. */
+export async function dataplane(s, dir, objects) {
+  const { SqliteStore } = await import('../lib/store/index.js');
+  mkdirSync(dir, { recursive: true });
+  const store = new SqliteStore(join(dir, 'spore.db'));
+  await store.apply(objects);
+  await store.close();
+  writeFileSync(join(dir, 'dataplane.mjs'), DATAPLANE);
+  const dp = startProcess(s, process.execPath, [join(dir, 'dataplane.mjs')], /dataplane on (http:\/\/\S+)\n/, { BENCH_DIR: dir });
+  return { url: (await dp.matched)[1], pid: dp.child.pid, output: dp.output };
+}
+
+/** The Package (its archive inline: index.mjs holding `source`) and the Node Function of that name, with these env variables. */
+export async function nodeFunction(name, source, env = {}) {
+  const { packArchive } = await import('../lib/api/archive.js');
+  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(source) }]);
+  const metadata = { name, namespace: 'default' };
+  return [
+    { apiVersion: API, kind: 'Package', metadata, spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
+    { apiVersion: API, kind: 'Function', metadata, spec: { environment: { name: 'node' }, package: { name }, env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })) } },
+  ];
+}
+
+/** A function answering "ok" to whatever it is sent: the queue benchmarks' target. */
+export const SINK = `export default async (req) => { await req.arrayBuffer(); return new Response('ok'); };\n`;
+
+/**
+ * Runs each of `parts` (name → async function) in turn, `count` rounds, the
+ * order rotated each round (so a noisy neighbour hurts all alike): per round,
+ * name → what its function returned.
+ */
+export async function inTurn(count, parts) {
+  const names = Object.keys(parts);
+  const rounds = [];
+  for (let i = 0; i < count; i++) {
+    const round = {};
+    for (let k = 0; k < names.length; k++) {
+      const name = names[(k + i) % names.length];
+      round[name] = await parts[name]();
+    }
+    rounds.push(round);
+  }
+  return rounds;
+}
+
+/**
+ * Exactly `amount` requests over `connections` keep-alive connections, each
+ * sending its next once answered: req/s, timed here (autocannon's `amount` runs
+ * end at its 1 s tick, which would round a 1.3 s run up to 2 s).
+ */
+export async function httpAmount(url, init, amount, connections) {
+  const { origin, pathname } = new URL(url);
+  const pool = new Pool(origin, { connections });
+  let sent = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (sent++ < amount) {
+        const res = await pool.request({ path: pathname, ...init });
+        await res.body.text();
+        if (res.statusCode !== 200) errors++;
+      }
+    }),
+  );
+  const rps = amount / ((performance.now() - t0) / 1000);
+  await pool.close();
+  return { rps, errors };
+}
+
+/**
+ * A queue trigger against HTTP, both calling the function behind `route`:
+ * `send(count)` puts `count` messages on the queue (acknowledged by the broker)
+ * and `handled()` says how many the trigger is done with so far; a round times
+ * `messages` of them from the first send until all are handled (polled every
+ * `pollMs`), and as many POSTs of the same body through `route` over
+ * `connections` keep-alive connections, in turn. msg/s ÷ req/s per round, and
+ * the medians.
+ */
+export async function queueVsHttp({ route, send, handled, messages, connections, rounds: count, pollMs = 50 }) {
+  const post = { method: 'POST', body: 'message', headers: { 'content-type': 'text/plain' } };
+  for (let i = 0; i < 200; i++) await (await request(route, post)).body.text(); // cold start, JIT
+  const through = async (n) => {
+    const before = await handled();
+    const t0 = performance.now();
+    await send(n);
+    let done;
+    while ((done = (await handled()) - before) < n) {
+      if (performance.now() - t0 > 120_000) throw new Error(`the queue trigger handled ${done} of ${n} messages in 120 s`);
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    return n / ((performance.now() - t0) / 1000);
+  };
+  await through(Math.min(500, messages)); // the consumer's path warm too
+  const http = async () => {
+    const r = await httpAmount(route, post, messages, connections);
+    if (r.errors) throw new Error(`${r.errors} failed responses from ${route}`);
+    return r.rps;
+  };
+  const rounds = await inTurn(count, { http, queue: () => through(messages) });
+  const ratios = rounds.map((r) => r.queue / r.http);
+  return { rounds, ratios, ratio: median(ratios), queue: median(rounds.map((r) => r.queue)), http: median(rounds.map((r) => r.http)) };
+}

@@ -13,13 +13,12 @@
 //             in turn, BENCH_ROUNDS rounds: runs/s ÷ req/s per round, and the
 //             dataplane's CPU time per run and per call.
 // BENCH_ONLY=overhead|throughput runs one part.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Pool, request } from 'undici';
-import { packArchive } from '../lib/api/archive.js';
-import { API, NODE_ENV, fmt, median, scope, startProcess } from './util.mjs';
+import { API, NODE_ENV, dataplane, fmt, inTurn, median, nodeFunction, scope } from './util.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RUNS = Number(process.env.BENCH_WF_RUNS ?? 60);
@@ -29,23 +28,12 @@ const ONLY = process.env.BENCH_ONLY;
 const LONG = 10; // tasks of the overhead part's workflow
 const BODY = JSON.stringify({ n: 1 });
 
-// spore up's dataplane (cli/up.ts without the render) over the SQLite file in BENCH_DIR
-const DATAPLANE = `import { startDataplane } from ${JSON.stringify(new URL('../lib/dataplane/index.js', import.meta.url).href)};
-import { SqliteStore } from ${JSON.stringify(new URL('../lib/store/index.js', import.meta.url).href)};
-const dir = process.env.BENCH_DIR;
-const store = new SqliteStore(dir + '/spore.db');
-const dp = await startDataplane({ store, stateDir: dir, port: 0, report: (m) => console.error('spore: ' + m) });
-console.log('dataplane on ' + dp.url);
-process.once('SIGTERM', () => dp.close().finally(() => (store.close(), process.exit(0))));
-`;
-
 // answers what it is sent, as it was sent (JSON stays JSON: the next task gets a value)
 const NOOP = `export default async (req) => new Response(await req.text(), { headers: { 'content-type': req.headers.get('content-type') ?? 'text/plain' } });\n`;
 
 const metadata = (name) => ({ name, namespace: 'default' });
 
-function objects() {
-  const a = packArchive([{ path: 'index.mjs', data: Buffer.from(NOOP) }]);
+async function objects() {
   /** Tasks t1 → t2 → … → tn, each calling noop with the output before it. */
   const chain = (n) =>
     Object.fromEntries(
@@ -53,22 +41,10 @@ function objects() {
     );
   return [
     NODE_ENV,
-    { apiVersion: API, kind: 'Package', metadata: metadata('noop'), spec: { archive: { sha256: a.sha256, size: a.size, inline: a.bytes.toString('base64') } } },
-    { apiVersion: API, kind: 'Function', metadata: metadata('noop'), spec: { environment: { name: 'node' }, package: { name: 'noop' } } },
+    ...(await nodeFunction('noop', NOOP)),
     { apiVersion: API, kind: 'Workflow', metadata: metadata('chain10'), spec: { output: `t${LONG}`, tasks: chain(LONG) } },
     { apiVersion: API, kind: 'Workflow', metadata: metadata('chain3'), spec: { output: 't3', tasks: chain(3) } },
   ];
-}
-
-/** The dataplane in its own process, serving the objects (written to its SQLite file first). */
-async function dataplane(s, dir) {
-  const { SqliteStore } = await import('../lib/store/index.js');
-  const store = new SqliteStore(join(dir, 'spore.db'));
-  await store.apply(objects());
-  await store.close();
-  writeFileSync(join(dir, 'dataplane.mjs'), DATAPLANE);
-  const dp = startProcess(s, process.execPath, [join(dir, 'dataplane.mjs')], /dataplane on (http:\/\/\S+)\n/, { BENCH_DIR: dir });
-  return { url: (await dp.matched)[1], pid: dp.child.pid, output: dp.output };
 }
 
 const POST = { method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY };
@@ -103,12 +79,7 @@ async function overhead(s, dp) {
   const direct = (count) => timed(count, '/_fn/default/noop', LONG);
   await direct(50); // JIT, the instance, the connection
   await wf(50);
-  const rounds = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const r = {}; // in turn, the order swapped each round
-    for (const k of i % 2 ? ['wf', 'direct'] : ['direct', 'wf']) r[k] = await (k === 'wf' ? wf : direct)(RUNS);
-    rounds.push({ wf: r.wf.ms, direct: r.direct.ms, perTask: (r.wf.ms - r.direct.ms) / LONG, ratio: r.wf.ms / r.direct.ms, cpuWf: r.wf.cpu, cpuDirect: r.direct.cpu, cpuPerTask: (r.wf.cpu - r.direct.cpu) / LONG });
-  }
+  const rounds = (await inTurn(ROUNDS, { direct: () => direct(RUNS), wf: () => wf(RUNS) })).map((r) => ({ wf: r.wf.ms, direct: r.direct.ms, perTask: (r.wf.ms - r.direct.ms) / LONG, ratio: r.wf.ms / r.direct.ms, cpuWf: r.wf.cpu, cpuDirect: r.direct.cpu, cpuPerTask: (r.wf.cpu - r.direct.cpu) / LONG }));
   const mid = (k) => median(rounds.map((r) => r[k]));
   return { rounds, ...Object.fromEntries(Object.keys(rounds[0]).map((k) => [k, mid(k)])) };
 }
@@ -123,12 +94,7 @@ async function throughput(s, { url, pid }) {
     return { rps: r.requests.total / r.duration, cpu: (cpuMs(pid) - c0) / r.requests.total }; // answers per second, the dataplane's CPU ms per answer
   };
   for (let i = 0; i < 100; i++) await (await request(`${url}/_fn/default/chain3`, POST)).body.text(); // warm
-  const rounds = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const r = {};
-    for (const k of i % 2 ? ['wf', 'direct'] : ['direct', 'wf']) r[k] = await load(k === 'wf' ? '/_fn/default/chain3' : '/_fn/default/noop');
-    rounds.push({ wf: r.wf.rps, direct: r.direct.rps, ratio: r.wf.rps / r.direct.rps, perCall: (3 * r.wf.rps) / r.direct.rps, cpuWf: r.wf.cpu, cpuDirect: r.direct.cpu });
-  }
+  const rounds = (await inTurn(ROUNDS, { direct: () => load('/_fn/default/noop'), wf: () => load('/_fn/default/chain3') })).map((r) => ({ wf: r.wf.rps, direct: r.direct.rps, ratio: r.wf.rps / r.direct.rps, perCall: (3 * r.wf.rps) / r.direct.rps, cpuWf: r.wf.cpu, cpuDirect: r.direct.cpu }));
   const mid = (k) => median(rounds.map((r) => r[k]));
   return { rounds, ...Object.fromEntries(Object.keys(rounds[0]).map((k) => [k, mid(k)])) };
 }
@@ -149,7 +115,7 @@ export async function workflows() {
   try {
     const dir = mkdtempSync(join(tmpdir(), 'spore-bench-workflows-'));
     s.defer(async () => rmSync(dir, { recursive: true, force: true }));
-    const dp = await dataplane(s, dir);
+    const dp = await dataplane(s, dir, await objects());
     const result = {};
     // a part that fails is said; the other still runs
     const part = (run) =>
