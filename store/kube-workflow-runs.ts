@@ -153,9 +153,8 @@ export class KubeWorkflowRuns implements WorkflowRunStore {
     Object.assign(r.run, { state: result.state, output: result.output, error: result.error, updated: Date.now() });
     r.dirty = true;
     await this.flush(id);
-    if (r.dirty) throw new Error(`workflow run ${r.run.namespace}/${id} could not be written: ${this.failing.get(id) ?? 'it was taken over'}`);
-    this.owned.delete(id);
     void this.prune(r.run.namespace);
+    if (r.dirty) throw new Error(`its object could not be written yet (tried again every heartbeat): ${this.failing.get(id) ?? 'unknown error'}`);
   }
 
   /**
@@ -164,7 +163,15 @@ export class KubeWorkflowRuns implements WorkflowRunStore {
    */
   async runningRuns(): Promise<WorkflowRun[]> {
     const stale = Date.now() - (this.o.staleMs ?? 30_000);
-    const running = (await this.list(undefined, { labelSelector: `${RUN_STATE_LABEL}=running` })).filter((o) => !this.owned.has(o.metadata.name) && (o.status?.heartbeat ?? 0) < stale);
+    let listed: RunObject[];
+    try {
+      listed = await this.list(undefined, { labelSelector: `${RUN_STATE_LABEL}=running` });
+    } catch (err) {
+      // not fatal: the router holding the Lease looks again (every 10 s)
+      this.say(`could not look for workflow runs to resume: ${(err as Error).message}`);
+      return [];
+    }
+    const running = listed.filter((o) => !this.owned.has(o.metadata.name) && (o.status?.heartbeat ?? 0) < stale);
     const taken: WorkflowRun[] = [];
     for (const o of running) {
       const run = toRun(o);
@@ -202,6 +209,8 @@ export class KubeWorkflowRuns implements WorkflowRunStore {
       }
     })().finally(() => {
       r.flushing = undefined;
+      // a finished run, written: no longer this router's to heartbeat
+      if (!r.dirty && r.run.state !== 'running' && this.owned.get(id) === r) this.owned.delete(id);
     });
     return r.flushing;
   }

@@ -117,7 +117,7 @@ describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as Work
     poolmgr.child.kill('SIGTERM');
   }, 180_000);
 
-  it("resumes a run whose router was killed mid-run on the router holding the Lease, without running its finished task again", async () => {
+  it('resumes a run whose router was killed mid-run on the router holding the Lease, without running its finished task again; a stopped router hands its run over', async () => {
     const { ns, system, rec, poolmgr, router, runObject } = await setup('wf-kill');
     // the first router takes the Lease; the run is started on the second, which is then killed
     const leader = await router('router 1');
@@ -149,6 +149,21 @@ describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as Work
     const ids = rec.lines().map((c) => c.id).filter((c) => c.startsWith(`${id}:`));
     expect(ids.filter((c) => c.startsWith(`${id}:first:`))).toEqual([`${id}:first:1`]);
     expect(ids.filter((c) => c.startsWith(`${id}:second:`))).toEqual([`${id}:second:1`, `${id}:second:2`]);
+
+    // a router stopped (SIGTERM) mid-run hands the run over at once (heartbeat 0), and the leader finishes it
+    const stopped = await router('router 3');
+    const res = await fetch(`${stopped.url}/_fn/${ns}/pair`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-spore-async': 'true' }, body: JSON.stringify({ n: 20, sleep: 4000 }) });
+    expect(res.status).toBe(202);
+    const { run: handed } = (await res.json()) as { run: string };
+    await expect.poll(() => rec.lines().some((c) => c.id === `${handed}:second:1`), { timeout: 60_000, interval: 100 }).toBe(true);
+    const exited = new Promise((r) => stopped.child.once('exit', r));
+    stopped.child.kill('SIGTERM');
+    await exited;
+    const left = await runObject(handed);
+    expect(left.status.owner.includes(`-${leader.child.pid}-`) || (left.status.state === 'running' && (left.status as { heartbeat?: number }).heartbeat === 0)).toBe(true);
+    await expect.poll(async () => (await runObject(handed)).status.state, { timeout: 120_000, interval: 1000 }).toBe('succeeded');
+    expect((await runObject(handed)).status.output).toBe(22);
+    expect(rec.lines().filter((c) => c.id.startsWith(`${handed}:first:`))).toHaveLength(1);
     leader.child.kill('SIGTERM');
     poolmgr.child.kill('SIGTERM');
   }, 300_000);
