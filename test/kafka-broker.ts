@@ -68,7 +68,8 @@ export async function startKafka(port?: number): Promise<KafkaBroker> {
   const cp = classpath();
   // a 22-character cluster id, as `kafka-storage random-uuid` makes
   const clusterId = randomBytes(16).toString('base64url');
-  execFileSync('java', java(cp, ['kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', config]), { stdio: 'pipe' });
+  // joined with `=`: an id starting with '-' (1 in 64) is otherwise read as an option
+  execFileSync('java', java(cp, ['kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', config]), { stdio: 'pipe' });
   const child: ChildProcess = spawn('java', [`-Dkafka.logs.dir=${dir}`, ...java(cp, ['kafka.Kafka', config])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));

@@ -1,5 +1,6 @@
 // A real dataplane (router, pool manager, runtime processes) over a real SQLite
 // file in a temp folder, and builders for the objects it serves.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -160,4 +161,54 @@ export function recordFile<T = Record<string, any>>(): { out: string; flag: stri
   chmodSync(out, 0o666);
   const lines = (): T[] => (existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : []);
   return { out, flag: join(dir, 'flag'), lines };
+}
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+/**
+ * A dataplane over its SQLite file in `state`, in a process of its own as
+ * spore up runs it (from lib/: build first), for the suites that kill it
+ * mid-work. `start(objects)` applies the objects first (none: a restart). Its
+ * output says `URL <url>`, then every 200 ms `STATE <queue consumers>`.
+ * `kill()` ends any still running (register it in afterEach/afterAll).
+ */
+export function dataplaneProcess(state: string) {
+  const script = join(state, 'up.mjs');
+  writeFileSync(
+    script,
+    `import { startDataplane } from ${JSON.stringify(join(ROOT, 'lib/dataplane/index.js'))};
+import { SqliteStore } from ${JSON.stringify(join(ROOT, 'lib/store/index.js'))};
+const store = new SqliteStore(${JSON.stringify(join(state, 'spore.db'))});
+const objects = JSON.parse(process.argv[2] ?? '[]');
+if (objects.length) await store.apply(objects);
+const dp = await startDataplane({ store, stateDir: ${JSON.stringify(state)}, port: 0, report: (m) => console.log(m) });
+console.log('URL ' + dp.url);
+setInterval(() => console.log('STATE ' + JSON.stringify(dp.queues.list())), 200);
+`,
+  );
+  const children: ChildProcess[] = [];
+  return {
+    start(objects: KubeObject[] = []) {
+      let out = '';
+      const child = spawn(process.execPath, [script, JSON.stringify(objects)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(child);
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (out += d));
+      return {
+        child,
+        output: () => out,
+        url: () => waitFor('the dataplane to serve', () => /URL (\S+)/.exec(out)?.[1], 60_000),
+        /** Waits for the queue trigger `name` to consume. */
+        consuming: (name: string, timeoutMs = 60_000) => waitFor(`queue trigger ${name} consuming`, () => (new RegExp(`"name":"${name}"[^}]*"state":"consuming"`).test(out) ? true : null), timeoutMs),
+        /** SIGKILL, and its end. */
+        kill: () => {
+          child.kill('SIGKILL');
+          return new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(undefined)));
+        },
+      };
+    },
+    kill() {
+      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    },
+  };
 }

@@ -1,17 +1,13 @@
 // QueueTriggers on Kafka: a real single-node broker (KRaft), a real dataplane
 // over SQLite, a real Node function recording each call in a file.
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Kafka, logLevel, Partitioners, type Admin, type KafkaMessage, type Producer } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
 import { groupId, kafkaAddress } from '../../dataplane/triggers/kafka.js';
 import { freePort, tempDir } from '../helpers.js';
 import { kafkaRunnable, startKafka, type KafkaBroker } from '../kafka-broker.js';
-import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
-
-const ROOT = new URL('../..', import.meta.url).pathname;
+import { dataplaneProcess, environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 /** Records each call (start, end) in OUT; a body "fail…" answers 500, "flaky…" does once, "slow…" takes SLOW ms; answers what it got. */
 const RECORDER = {
@@ -221,39 +217,18 @@ describe.skipIf(!kafkaRunnable)('queue triggers on Kafka', () => {
 
   it('loses no message when Spore is killed (SIGKILL) while handling one: after a restart each is processed, none lost', async () => {
     const rec = outFile();
-    const state = tempDir('spore-kafka-kill-');
-    const script = join(state, 'up.mjs');
-    // a dataplane over its SQLite file, in a process of its own, as spore up runs it
-    writeFileSync(
-      script,
-      `import { startDataplane } from ${JSON.stringify(join(ROOT, 'lib/dataplane/index.js'))};
-import { SqliteStore } from ${JSON.stringify(join(ROOT, 'lib/store/index.js'))};
-const store = new SqliteStore(${JSON.stringify(join(state, 'spore.db'))});
-const objects = JSON.parse(process.argv[2] ?? '[]');
-if (objects.length) await store.apply(objects);
-const dp = await startDataplane({ store, stateDir: ${JSON.stringify(state)}, port: 0, report: (m) => console.log(m) });
-setInterval(() => console.log('STATE ' + JSON.stringify(dp.queues.list())), 200);
-`,
-    );
+    const dp = dataplaneProcess(tempDir('spore-kafka-kill-'));
+    stops.push(() => dp.kill());
     const objects = [environment('node', 'node'), ...fn('rec', RECORDER, { vars: { OUT: rec.out, SLOW: '4000' } }), queue('jobs', kafka.brokers, { topic: 'jobs' })];
-    const run = (args: string[]) => {
-      let out = '';
-      const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout!.on('data', (d) => (out += d));
-      child.stderr!.on('data', (d) => (out += d));
-      stops.push(() => child.exitCode === null && child.kill('SIGKILL'));
-      return { child, consuming: () => waitFor('consuming', () => (/"name":"jobs"[^}]*"state":"consuming"/.test(out) ? true : null), 90_000) };
-    };
-    const first = run([JSON.stringify(objects)]);
-    await first.consuming();
+    const first = dp.start(objects);
+    await first.consuming('jobs', 90_000);
     const bodies = ['job-1', 'slow-job-2', 'job-3', 'job-4', 'job-5'];
     await producer.send({ topic: 'jobs', messages: bodies.map((value) => ({ value })) });
     await waitFor('the slow call started', () => rec.starts().find((l) => l.body === 'slow-job-2'), 60_000);
-    first.child.kill('SIGKILL'); // mid-call: its offset not committed
-    await new Promise((r) => first.child.once('exit', r));
+    await first.kill(); // mid-call: its offset not committed
     expect(rec.ends().map((l) => l.body)).toEqual(['job-1']);
-    const second = run([]);
-    await second.consuming();
+    const second = dp.start();
+    await second.consuming('jobs', 90_000);
     // the group's committed offset is after job-1: slow-job-2 comes again, then the rest
     await waitFor('every message done', () => (bodies.every((b) => rec.ends().some((l) => l.body === b)) ? true : null), 90_000);
     expect(rec.ends().map((l) => l.body)).toEqual(bodies);

@@ -1,8 +1,5 @@
 // QueueTriggers on NATS JetStream: a real nats-server, a real dataplane over
 // SQLite, a real Node function recording each call in a file.
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,9 +7,7 @@ import type { KubeObject } from '../../api/index.js';
 import { consumerName } from '../../dataplane/triggers/nats.js';
 import { freePort, tempDir } from '../helpers.js';
 import { collect, natsInstalled, startNats, type Nats } from '../nats-server.js';
-import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
-
-const ROOT = new URL('../..', import.meta.url).pathname;
+import { dataplaneProcess, environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 /** Records each call (start, end) in OUT; ?fail answers 500; a body "slow" takes 1.5 s; answers what it got. */
 const RECORDER = {
@@ -175,39 +170,18 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
   it('loses no message when Spore is killed (SIGKILL) while handling it: after a restart it is delivered again', async () => {
     nats = await startNats();
     const rec = outFile();
-    const state = tempDir('spore-queue-kill-');
-    const script = join(state, 'up.mjs');
-    // a dataplane over its SQLite file, in a process of its own, as spore up runs it
-    writeFileSync(
-      script,
-      `import { startDataplane } from ${JSON.stringify(join(ROOT, 'lib/dataplane/index.js'))};
-import { SqliteStore } from ${JSON.stringify(join(ROOT, 'lib/store/index.js'))};
-const store = new SqliteStore(${JSON.stringify(join(state, 'spore.db'))});
-const objects = JSON.parse(process.argv[2] ?? '[]');
-if (objects.length) await store.apply(objects);
-const dp = await startDataplane({ store, stateDir: ${JSON.stringify(state)}, port: 0, report: (m) => console.log(m) });
-setInterval(() => console.log('STATE ' + JSON.stringify(dp.queues.list())), 200);
-`,
-    );
+    const dp = dataplaneProcess(tempDir('spore-queue-kill-'));
+    stops.push(() => dp.kill());
     const objects = [environment('node', 'node'), ...fn('rec', RECORDER, { vars: { OUT: rec.out, SLOW: '4000' } }), queue('jobs', nats.url, { topic: 'jobs' })];
-    const run = (args: string[]) => {
-      let out = '';
-      const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout!.on('data', (d) => (out += d));
-      child.stderr!.on('data', (d) => (out += d));
-      stops.push(() => child.exitCode === null && child.kill('SIGKILL'));
-      return { child, consuming: () => waitFor('consuming', () => (/"name":"jobs"[^}]*"state":"consuming"/.test(out) ? true : null), 60_000), output: () => out };
-    };
-    const first = run([JSON.stringify(objects)]);
-    await first.consuming();
+    const first = dp.start(objects);
+    await first.consuming('jobs');
     nc = await connect({ servers: nats.url });
     await jetstream(nc).publish('jobs', 'slow-job');
     await waitFor('the call started', () => rec.starts().find((l) => l.body === 'slow-job'), 30_000);
-    first.child.kill('SIGKILL'); // mid-call: not acknowledged
-    await new Promise((r) => first.child.once('exit', r));
+    await first.kill(); // mid-call: not acknowledged
     expect(rec.lines().filter((l) => l.what === 'end')).toHaveLength(0);
-    const second = run([]);
-    await second.consuming();
+    const second = dp.start();
+    await second.consuming('jobs');
     // redelivered once its ack deadline passes (ACK_WAIT_MS), and this time done
     const done = await waitFor('the redelivered call done', () => rec.lines().find((l) => l.what === 'end' && l.body === 'slow-job'), 90_000);
     expect(Number(done.delivery)).toBe(2);

@@ -1,8 +1,8 @@
 // Workflows on the real dataplane: real Node and Python functions, the real
 // SQLite run store, calls through /_fn/ and routes, a real `spore up`-like
 // process killed mid-run.
-import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiObject, App, Chart } from 'cdk8s';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { tempDir } from '../helpers.js';
 import { collect, natsInstalled, startNats, type Nats } from '../nats-server.js';
-import { environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
+import { dataplaneProcess, environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
 
 const API = 'spore.dev/v1alpha1';
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -409,25 +409,11 @@ tasks:
 });
 
 describe('a run killed mid-way (SIGKILL)', () => {
-  const children: ReturnType<typeof spawn>[] = [];
-  afterAll(() => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+  const dp = dataplaneProcess(tempDir('spore-wf-kill-'));
+  afterAll(() => dp.kill());
 
   it('resumes after a restart: finished tasks are not run again, the one in flight runs again, the run completes', async () => {
     const rec = recordFile<Rec>();
-    const state = tempDir('spore-wf-kill-');
-    mkdirSync(state, { recursive: true });
-    const script = join(state, 'up.mjs');
-    writeFileSync(
-      script,
-      `import { startDataplane } from ${JSON.stringify(join(ROOT, 'lib/dataplane/index.js'))};
-import { SqliteStore } from ${JSON.stringify(join(ROOT, 'lib/store/index.js'))};
-const store = new SqliteStore(${JSON.stringify(join(state, 'spore.db'))});
-const objects = JSON.parse(process.argv[2] ?? '[]');
-if (objects.length) await store.apply(objects);
-const dp = await startDataplane({ store, stateDir: ${JSON.stringify(state)}, port: 0, report: (m) => console.log(m) });
-console.log('URL ' + dp.url);
-`,
-    );
     const objects = [
       environment('node', 'node'),
       ...fn('inc', INC, { vars: { OUT: rec.out, NAME: 'inc' } }),
@@ -440,24 +426,15 @@ console.log('URL ' + dp.url);
         },
       }),
     ];
-    const start = (args: string[]) => {
-      let out = '';
-      const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      children.push(child);
-      child.stdout!.on('data', (d) => (out += d));
-      child.stderr!.on('data', (d) => (out += d));
-      return { child, url: () => waitFor('the dataplane', () => /URL (\S+)/.exec(out)?.[1], 60_000), output: () => out };
-    };
-    const first = start([JSON.stringify(objects)]);
+    const first = dp.start(objects);
     const url = await first.url();
     const accepted = await fetch(`${url}/_fn/default/pipeline`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-spore-async': 'true' }, body: '1' });
     expect(accepted.status).toBe(202);
     const { run } = (await accepted.json()) as { run: string };
     await waitFor('the long task under way', () => rec.lines().find((l) => l.id === `${run}:long:1` && l.what === 'start'), 30_000);
-    first.child.kill('SIGKILL');
-    await new Promise((r) => first.child.once('exit', r));
+    await first.kill();
 
-    const second = start([]);
+    const second = dp.start();
     const again = await second.url();
     expect(second.output()).toMatch(new RegExp(`resuming 1 workflow run left under way: default/pipeline ${run}`));
     const done = await waitFor(
