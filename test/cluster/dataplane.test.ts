@@ -3,16 +3,17 @@
 // `spore reconciler --kubeconfig`, pool pods run by the test node agent
 // (test/cluster/node-agent.ts) as local processes, specialized over loopback
 // HTTP by Spore's fetcher sidecar.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import yaml from 'js-yaml';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packArchive } from '../../api/archive.js';
 import { KubeClient } from '../../store/kube-client.js';
 import { tempDir } from '../helpers.js';
 import { Repo } from '../reconciler/gitrepo.js';
 import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+import { components } from './components.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/spore.js');
@@ -61,45 +62,14 @@ function manifests(ns: string, version: string): string {
 describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore router)', () => {
   let kc: KubeConfig;
   let client: KubeClient;
-  const children = new Set<ChildProcess>();
-  /** What the components said, shown when a test fails. */
-  const said: (() => string)[] = [];
+  const { run, stop } = components({ tail: 4000 });
 
   beforeAll(async () => {
     kc = kubeConfig(kubeconfig!);
     client = new KubeClient(kc);
     await installCrds(kc);
   });
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-4000));
-    said.length = 0;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    client?.close();
-  });
-
-  /** A `spore` command left running, with its output; resolves once it printed its address. */
-  async function run(args: string[], announce?: RegExp): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-    let out = '';
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    let url = '';
-    said.push(() => `--- spore ${args[0]}:\n${out}`);
-    if (announce) {
-      await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
-      url = announce.exec(out)![1];
-    }
-    return { child, url, output: () => out };
-  }
-  const stop = async (child: ChildProcess) => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const gone = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await gone;
-  };
+  afterAll(() => client?.close());
 
   /** The pool's pods, as the API server has them (not being deleted). */
   async function pods(namespace: string): Promise<{ name: string; fn?: string; revision?: string; ready: boolean }[]> {
@@ -117,13 +87,13 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
     const state = tempDir('spore-kube-dp-');
     const repo = new Repo();
     repo.commit('v1', { 'dist/app.yaml': manifests(ns, 'v1') });
-    const rec = await run(['reconciler', '--kubeconfig', kubeconfig!, '--git', repo.url, '--manifests', '--state-dir', state, '--namespace', system, '--app', 'shop', '--poll', '1s']);
+    const rec = await run('spore reconciler', ['reconciler', '--kubeconfig', kubeconfig!, '--git', repo.url, '--manifests', '--state-dir', state, '--namespace', system, '--app', 'shop', '--poll', '1s']);
     const synced = () => JSON.parse(spawnSync(process.execPath, [BIN, 'status', '-o', 'json', '--state-dir', state], { encoding: 'utf8' }).stdout || '[]')[0]?.state;
     await expect.poll(synced, { timeout: 60_000, interval: 250 }).toBe('synced');
 
     const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
-    let poolmgr = await run(['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
-    const router = await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
+    let poolmgr = await run('spore poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
+    const router = await run('spore router', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
     // the pool: poolSize generic pods of the Environment, Ready
     await expect.poll(() => generic(system), { timeout: 60_000, interval: 250 }).toBe(2);
 
@@ -175,7 +145,7 @@ describe.skipIf(!kubeconfig)('the dataplane on a cluster (spore poolmgr + spore 
     await expect.poll(async () => (await pods(system)).map((p) => p.ready), { timeout: 60_000, interval: 250 }).toEqual([true, true, true]);
     const before = (await pods(system)).map((p) => p.name).sort();
     await stop(poolmgr.child);
-    poolmgr = await run(['poolmgr', ...common, '--port', new URL(poolmgr.url).port], /spore poolmgr listening on (\S+)/);
+    poolmgr = await run('spore poolmgr', ['poolmgr', ...common, '--port', new URL(poolmgr.url).port], /spore poolmgr listening on (\S+)/);
     await new Promise((r) => setTimeout(r, 6000)); // the router's leases renewed against the new pool manager: unknown, dropped
     const fourth = await get('/hello');
     expect(fourth.body.instance).toBe(third.body.instance);
@@ -217,8 +187,8 @@ export default async () => {
       { apiVersion: 'spore.dev/v1alpha1', kind: 'HttpTrigger', metadata: meta('one'), spec: { path: '/one', function: { name: 'one' } } },
     ]) await applyObject(kc, o as any);
     const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
-    const poolmgr = await run(['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
-    const routers = [await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/), await run(['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/)];
+    const poolmgr = await run('spore poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
+    const routers = [await run('spore router', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/), await run('spore router', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/)];
     await expect.poll(() => generic(system), { timeout: 60_000, interval: 250 }).toBe(1);
     // four calls through each router at once
     const calls = await Promise.all([0, 1, 0, 1, 0, 1, 0, 1].map(async (i) => {

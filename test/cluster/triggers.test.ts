@@ -4,21 +4,16 @@
 // Lease `spore-triggers` fires timers and follows watches; killed, the other
 // takes over; stopped, it gives the Lease back. Queue triggers (a real NATS
 // server) are consumed by every router.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { packArchive } from '../../api/archive.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LeaderElector } from '../../dataplane/triggers/leader.js';
 import { KubeClient } from '../../store/kube-client.js';
-import { recordFile } from '../dataplane/harness.js';
 import { natsInstalled, startNats } from '../nats-server.js';
-import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+import { applyObject, clusterReady, installCrds, kubeConfig, testNamespace } from './cluster.js';
+import { appWithPool, components } from './components.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/spore.js');
 const kubeconfig = await clusterReady();
 
 /** Records every call: which trigger sent it, its request id, and for a watch the change. */
@@ -36,54 +31,19 @@ type Call = { timer: string | null; watch: string | null; queue: string | null; 
 describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore router replicas, one elected by a Lease)', () => {
   let kc: KubeConfig;
   let client: KubeClient;
-  const children = new Set<ChildProcess>();
-  const said: (() => string)[] = [];
+  const { run } = components();
 
   beforeAll(async () => {
     kc = kubeConfig(kubeconfig!);
     client = new KubeClient(kc);
     await installCrds(kc);
   });
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-6000));
-    said.length = 0;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    client?.close();
-  });
-
-  async function run(name: string, args: string[], announce: RegExp): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-    let out = '';
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    said.push(() => `--- ${name}:\n${out}`);
-    await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
-    return { child, url: announce.exec(out)![1], output: () => out };
-  }
+  afterAll(() => client?.close());
 
   /** An app namespace with the recording function, a platform namespace, a pool manager and two routers. */
   async function setup(prefix: string) {
-    const ns = await testNamespace(kc, `${prefix}-app`);
-    const system = await testNamespace(kc, `${prefix}-system`);
-    await podsAllowed(kc, system);
-    const rec = recordFile<Call>();
-    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(RECORDER) }]);
-    const meta = (name: string) => ({ name, namespace: ns });
-    for (const o of [
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 1, pod: { env: [{ name: 'OUT', value: rec.out }] } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('rec'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: meta('rec'), spec: { environment: { name: 'node' }, package: { name: 'rec' } } },
-    ]) await applyObject(kc, o as any);
-
-    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
-    const poolmgr = await run('poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
-    const routers = [
-      await run('router 1', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
-      await run('router 2', ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/),
-    ];
+    const { ns, system, rec, meta, poolmgr, router, common } = await appWithPool<Call>(kc, kubeconfig!, run, prefix, { name: 'rec', code: RECORDER });
+    const routers = [await router('router 1'), await router('router 2')];
     return { ns, system, rec, meta, poolmgr, routers, common };
   }
 

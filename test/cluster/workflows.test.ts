@@ -4,18 +4,13 @@
 // test node agent runs as local processes. A router killed mid-run leaves its
 // run behind; the router holding the Lease `spore-triggers` takes it over once
 // its heartbeat is stale and finishes it, without running finished tasks again.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { packArchive } from '../../api/archive.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateObject } from '../../api/index.js';
 import { KubeClient } from '../../store/kube-client.js';
-import { recordFile } from '../dataplane/harness.js';
-import { applyObject, clusterReady, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
+import { applyObject, clusterReady, installCrds, kubeConfig } from './cluster.js';
+import { appWithPool, components } from './components.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/spore.js');
 const kubeconfig = await clusterReady();
 
 /** Records each call (its request id: `<run>:<task>:<attempt>`), sleeps `?sleep=` ms, answers its number plus one. */
@@ -34,46 +29,18 @@ type RunObject = { metadata: { name: string; labels: Record<string, string> }; s
 describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as WorkflowRun objects)', () => {
   let kc: KubeConfig;
   let client: KubeClient;
-  const children = new Set<ChildProcess>();
-  const said: (() => string)[] = [];
+  const { run } = components();
 
   beforeAll(async () => {
     kc = kubeConfig(kubeconfig!);
     client = new KubeClient(kc);
     await installCrds(kc);
   });
-  afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail') for (const out of said) console.error(out().slice(-6000));
-    said.length = 0;
-  });
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    client?.close();
-  });
-
-  async function start(name: string, args: string[], announce: RegExp): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-    let out = '';
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    said.push(() => `--- ${name}:\n${out}`);
-    await expect.poll(() => (child.exitCode !== null ? `exited: ${out}` : announce.exec(out)?.[1] ?? ''), { timeout: 60_000, interval: 100 }).toMatch(/^http/);
-    return { child, url: announce.exec(out)![1], output: () => out };
-  }
+  afterAll(() => client?.close());
 
   /** An app namespace with the function `inc` and the 2-task workflow `pair` (its second task sleeping `?sleep=` of the call), a pool manager. */
   async function setup(prefix: string) {
-    const ns = await testNamespace(kc, `${prefix}-app`);
-    const system = await testNamespace(kc, `${prefix}-system`);
-    await podsAllowed(kc, system);
-    const rec = recordFile<Call>();
-    const archive = packArchive([{ path: 'index.mjs', data: Buffer.from(INC) }]);
-    const meta = (name: string) => ({ name, namespace: ns });
-    for (const o of [
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', metadata: meta('node'), spec: { runtime: { name: 'node' }, poolSize: 1, pod: { env: [{ name: 'OUT', value: rec.out }] } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Package', metadata: meta('inc'), spec: { archive: { sha256: archive.sha256, size: archive.size, inline: archive.bytes.toString('base64') } } },
-      { apiVersion: 'spore.dev/v1alpha1', kind: 'Function', metadata: meta('inc'), spec: { environment: { name: 'node' }, package: { name: 'inc' } } },
+    const { ns, system, rec, poolmgr, router } = await appWithPool<Call>(kc, kubeconfig!, run, prefix, { name: 'inc', code: INC }, (meta) => [
       {
         apiVersion: 'spore.dev/v1alpha1',
         kind: 'Workflow',
@@ -85,10 +52,7 @@ describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as Work
           },
         },
       },
-    ]) await applyObject(kc, o as any);
-    const common = ['--kubeconfig', kubeconfig!, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
-    const poolmgr = await start('poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
-    const router = (name: string) => start(name, ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
+    ]);
     const runObject = (id: string) => client.request<RunObject>('GET', `/apis/spore.dev/v1alpha1/namespaces/${ns}/workflowruns/${id}`);
     return { ns, system, rec, poolmgr, router, runObject };
   }
