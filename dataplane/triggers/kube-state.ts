@@ -18,7 +18,7 @@ const keyOf = (key: string) => key.replace(/\//g, '.');
 
 export class KubeTriggerState implements TimerState {
   private data = new Map<string, string>();
-  private dirty = new Map<string, string>();
+  private dirty = new Map<string, string | null>();
   private timer?: NodeJS.Timeout;
   private writing: Promise<void> = Promise.resolve();
 
@@ -56,10 +56,11 @@ export class KubeTriggerState implements TimerState {
 
   writeState(key: string, value: unknown): void {
     const k = keyOf(key);
-    const text = JSON.stringify(value);
+    const text = value === undefined ? undefined : JSON.stringify(value);
     if (this.data.get(k) === text) return;
-    this.data.set(k, text);
-    this.dirty.set(k, text);
+    if (text === undefined) this.data.delete(k);
+    else this.data.set(k, text);
+    this.dirty.set(k, text ?? null); // null: the merge patch removes the key
     this.timer ??= setTimeout(() => void this.flush(), this.flushMs);
   }
 
@@ -74,7 +75,7 @@ export class KubeTriggerState implements TimerState {
     return this.writing;
   }
 
-  private async write(data: Record<string, string>): Promise<void> {
+  private async write(data: Record<string, string | null>): Promise<void> {
     try {
       await this.client.request('PATCH', this.path, { body: { data }, contentType: 'application/merge-patch+json' }).catch(async (err) => {
         if (!(err instanceof KubeError && err.status === 404)) throw err;

@@ -55,6 +55,7 @@ interface Timer {
 /** Where `catchUp` timers keep their last firing (the local store's small state). */
 export interface TimerState {
   readState<T>(key: string): T | undefined;
+  /** `undefined` forgets the key. */
   writeState(key: string, value: unknown): void;
 }
 
@@ -79,8 +80,10 @@ export class Timers {
   async start(): Promise<void> {
     this.unwatch = this.o.store.watch((e) => {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'TimerTrigger') return;
-      if (e.type === 'DELETED') this.remove(keyOf(e.object));
-      else this.set(e.object);
+      if (e.type === 'DELETED') {
+        this.remove(keyOf(e.object));
+        this.o.state?.writeState(`timer/${keyOf(e.object)}`, undefined); // its last firing forgotten with it
+      } else this.set(e.object);
     });
     for (const t of await this.o.store.list({ apiVersion: API_VERSION, kind: 'TimerTrigger' })) this.set(t);
   }

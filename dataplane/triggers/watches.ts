@@ -64,8 +64,11 @@ export class Watches {
   async start(): Promise<void> {
     this.unwatch = this.o.store.watch((e) => {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'WatchTrigger') return;
-      if (e.type === 'DELETED') this.remove(keyOf(e.object));
-      else this.set(e.object);
+      if (e.type === 'DELETED') {
+        this.remove(keyOf(e.object));
+        // forgotten: one made again by the same name starts from the present, not from this one's place
+        this.o.state?.writeState(`watch/${keyOf(e.object)}`, undefined);
+      } else this.set(e.object);
     });
     for (const t of await this.o.store.list({ apiVersion: API_VERSION, kind: 'WatchTrigger' })) this.set(t);
   }

@@ -161,5 +161,8 @@ describe('timer triggers after a restart', () => {
     expect(lines().filter((l) => l.what === 'start').map((l) => l.path)).toEqual(['/caught-up']);
     // its last firing is kept for the next restart
     expect(h.store.readState<{ at: number }>('timer/default/yearly-catchup')!.at).toBeGreaterThan(twoYears);
+    // and forgotten with the trigger: one made again by that name does not catch up on this one's runs
+    await h.store.delete({ apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', namespace: 'default', name: 'yearly-catchup' });
+    await waitFor('the state forgotten', () => h!.store.readState('timer/default/yearly-catchup') === undefined, 10_000);
   });
 });
