@@ -1,46 +1,15 @@
 // QueueTriggers on Kafka: a real single-node broker (KRaft), a real dataplane
 // over SQLite, a real Node function recording each call in a file.
-import { writeFileSync } from 'node:fs';
 import { Kafka, logLevel, Partitioners, type Admin, type KafkaMessage, type Producer } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../../api/index.js';
 import { groupId, kafkaAddress } from '../../dataplane/triggers/kafka.js';
 import { freePort, tempDir } from '../helpers.js';
 import { kafkaRunnable, startKafka, type KafkaBroker } from '../kafka-broker.js';
-import { dataplaneProcess, environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
+import { dataplaneProcess, environment, fn, harness, waitFor, type Harness } from './harness.js';
+import { outFile, queueTrigger, RECORDER } from './queue-recorder.js';
 
-/** Records each call (start, end) in OUT; a body "fail…" answers 500, "flaky…" does once, "slow…" takes SLOW ms; answers what it got. */
-const RECORDER = {
-  'index.mjs': `import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
-  export default async (req) => {
-    const body = await req.text();
-    const h = (n) => req.headers.get(n);
-    const rec = (what) => appendFileSync(process.env.OUT, JSON.stringify({ what, body, id: h('x-spore-request-id'), delivery: h('x-spore-delivery'), trigger: h('x-spore-trigger'), type: h('content-type'), custom: h('x-custom'), ce: h('ce-type'), at: Date.now() }) + '\\n');
-    rec('start');
-    if (body.startsWith('slow')) await new Promise((r) => setTimeout(r, Number(process.env.SLOW ?? 1500)));
-    if (body.startsWith('fail')) return new Response('broken by ' + body, { status: 500 });
-    const flag = process.env.OUT + '.' + body;
-    if (body.startsWith('flaky') && !existsSync(flag)) {
-      writeFileSync(flag, '');
-      return new Response('flaky once', { status: 503 });
-    }
-    rec('end');
-    return Response.json({ got: body, custom: h('x-custom'), ce: h('ce-type') });
-  };`,
-};
-type Line = { what: string; body: string; id: string; delivery: string; trigger: string; type: string; custom: string | null; ce: string | null; at: number };
-
-const queue = (name: string, url: string, spec: Record<string, unknown>): KubeObject => ({
-  apiVersion: 'spore.dev/v1alpha1',
-  kind: 'QueueTrigger',
-  metadata: { name },
-  spec: { broker: { kind: 'kafka', connection: { url } }, function: { name: 'rec' }, maxRetries: 0, contentType: 'text/plain', concurrency: 1, ...spec },
-});
-
-function outFile() {
-  const { out, lines } = recordFile<Line>();
-  return { out, lines, starts: () => lines().filter((l) => l.what === 'start'), ends: () => lines().filter((l) => l.what === 'end') };
-}
+const queue = (name: string, url: string, spec: Record<string, unknown>) => queueTrigger('kafka', name, url, spec);
 
 describe('a Kafka trigger\'s broker address', () => {
   it('reads kafka://, kafka+ssl://, bare host:port lists and user:password@, and says what is wrong with anything else (no password shown)', () => {

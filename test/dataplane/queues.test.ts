@@ -7,36 +7,10 @@ import type { KubeObject } from '../../api/index.js';
 import { consumerName } from '../../dataplane/triggers/nats.js';
 import { freePort, tempDir } from '../helpers.js';
 import { collect, natsInstalled, startNats, type Nats } from '../nats-server.js';
-import { dataplaneProcess, environment, fn, harness, recordFile, waitFor, type Harness } from './harness.js';
+import { dataplaneProcess, environment, fn, harness, waitFor, type Harness } from './harness.js';
+import { outFile, queueTrigger, RECORDER } from './queue-recorder.js';
 
-/** Records each call (start, end) in OUT; ?fail answers 500; a body "slow" takes 1.5 s; answers what it got. */
-const RECORDER = {
-  'index.mjs': `import { appendFileSync } from 'node:fs';
-  export default async (req) => {
-    const body = await req.text();
-    const h = (n) => req.headers.get(n);
-    const rec = (what) => appendFileSync(process.env.OUT, JSON.stringify({ what, body, id: h('x-spore-request-id'), delivery: h('x-spore-delivery'), trigger: h('x-spore-trigger'), type: h('content-type'), custom: h('x-custom'), ce: h('ce-type'), at: Date.now() }) + '\\n');
-    rec('start');
-    if (body.startsWith('slow')) await new Promise((r) => setTimeout(r, Number(process.env.SLOW ?? 1500)));
-    if (body.startsWith('fail')) return new Response('broken by ' + body, { status: 500 });
-    if (body === 'huge') return new Response('x'.repeat(2 * 1024 * 1024));
-    rec('end');
-    return Response.json({ got: body, custom: h('x-custom'), ce: h('ce-type') });
-  };`,
-};
-type Line = { what: string; body: string; id: string; delivery: string; trigger: string; type: string; custom: string | null; ce: string | null; at: number };
-
-const queue = (name: string, url: string, spec: Record<string, unknown>): KubeObject => ({
-  apiVersion: 'spore.dev/v1alpha1',
-  kind: 'QueueTrigger',
-  metadata: { name },
-  spec: { broker: { kind: 'nats', connection: { url } }, function: { name: 'rec' }, maxRetries: 0, contentType: 'text/plain', concurrency: 1, ...spec },
-});
-
-function outFile() {
-  const { out, lines } = recordFile<Line>();
-  return { out, lines, starts: () => lines().filter((l) => l.what === 'start') };
-}
+const queue = (name: string, url: string, spec: Record<string, unknown>) => queueTrigger('nats', name, url, spec);
 
 describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
   let h: Harness | undefined;
