@@ -23,7 +23,8 @@ export interface WorkflowsOptions {
 export type RunResult = { state: 'succeeded'; output: unknown; headers: Record<string, string> } | { state: 'failed'; error: RunError & { timedOut?: boolean } } | { state: 'stopped' };
 
 export class Workflows {
-  private readonly specs = new Map<string, WorkflowSpec>();
+  /** Workflows by namespace, then name: the router asks on every call, so no key is built per lookup. */
+  private readonly specs = new Map<string, Map<string, WorkflowSpec>>();
   private readonly active = new Map<string, { controller: AbortController; done: Promise<RunResult> }>();
   private unwatch?: () => void;
   private closing = false;
@@ -51,19 +52,21 @@ export class Workflows {
   }
 
   private follow(type: string, o: StoredObject): void {
-    const key = `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
-    if (type === 'DELETED') this.specs.delete(key);
-    else this.specs.set(key, (o as unknown as { spec: WorkflowSpec }).spec);
+    const namespace = o.metadata.namespace ?? 'default';
+    let names = this.specs.get(namespace);
+    if (!names) this.specs.set(namespace, (names = new Map()));
+    if (type === 'DELETED') names.delete(o.metadata.name);
+    else names.set(o.metadata.name, (o as unknown as { spec: WorkflowSpec }).spec);
   }
 
   /** Whether a Workflow goes by this name (the router asks before it looks for a function). */
   has(namespace: string, name: string): boolean {
-    return this.specs.has(`${namespace}/${name}`);
+    return this.specs.get(namespace)?.has(name) ?? false;
   }
 
   /** Starts a run: kept before this returns (an accepted run is not lost), then executed. */
   async run(namespace: string, workflow: string, input: unknown, requestId: string): Promise<{ id: string; done: Promise<RunResult> }> {
-    const spec = this.specs.get(`${namespace}/${workflow}`);
+    const spec = this.specs.get(namespace)?.get(workflow);
     if (!spec) throw new Error(`workflow ${namespace}/${workflow} does not exist`);
     if (this.closing) throw new Error('Spore is stopping');
     const run = await this.o.runs.createRun({ id: randomUUID(), namespace, workflow, input, spec, requestId });
@@ -107,8 +110,9 @@ export class Workflows {
     const execution = new RunExecution(run, {
       store: { tasksOf: () => kept, putTask: (id, task) => this.o.runs.putTask(id, task) },
       invoke: this.o.invoke,
-      workflow: (ns, name) => this.specs.get(`${ns}/${name}`),
-      onTask: (path, state, seconds) => m?.task(run.namespace, run.workflow, path.split('.')[0], state, seconds),
+      workflow: (ns, name) => this.specs.get(ns)?.get(name),
+      // the top-level task's id: `each:3` and `sub.inner` count under `each` and `sub` (bounded labels)
+      onTask: (path, state, seconds) => m?.task(run.namespace, run.workflow, path.split(/[.:]/)[0], state, seconds),
     });
     const done = execution.execute(controller.signal).then(
       (r): RunResult => ({ state: 'succeeded', ...r }),

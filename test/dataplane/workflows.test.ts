@@ -201,6 +201,10 @@ describe('workflows', () => {
     }
     expect(events.filter((e) => e.what === 'start')).toHaveLength(5);
     expect(most).toBe(2);
+    // its items count under the foreach task, not one label per item
+    const metrics = (await h.get('/metrics')).body;
+    expect(metrics).toMatch(/spore_workflow_tasks_total\{namespace="default",workflow="each",task="all",state="succeeded"\} \d+/);
+    expect(metrics).not.toMatch(/task="all:\d/);
   });
 
   it('runs repeat and while loops with the previous output, and stops a while at its limit', async () => {
