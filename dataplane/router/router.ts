@@ -211,11 +211,8 @@ export class Router {
       if (workflows) {
         s.get('/_spore/workflow-runs', async (req) => {
           const q = req.query as Record<string, string | undefined>;
-          const states = ['running', 'succeeded', 'failed'];
-          if (q.state !== undefined && !states.includes(q.state)) throw new DataplaneError(400, 'BadRequest', `query parameter "state" must be one of ${states.join(', ')}`);
-          const limit = q.limit === undefined ? 100 : Number(q.limit);
-          if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new DataplaneError(400, 'BadRequest', 'query parameter "limit" must be a whole number from 1 to 10000');
-          return workflows.list({ namespace: q.namespace, workflow: q.workflow, state: q.state as RunState | undefined, limit });
+          const { state, limit } = listQuery(q, ['running', 'succeeded', 'failed']);
+          return workflows.list({ namespace: q.namespace, workflow: q.workflow, state: state as RunState | undefined, limit });
         });
         s.get('/_spore/workflow-runs/:id', async (req) => {
           const { id } = req.params as { id: string };
@@ -225,12 +222,8 @@ export class Router {
       const calls = this.o.async;
       if (calls) {
         s.get('/_spore/invocations', async (req) => {
-          const q = req.query as Record<string, string | undefined>;
-          const states = ['queued', 'running', 'succeeded', 'failed'];
-          if (q.state !== undefined && !states.includes(q.state)) throw new DataplaneError(400, 'BadRequest', `query parameter "state" must be one of ${states.join(', ')}`);
-          const limit = q.limit === undefined ? 100 : Number(q.limit);
-          if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new DataplaneError(400, 'BadRequest', 'query parameter "limit" must be a whole number from 1 to 10000');
-          return calls.list(q.state as InvocationState | undefined, limit);
+          const { state, limit } = listQuery(req.query as Record<string, string | undefined>, ['queued', 'running', 'succeeded', 'failed']);
+          return calls.list(state as InvocationState | undefined, limit);
         });
         s.get('/_spore/invocations/:id', async (req) => {
           const { id } = req.params as { id: string };
@@ -453,6 +446,14 @@ export class Router {
     clearTimeout(timer);
     await this.agent.close();
   }
+}
+
+/** The `state` and `limit` (default 100) of a listing the CLI asks for, checked. */
+function listQuery(q: Record<string, string | undefined>, states: readonly string[]): { state?: string; limit: number } {
+  if (q.state !== undefined && !states.includes(q.state)) throw new DataplaneError(400, 'BadRequest', `query parameter "state" must be one of ${states.join(', ')}`);
+  const limit = q.limit === undefined ? 100 : Number(q.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new DataplaneError(400, 'BadRequest', 'query parameter "limit" must be a whole number from 1 to 10000');
+  return { state: q.state, limit };
 }
 
 /** A function from a weighted list (one entry: itself). */

@@ -309,6 +309,11 @@ describe('workflows', () => {
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.body).message).toMatch(/the request body says it is JSON but is not/);
     expect((await post(h, 'seq', 1, { 'x-spore-async': 'maybe' })).status).toBe(400);
+    // the listings the CLI asks for say what is wrong with a query
+    const state = await h.get('/_spore/workflow-runs?state=done');
+    expect([state.status, JSON.parse(state.body).message]).toEqual([400, 'query parameter "state" must be one of running, succeeded, failed']);
+    const limit = await h.get('/_spore/invocations?limit=0');
+    expect([limit.status, JSON.parse(limit.body).message]).toEqual([400, 'query parameter "limit" must be a whole number from 1 to 10000']);
   });
 });
 
