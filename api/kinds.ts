@@ -8,6 +8,7 @@ import { HttpTriggerSpec, QueueTriggerSpec, TimerTriggerSpec, TriggerStatus, Wat
 import { WorkflowSpec, WorkflowStatus } from './workflow.js';
 import { StageSpec, StageStatus } from './stage.js';
 import { WorkflowRunSpec, WorkflowRunStatus } from './workflow-run.js';
+import { InvocationSpec, InvocationStatus } from './invocation.js';
 
 export const GROUP = 'spore.dev';
 export const VERSION = 'v1alpha1';
@@ -140,6 +141,19 @@ export const KINDS = {
     printerColumns: [
       { name: 'Workflow', type: 'string', jsonPath: '.spec.workflow' },
       { name: 'State', type: 'string', jsonPath: '.status.state' },
+      { name: 'Owner', type: 'string', jsonPath: '.status.owner', priority: 1 },
+      age,
+    ],
+  },
+  Invocation: {
+    kind: 'Invocation', plural: 'invocations', shortNames: ['inv', 'invs'], spec: InvocationSpec, status: InvocationStatus, wave: WAVE_PLATFORM, runtime: true,
+    description: 'One asynchronous call of a function, written by the router from its acceptance until it is done; a failed one is the dead letter.',
+    printerColumns: [
+      { name: 'Function', type: 'string', jsonPath: '.spec.function' },
+      { name: 'State', type: 'string', jsonPath: '.status.state' },
+      { name: 'Attempts', type: 'integer', jsonPath: '.status.attempts' },
+      { name: 'Status', type: 'integer', jsonPath: '.status.status' },
+      { name: 'Error', type: 'string', jsonPath: '.status.error', priority: 1 },
       { name: 'Owner', type: 'string', jsonPath: '.status.owner', priority: 1 },
       age,
     ],

@@ -106,6 +106,7 @@ export const RULES: { [K in KindName]: Rule<K> } = {
   Workflow: ({ spec }) => graphErrors(spec, 'spec'),
   Stage: () => [],
   WorkflowRun: () => [{ path: 'kind', message: 'WorkflowRun objects are written by Spore\'s router as workflows run; an app declares the Workflow, not its runs' }],
+  Invocation: () => [{ path: 'kind', message: 'Invocation objects are written by Spore\'s router for asynchronous calls (X-Spore-Async); an app declares the Function, not its calls' }],
 };
 
 /** The rules of one graph of tasks: a workflow's, or a sub-workflow's inside an action. */

@@ -169,34 +169,6 @@ export async function listCommand(o: TargetOptions & OutputOptions): Promise<voi
   process.stdout.write(out.join('\n') + '\n');
 }
 
-/** `spore invocations [--failed]`: the asynchronous calls; `spore invocations retry ID` queues a failed one again. */
-export async function invocationsCommand(action: string | undefined, id: string | undefined, o: TargetOptions & OutputOptions & { failed?: boolean; state?: string; limit?: string }): Promise<void> {
-  const base = findTarget(o);
-  if (action === 'retry') {
-    if (!id) throw new Error('spore invocations retry ID: give the id of a failed call (spore invocations --failed lists them)');
-    const url = `${base}/_spore/invocations/${encodeURIComponent(id)}/retry`;
-    const res = await request(url, { method: 'POST' }).catch((err) => {
-      throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
-    });
-    const body = await res.body.text();
-    if (res.statusCode >= 400) throw failure(url, res.statusCode, body);
-    process.stdout.write(`asynchronous call ${id} queued again\n`);
-    return;
-  }
-  if (action !== undefined) throw new Error(`spore invocations: unknown action "${action}" (give none to list, or retry ID)`);
-  const state = o.failed ? 'failed' : o.state;
-  const query = new URLSearchParams({ ...(state ? { state } : {}), ...(o.limit ? { limit: o.limit } : {}) });
-  const calls = await getJson(`${base}/_spore/invocations?${query}`);
-  if (printData(calls, o.output)) return;
-  if (!calls.length) return void process.stdout.write(`no asynchronous calls${state ? ` ${state}` : ''}\n`);
-  const out = ['ID                                    FUNCTION                  STATE      ATTEMPTS  STATUS  AGE     ERROR'];
-  for (const c of calls) {
-    const age = `${Math.round((Date.now() - c.created) / 1000)}s`;
-    out.push(`${c.id.padEnd(37)} ${`${c.namespace}/${c.function}`.padEnd(25)} ${c.state.padEnd(10)} ${String(c.attempts).padEnd(9)} ${String(c.status ?? '-').padEnd(7)} ${age.padEnd(7)} ${c.error ?? ''}`);
-  }
-  process.stdout.write(out.join('\n') + '\n');
-}
-
 // ---- the reconciler's verbs ---------------------------------------------
 
 /** A call to the reconciler: a sync may run npm ci and a render, so no header timeout short of the reconciler's own bounds. */

@@ -91,35 +91,42 @@ export async function routerCommand(o: DataplaneCommandOptions): Promise<void> {
   if (!poolmgrUrl) throw new Error('give the pool manager\'s address: --poolmgr URL (or SPORE_POOLMGR_URL)');
   if (!/^https?:\/\//.test(poolmgrUrl)) throw new Error(`--poolmgr ${poolmgrUrl}: expected an http:// or https:// URL`);
   const { kubeconfig, store, watchNamespaces } = await openStore(o, 'router');
-  const { Metrics, Router, Workflows } = await import('../dataplane/index.js');
+  const { AsyncCalls, Metrics, Router, Workflows } = await import('../dataplane/index.js');
   const { WorkflowMetrics } = await import('../dataplane/workflows/metrics.js');
   const { KubeWorkflowRuns } = await import('../store/kube-workflow-runs.js');
+  const { KubeInvocations, MAX_BODY_BYTES } = await import('../store/kube-invocations.js');
+  const { stdoutLogs, startClusterTriggers } = await import('../dataplane/triggers/cluster.js');
   const { RemotePools } = await import('../dataplane/router/remote-pools.js');
   const { readCredential } = await import('../dataplane/poolmgr/credential.js');
   const credential = await readCredential(store.client, namespaceOf(o));
   const pools = new RemotePools({ url: poolmgrUrl, credential, refreshCredential: () => readCredential(store.client, namespaceOf(o), 0), store, report: say });
   const metrics = new Metrics({ defaultMetrics: true });
-  // workflow runs as WorkflowRun objects (store/kube-workflow-runs.ts): executed by the router called, heartbeating
-  const runs = new KubeWorkflowRuns({ client: store.client, identity: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, namespaces: watchNamespaces, report: say });
+  // workflow runs and asynchronous calls as WorkflowRun and Invocation objects: executed by the router called, heartbeating (store/kube-owned.ts)
+  const owned = { client: store.client, identity: `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, namespaces: watchNamespaces, report: say };
+  const runs = new KubeWorkflowRuns(owned);
+  const invocations = new KubeInvocations(owned);
   let router!: InstanceType<typeof Router>;
   const workflows = new Workflows({ store, runs, invoke: (c) => router.invoke(c), metrics: new WorkflowMetrics(metrics.registry), report: say });
-  router = new Router({ store, poolmgr: pools, metrics, workflows, report: say });
+  const calls = new AsyncCalls({ store: invocations, invoke: (c) => router.invoke(c), logs: stdoutLogs(), metrics, report: say, maxBodyBytes: MAX_BODY_BYTES });
+  router = new Router({ store, poolmgr: pools, metrics, workflows, async: calls, report: say });
   const url = await router.listen(port, o.host);
   process.stdout.write(`spore router listening on ${url} (pool manager at ${poolmgrUrl})\n`);
   // queue triggers on every replica; timers and watches on the one holding the Lease (they call through this router, so once it serves)
-  const { startClusterTriggers } = await import('../dataplane/triggers/cluster.js');
   const triggers = await startClusterTriggers({ store, client: store.client, kubeconfig, namespace: namespaceOf(o), router, metrics, report: say });
-  // runs whose router died (heartbeat stale): taken over now, then every 10 s by the replica holding the Lease (each by one replica: guarded writes)
-  await workflows.start();
+  // runs and calls whose router died (heartbeat stale), or handed over by `spore invocations retry`:
+  // taken over now, then every 10 s by the replica holding the Lease (each by one replica: guarded writes)
+  await Promise.all([workflows.start(), calls.start()]);
   const resuming = setInterval(() => {
-    if (triggers.elector.leading) workflows.resume().catch((err: Error) => say(`resuming workflow runs: ${err.message}`));
+    if (!triggers.elector.leading) return;
+    workflows.resume().catch((err: Error) => say(`resuming workflow runs: ${err.message}`));
+    calls.resume().catch((err: Error) => say(`resuming asynchronous calls: ${err.message}`));
   }, 10_000);
   onStop(async () => {
     clearInterval(resuming);
     await triggers.close(); // no new firing or message; the Lease is released for the next replica
-    await workflows.close(); // runs under way stop taking steps and stay running, for another replica
+    await Promise.all([workflows.close(), calls.close()]); // runs under way stop taking steps and stay running, for another replica; calls finish (bounded) or run again
     await router.close(); // calls in flight finish (bounded)
-    await runs.close(); // their heartbeat set to 0: taken over at once
+    await Promise.all([runs.close(), invocations.close()]); // their heartbeat set to 0: taken over at once
     await pools.close();
     await store.close();
   });

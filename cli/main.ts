@@ -1,12 +1,13 @@
 // The `spore` command: thin; each verb calls into api/, constructs/ and (as they land) the dataplane and reconciler.
 import { createRequire } from 'node:module';
 import { Command, Option } from 'commander';
-import { diffCommand, historyCommand, invocationsCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
+import { diffCommand, historyCommand, invokeCommand, listCommand, logsCommand, rollbackCommand, statusCommand, syncCommand } from './client.js';
 import { DEFAULT_PREVIEW_PATTERNS } from '../reconciler/reconciler.js';
 import { runGit } from './git.js';
 import { crdsCommand } from './crds.js';
 import { poolmgrCommand, routerCommand } from './dataplane.js';
 import { initCommand } from './init.js';
+import { invocationsCommand } from './invocations.js';
 import { publishCommand } from './publish.js';
 import { withOutput } from './output.js';
 import { upCommand } from './up.js';
@@ -110,12 +111,13 @@ export function program(): Command {
     target(
       cli
         .command('invocations')
-        .description('asynchronous calls (made with X-Spore-Async: true) of the running spore up, newest first; `retry ID` queues a failed one again')
+        .description('asynchronous calls (made with X-Spore-Async: true) of the running spore up or a cluster, newest first; `retry ID` queues a failed one again')
         .argument('[action]', 'retry')
         .argument('[id]', 'the call to retry')
         .option('--failed', 'only the failed calls (the dead letter)')
         .option('--state <state>', 'only calls in this state: queued, running, succeeded or failed')
-        .option('--limit <n>', 'how many', '100'),
+        .option('--limit <n>', 'how many', '100')
+        .option('--kubeconfig <path>', "the calls on the cluster of this kubeconfig (its current context: Invocation objects), instead of a local spore up"),
     ),
   ).action(invocationsCommand);
   const workflow = cli.command('workflow').description('Workflows of the running spore up: run one, list runs, show a run task by task');

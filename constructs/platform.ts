@@ -240,8 +240,8 @@ export class Platform extends Chart {
       const watchable = (props.router?.watchable ?? DEFAULT_WATCHABLE).flatMap((w) => w.resources.map((r) => kplus.ApiResource.custom({ apiGroup: w.apiGroup, resourceType: r })));
       bind('router', router, [
         [READ, [...DATAPLANE_KINDS.router.map((k) => sporeResource(k)), ...watchable]],
-        // workflow runs, one WorkflowRun each, written as they go (store/kube-workflow-runs.ts)
-        [['get', 'list', 'create', 'update', 'patch', 'delete'], [sporeResource('WorkflowRun')]],
+        // workflow runs and asynchronous calls, one WorkflowRun or Invocation each, written as they go (store/kube-workflow-runs.ts, kube-invocations.ts)
+        [['get', 'list', 'create', 'update', 'patch', 'delete'], [sporeResource('WorkflowRun'), sporeResource('Invocation')]],
       ]);
       // in its own namespace: the Lease that elects the replica firing timers and following watches, and their state (a ConfigMap)
       bind('router-triggers', router, [

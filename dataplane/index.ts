@@ -100,7 +100,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, metrics, report: o.report });
   await watches.start();
   const watching = watches;
-  calls?.start();
+  await calls?.start(); // calls left running by a stop run again
   await workflows?.start(); // runs left under way go on
   const started = timers;
   const consuming = queues;

@@ -35,19 +35,24 @@ export interface Invocation {
 
 export type NewInvocation = Pick<Invocation, 'namespace' | 'function' | 'method' | 'path' | 'headers' | 'params' | 'body'>;
 
+/** Locally (SQLite) each method answers at once; on a cluster (kube-invocations.ts) after the API server did. */
 export interface InvocationStore {
   /** Keeps a new call, queued; durable once this returns. */
-  enqueue(call: NewInvocation): Invocation;
+  enqueue(call: NewInvocation): Invocation | Promise<Invocation>;
   /** The next due queued call, now running (one more attempt), if any. */
-  claim(now: number): Invocation | undefined;
+  claim(now: number): Invocation | undefined | Promise<Invocation | undefined>;
   /** Records an attempt's end: done (succeeded or failed), or queued again for `nextAt`. */
-  finish(id: string, result: { state: 'succeeded' | 'failed' | 'queued'; status: number; error?: string; response?: string; nextAt?: number }): void;
-  getInvocation(id: string): Invocation | undefined;
-  listInvocations(query: { state?: InvocationState; limit?: number }): Invocation[];
+  finish(id: string, result: { state: 'succeeded' | 'failed' | 'queued'; status: number; error?: string; response?: string; nextAt?: number }): void | Promise<void>;
+  getInvocation(id: string): Invocation | undefined | Promise<Invocation | undefined>;
+  listInvocations(query: { state?: InvocationState; limit?: number }): Invocation[] | Promise<Invocation[]>;
   /** A failed call queued again, its attempts from zero; false if there is no failed call by that id. */
-  retryInvocation(id: string): boolean;
-  /** At a start: the calls that were running are queued again. Returns how many. */
-  requeueRunning(): number;
+  retryInvocation(id: string): boolean | Promise<boolean>;
+  /**
+   * The calls a stopped Spore left: queued again (those that were running, to
+   * run again). Locally at a start; on a cluster, the calls of a router that
+   * stopped heartbeating, taken over. Returns how many.
+   */
+  requeueRunning(): number | Promise<number>;
   /** The earliest time a queued call is due, if any. */
   nextDue(): number | undefined;
 }
@@ -75,8 +80,8 @@ CREATE INDEX IF NOT EXISTS invocations_due ON invocations (state, next_at);
 `;
 
 /** Succeeded calls kept (the oldest go first), and failed ones. */
-const KEEP_SUCCEEDED = 1000;
-const KEEP_FAILED = 10_000;
+export const KEEP_SUCCEEDED = 1000;
+export const KEEP_FAILED = 10_000;
 
 export class SqliteInvocations implements InvocationStore {
   constructor(private readonly db: Database.Database) {

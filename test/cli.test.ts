@@ -20,7 +20,7 @@ describe('spore CLI', () => {
 
   it('prints the CRDs as YAML', () => {
     const docs = yaml.loadAll(execFileSync(process.execPath, [BIN, 'crds']).toString()) as any[];
-    expect(docs.map((d) => d.spec.names.kind)).toEqual(['Environment', 'Package', 'Function', 'HttpTrigger', 'TimerTrigger', 'QueueTrigger', 'WatchTrigger', 'Workflow', 'Stage', 'WorkflowRun']);
+    expect(docs.map((d) => d.spec.names.kind)).toEqual(['Environment', 'Package', 'Function', 'HttpTrigger', 'TimerTrigger', 'QueueTrigger', 'WatchTrigger', 'Workflow', 'Stage', 'WorkflowRun', 'Invocation']);
   });
 
   it('validate says what is wrong and where, and exits non-zero', () => {

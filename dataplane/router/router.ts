@@ -36,10 +36,12 @@ export const ASYNC = 'x-spore-async';
 
 /** Where asynchronous calls go (triggers/async.ts), and what the CLI may ask of them. */
 export interface AsyncSink {
-  accept(call: NewInvocation): string;
-  list(state?: InvocationState, limit?: number): unknown[];
-  get(id: string): unknown;
-  retry(id: string): boolean;
+  accept(call: NewInvocation): Promise<string>;
+  list(state?: InvocationState, limit?: number): Promise<unknown[]>;
+  get(id: string): Promise<unknown>;
+  retry(id: string): Promise<boolean>;
+  /** The largest body it keeps with a call, when smaller than the router's. */
+  maxBodyBytes?: number;
 }
 
 /** Where calls of a Workflow go (workflows/engine.ts), and what the CLI may ask of its runs. */
@@ -227,12 +229,12 @@ export class Router {
         });
         s.get('/_spore/invocations/:id', async (req) => {
           const { id } = req.params as { id: string };
-          return calls.get(id) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no asynchronous call ${id} (finished calls are kept for a while: the last 1000 that succeeded, 10000 that failed)`));
+          return (await calls.get(id)) ?? Promise.reject(new DataplaneError(404, 'NotFound', `no asynchronous call ${id} (finished calls are kept for a while: the last 1000 that succeeded, 10000 that failed)`));
         });
         s.post('/_spore/invocations/:id/retry', async (req) => {
           const { id } = req.params as { id: string };
-          if (!calls.get(id)) throw new DataplaneError(404, 'NotFound', `no asynchronous call ${id}`);
-          if (!calls.retry(id)) throw new DataplaneError(409, 'NotFailed', `asynchronous call ${id} has not failed: only a failed call is retried`);
+          if (!(await calls.get(id))) throw new DataplaneError(404, 'NotFound', `no asynchronous call ${id}`);
+          if (!(await calls.retry(id))) throw new DataplaneError(409, 'NotFailed', `asynchronous call ${id} has not failed: only a failed call is retried`);
           return calls.get(id);
         });
       }
@@ -340,12 +342,12 @@ export class Router {
   }
 
   /** The whole request body (bounded), for a call that is kept before it runs. */
-  private async wholeBody(req: FastifyRequest): Promise<Buffer> {
+  private async wholeBody(req: FastifyRequest, limit = this.bodyLimit, why = ''): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const chunk of req.raw as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > this.bodyLimit) throw new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${this.bodyLimit} bytes`);
+      if (size > limit) throw new DataplaneError(413, 'PayloadTooLarge', `the request body exceeds the limit of ${limit} bytes${why}`);
       chunks.push(chunk);
     }
     return Buffer.concat(chunks);
@@ -367,14 +369,15 @@ export class Router {
   private async accept(req: FastifyRequest, reply: FastifyReply, call: Call): Promise<FastifyReply> {
     const requestId = this.requestId(req);
     this.asked(req);
-    if (!this.o.async) return this.fail(reply, new DataplaneError(501, 'AsyncUnavailable', 'asynchronous calls are kept in spore up\'s store; this router has none (on a cluster they are not taken yet)'), requestId);
+    if (!this.o.async) return this.fail(reply, new DataplaneError(501, 'AsyncUnavailable', 'this router keeps no asynchronous calls'), requestId);
     if (!(await this.o.store.get({ apiVersion: API_VERSION, kind: 'Function', namespace: call.namespace, name: call.name }))) {
       return this.fail(reply, new DataplaneError(404, 'NotFound', `function ${call.namespace}/${call.name} does not exist`), requestId);
     }
     // the whole body first (bounded): it is kept with the call
-    const body = await this.wholeBody(req);
+    const kept = this.o.async.maxBodyBytes;
+    const body = kept !== undefined && kept < this.bodyLimit ? await this.wholeBody(req, kept, ' kept with an asynchronous call here (it goes in an Invocation object): call it synchronously, or pass a reference to the data') : await this.wholeBody(req);
     const q = req.url.indexOf('?');
-    const id = this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers: this.keptHeaders(req), params: call.params, body });
+    const id = await this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers: this.keptHeaders(req), params: call.params, body });
     return reply.code(202).headers({ [REQUEST_ID]: requestId, 'x-spore-invocation-id': id }).send({ invocation: id, function: `${call.namespace}/${call.name}`, state: 'queued' });
   }
 

@@ -27,6 +27,8 @@ export interface AsyncCallsOptions {
   concurrency?: number;
   metrics?: Metrics;
   report?: (message: string) => void;
+  /** The largest body the store keeps with a call, when it has a bound of its own. */
+  maxBodyBytes?: number;
 }
 
 /** An invocation as the API shows it: the body is not sent back. */
@@ -36,45 +38,79 @@ export class AsyncCalls {
   private readonly running = new Set<Promise<void>>();
   private timer?: NodeJS.Timeout;
   private closed = false;
+  private filling = false;
+  private fillAgain = false;
 
-  constructor(private readonly o: AsyncCallsOptions) {}
+  readonly maxBodyBytes?: number;
 
-  start(): void {
-    const again = this.o.store.requeueRunning();
-    if (again) this.report(`${again} asynchronous call(s) were running when Spore stopped: they run again`);
+  constructor(private readonly o: AsyncCallsOptions) {
+    this.maxBodyBytes = o.maxBodyBytes;
+  }
+
+  start(): Promise<void> {
+    return this.resume();
+  }
+
+  /**
+   * Takes up the calls a stopped Spore left (locally at a start; on a
+   * cluster, again and again by the router holding the Lease) and runs them.
+   */
+  async resume(): Promise<void> {
+    const again = await this.o.store.requeueRunning();
+    if (again) this.report(`${again} asynchronous call(s) were under way when their Spore stopped: they run (again)`);
     this.pump();
   }
 
   /** Keeps the call (durably) and starts it when there is room; returns its id. */
-  accept(call: NewInvocation): string {
-    const inv = this.o.store.enqueue(call);
+  async accept(call: NewInvocation): Promise<string> {
+    const inv = await this.o.store.enqueue(call);
     this.o.metrics?.asyncCalls.inc({ namespace: call.namespace, function: call.function, outcome: 'accepted' });
     this.pump();
     return inv.id;
   }
 
-  list(state?: InvocationState, limit?: number): InvocationView[] {
-    return this.o.store.listInvocations({ state, limit }).map(view);
+  async list(state?: InvocationState, limit?: number): Promise<InvocationView[]> {
+    return (await this.o.store.listInvocations({ state, limit })).map(view);
   }
 
-  get(id: string): InvocationView | undefined {
-    const inv = this.o.store.getInvocation(id);
+  async get(id: string): Promise<InvocationView | undefined> {
+    const inv = await this.o.store.getInvocation(id);
     return inv && view(inv);
   }
 
   /** A failed call queued again (its attempts from zero); false when there is no failed call by that id. */
-  retry(id: string): boolean {
-    const ok = this.o.store.retryInvocation(id);
+  async retry(id: string): Promise<boolean> {
+    const ok = await this.o.store.retryInvocation(id);
     if (ok) this.pump();
     return ok;
   }
 
+  /** Starts the due calls there is room for, one fill at a time (a store may answer later). */
   private pump(): void {
     if (this.closed) return;
+    if (this.filling) {
+      this.fillAgain = true;
+      return;
+    }
+    this.filling = true;
+    this.fill()
+      .catch((err: Error) => {
+        if (!this.closed) this.report(`asynchronous calls: ${err.message}`);
+      })
+      .finally(() => {
+        this.filling = false;
+        if (this.fillAgain) {
+          this.fillAgain = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async fill(): Promise<void> {
     clearTimeout(this.timer);
     const max = this.o.concurrency ?? 16;
-    while (this.running.size < max) {
-      const inv = this.o.store.claim(Date.now());
+    while (this.running.size < max && !this.closed) {
+      const inv = await this.o.store.claim(Date.now());
       if (!inv) break;
       const p = this.run(inv).finally(() => {
         this.running.delete(p);
@@ -84,7 +120,7 @@ export class AsyncCalls {
     }
     // the next retry that comes due
     const due = this.o.store.nextDue();
-    if (due !== undefined && this.running.size < max) {
+    if (due !== undefined && this.running.size < max && !this.closed) {
       this.timer = setTimeout(() => this.pump(), Math.max(0, due - Date.now()) + 5);
       this.timer.unref();
     }
@@ -111,7 +147,7 @@ export class AsyncCalls {
     const state = !error ? 'succeeded' : retryable && !last ? 'queued' : 'failed';
     const nextAt = state === 'queued' ? Date.now() + asyncRetryDelayMs(inv.attempts) : undefined;
     try {
-      this.o.store.finish(inv.id, { state, status, error, response, nextAt });
+      await this.o.store.finish(inv.id, { state, status, error, response, nextAt });
     } catch (err) {
       if (this.closed) return; // the store closed under a call that outlived the grace: it runs again at the next start
       throw err;

@@ -41,8 +41,8 @@ export interface ClusterTriggers {
   close(): Promise<void>;
 }
 
-/** A trigger's log lines (the call it made, its outcome) on the router's stdout: on a cluster functions' logs are their pods'. */
-const stdoutLogs = () => new LogSink({
+/** A trigger's or an asynchronous call's log lines (the call it made, its outcome) on the router's stdout: on a cluster functions' logs are their pods'. */
+export const stdoutLogs = () => new LogSink({
   appendLogs: (entries: readonly LogEntry[]) => {
     for (const e of entries) process.stdout.write(`${new Date(e.time).toISOString()} ${e.namespace}/${e.function} ${e.instance}${e.requestId ? ` [${e.requestId}]` : ''}: ${e.line}\n`);
   },

@@ -22,7 +22,7 @@ describe('CRDs', () => {
     const crds = allCrds();
     expect(crds.map((c: any) => c.metadata.name)).toEqual([
       'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
-      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev', 'workflowruns.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev', 'workflowruns.spore.dev', 'invocations.spore.dev',
     ]);
     for (const crd of crds as any[]) {
       expect(crd.apiVersion).toBe('apiextensions.k8s.io/v1');
@@ -31,8 +31,8 @@ describe('CRDs', () => {
       expect(crd.spec.names.categories).toEqual(['spore']);
       expect(crd.spec.versions).toHaveLength(1);
       expect(crd.spec.versions[0]).toMatchObject({ name: 'v1alpha1', served: true, storage: true });
-      // a WorkflowRun is written whole by the router (labels and status in one request): no status subresource
-      expect(crd.spec.versions[0].subresources).toEqual(crd.spec.names.kind === 'WorkflowRun' ? undefined : { status: {} });
+      // a WorkflowRun or an Invocation is written whole by the router (labels and status in one request): no status subresource
+      expect(crd.spec.versions[0].subresources).toEqual(['WorkflowRun', 'Invocation'].includes(crd.spec.names.kind) ? undefined : { status: {} });
     }
   });
 

@@ -2,10 +2,11 @@
 // child processes of a cluster suite, and the app most suites run them for.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { afterAll, afterEach, expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { packArchive } from '../../api/archive.js';
+import { KubeClient } from '../../store/kube-client.js';
 import { recordFile } from '../dataplane/harness.js';
-import { applyObject, podsAllowed, testNamespace } from './cluster.js';
+import { applyObject, installCrds, kubeConfig, podsAllowed, testNamespace } from './cluster.js';
 
 const BIN = new URL('../../bin/spore.js', import.meta.url).pathname;
 
@@ -58,13 +59,35 @@ export function components({ tail = 6000 } = {}): { run: Run; stop: (child: Chil
   return { run, stop };
 }
 
+/** A suite running Spore's components against the test cluster: its kubeconfig, a client, and components(). */
+export interface ClusterSuite {
+  kubeconfig: string;
+  /** Set before the block's tests run (its CRDs installed). */
+  kc: KubeConfig;
+  client: KubeClient;
+  run: Run;
+  stop: (child: ChildProcess) => Promise<void>;
+}
+
+/** For the describe block it is called in: the cluster opened and Spore's CRDs installed before its tests, the client closed after. */
+export function clusterSuite(kubeconfig: string | undefined): ClusterSuite {
+  const suite = { kubeconfig: kubeconfig!, ...components() } as ClusterSuite;
+  beforeAll(async () => {
+    suite.kc = kubeConfig(kubeconfig!);
+    suite.client = new KubeClient(suite.kc);
+    await installCrds(suite.kc);
+  });
+  afterAll(() => suite.client?.close());
+  return suite;
+}
+
 /**
  * An app namespace holding the Node function `fn` (its module `code`, with env
  * OUT naming a record file it may append to) and `more` of the app's objects,
  * a platform namespace where pods may run, and a `spore poolmgr` for both;
  * `router(name)` starts a `spore router` next to it.
  */
-export async function appWithPool<Call>(kc: KubeConfig, kubeconfig: string, run: Run, prefix: string, fn: { name: string; code: string }, more: (meta: (name: string) => { name: string; namespace: string }) => object[] = () => []) {
+export async function appWithPool<Call>({ kc, kubeconfig, run, client }: ClusterSuite, prefix: string, fn: { name: string; code: string }, more: (meta: (name: string) => { name: string; namespace: string }) => object[] = () => []) {
   const ns = await testNamespace(kc, `${prefix}-app`);
   const system = await testNamespace(kc, `${prefix}-system`);
   await podsAllowed(kc, system);
@@ -80,5 +103,7 @@ export async function appWithPool<Call>(kc: KubeConfig, kubeconfig: string, run:
   const common = ['--kubeconfig', kubeconfig, '--namespace', system, '--watch-namespace', ns, '--host', '127.0.0.1', '--port', '0'];
   const poolmgr = await run('poolmgr', ['poolmgr', ...common], /spore poolmgr listening on (\S+)/);
   const router = (name: string) => run(name, ['router', ...common, '--poolmgr', poolmgr.url], /spore router listening on (\S+)/);
-  return { ns, system, rec, meta, common, poolmgr, router };
+  /** The holder of the Lease `spore-triggers` (the router firing timers and taking over runs and calls): '' when none. */
+  const leaseHolder = async (): Promise<string> => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec?.holderIdentity ?? '';
+  return { ns, system, rec, meta, common, poolmgr, router, leaseHolder };
 }

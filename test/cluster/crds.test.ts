@@ -65,14 +65,14 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
   it('accepts every CRD `spore crds` prints, and each becomes Established with its printer columns', async () => {
     expect(crds.map((c) => c.metadata.name)).toEqual([
       'environments.spore.dev', 'packages.spore.dev', 'functions.spore.dev', 'httptriggers.spore.dev',
-      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev', 'workflowruns.spore.dev',
+      'timertriggers.spore.dev', 'queuetriggers.spore.dev', 'watchtriggers.spore.dev', 'workflows.spore.dev', 'stages.spore.dev', 'workflowruns.spore.dev', 'invocations.spore.dev',
     ]);
     const api = KubernetesObjectApi.makeApiClient(kc);
     for (const crd of crds) {
       const stored = (await api.read(crd)) as any;
       const columns = stored.spec.versions[0].additionalPrinterColumns.map((c: any) => c.name);
-      // a run has a state, not readiness
-      expect(columns, crd.metadata.name).toEqual(expect.arrayContaining([crd.spec.names.kind === 'WorkflowRun' ? 'State' : 'Ready', 'Age']));
+      // a run or a call has a state, not readiness
+      expect(columns, crd.metadata.name).toEqual(expect.arrayContaining([['WorkflowRun', 'Invocation'].includes(crd.spec.names.kind) ? 'State' : 'Ready', 'Age']));
     }
   });
 
@@ -171,8 +171,8 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['list', 'deployments', { group: 'apps', who: 'spore-router' }],
       ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns, who: 'spore-router' }],
       ['patch', 'configmaps', { namespace: ns, who: 'spore-router' }],
-      // the router's workflow runs: one WorkflowRun each, in the workflow's namespace
-      ...['create', 'get', 'list', 'update', 'delete'].map((verb): (typeof allowed)[number] => [verb, 'workflowruns', { group: 'spore.dev', who: 'spore-router' }]),
+      // the router's workflow runs and asynchronous calls: one WorkflowRun or Invocation each, in the function's namespace
+      ...['create', 'get', 'list', 'update', 'delete'].flatMap((verb): (typeof allowed)[number][] => ['workflowruns', 'invocations'].map((r) => [verb, r, { group: 'spore.dev', who: 'spore-router' }])),
     ];
     const denied: [string, string, Parameters<typeof may>[2]?][] = [
       ['create', 'pods'],

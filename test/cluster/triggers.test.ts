@@ -4,15 +4,13 @@
 // Lease `spore-triggers` fires timers and follows watches; killed, the other
 // takes over; stopped, it gives the Lease back. Queue triggers (a real NATS
 // server) are consumed by every router.
-import type { KubeConfig } from '@kubernetes/client-node';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LeaderElector } from '../../dataplane/triggers/leader.js';
-import { KubeClient } from '../../store/kube-client.js';
 import { natsInstalled, startNats } from '../nats-server.js';
-import { applyObject, clusterReady, installCrds, kubeConfig, testNamespace } from './cluster.js';
-import { appWithPool, components } from './components.js';
+import { applyObject, clusterReady, testNamespace } from './cluster.js';
+import { appWithPool, clusterSuite } from './components.js';
 
 const kubeconfig = await clusterReady();
 
@@ -29,27 +27,18 @@ export default async (req) => {
 type Call = { timer: string | null; watch: string | null; queue: string | null; id: string; body: string; type?: string; name?: string };
 
 describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore router replicas, one elected by a Lease)', () => {
-  let kc: KubeConfig;
-  let client: KubeClient;
-  const { run } = components();
-
-  beforeAll(async () => {
-    kc = kubeConfig(kubeconfig!);
-    client = new KubeClient(kc);
-    await installCrds(kc);
-  });
-  afterAll(() => client?.close());
+  const suite = clusterSuite(kubeconfig);
 
   /** An app namespace with the recording function, a platform namespace, a pool manager and two routers. */
   async function setup(prefix: string) {
-    const { ns, system, rec, meta, poolmgr, router, common } = await appWithPool<Call>(kc, kubeconfig!, run, prefix, { name: 'rec', code: RECORDER });
+    const { ns, system, rec, meta, poolmgr, router, common } = await appWithPool<Call>(suite, prefix, { name: 'rec', code: RECORDER });
     const routers = [await router('router 1'), await router('router 2')];
     return { ns, system, rec, meta, poolmgr, routers, common };
   }
 
   it('fires each timer firing once across two routers, follows a watch once, fails over to the other router when the leader is killed, and releases the Lease on SIGTERM', async () => {
     const { ns, system, rec, meta, poolmgr, routers } = await setup('trig');
-    const lease = async () => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec;
+    const lease = async () => (await suite.client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec;
     /** The router holding the Lease (its identity names its pid). */
     const holder = async () => {
       const who: string | undefined = (await lease())?.holderIdentity ?? undefined;
@@ -60,19 +49,19 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     const follower = 1 - leader;
 
     // a timer firing every second, and a watch of labelled ConfigMaps
-    await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', metadata: meta('tick'), spec: { cron: '@every 1s', function: { name: 'rec' } } } as any);
-    await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'WatchTrigger', metadata: meta('colors'), spec: { resource: { kind: 'ConfigMap' }, namespace: ns, labelSelector: { watched: 'yes' }, function: { name: 'rec' } } } as any);
+    await applyObject(suite.kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', metadata: meta('tick'), spec: { cron: '@every 1s', function: { name: 'rec' } } } as any);
+    await applyObject(suite.kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'WatchTrigger', metadata: meta('colors'), spec: { resource: { kind: 'ConfigMap' }, namespace: ns, labelSelector: { watched: 'yes' }, function: { name: 'rec' } } } as any);
     const timerCalls = () => rec.lines().filter((c) => c.timer === 'tick');
     const watchCalls = () => rec.lines().filter((c) => c.watch === 'colors').map((c) => `${c.type} ${c.name}`);
     await expect.poll(() => timerCalls().length, { timeout: 90_000, interval: 250 }).toBeGreaterThanOrEqual(4);
     // the watch has its starting version once it is kept in the triggers' state (a ConfigMap of the platform namespace)
     const stateKey = `watch.${ns}.colors`;
-    await expect.poll(async () => Boolean((await client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`).catch(() => undefined))?.data?.[stateKey]), { timeout: 30_000, interval: 250 }).toBe(true);
+    await expect.poll(async () => Boolean((await suite.client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`).catch(() => undefined))?.data?.[stateKey]), { timeout: 30_000, interval: 250 }).toBe(true);
     const cm = (name: string) => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: ns, labels: { watched: 'yes' } }, data: { color: name } });
-    const first = await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('first') });
+    const first = await suite.client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('first') });
     await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED first');
     // kept (the state is written within a second): the next leader resumes after it
-    const kept = async () => JSON.parse((await client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`)).data[stateKey]).resourceVersion;
+    const kept = async () => JSON.parse((await suite.client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`)).data[stateKey]).resourceVersion;
     await expect.poll(kept, { timeout: 10_000, interval: 250 }).toBe(first.metadata.resourceVersion);
 
     // every call was made by the leader (each in its log, by request id), none by the other router: one call per firing
@@ -90,12 +79,12 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
 
     // the leader dies without a word: a change made meanwhile is not lost, and the other router takes over
     routers[leader].child.kill('SIGKILL');
-    await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('during') });
+    await suite.client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('during') });
     await expect.poll(holder, { timeout: 60_000, interval: 500 }).toBe(follower);
     const before = timerCalls().length;
     await expect.poll(() => timerCalls().length, { timeout: 30_000, interval: 250 }).toBeGreaterThanOrEqual(before + 3);
     await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED during');
-    await client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('after') });
+    await suite.client.request('POST', `/api/v1/namespaces/${ns}/configmaps`, { body: cm('after') });
     await expect.poll(watchCalls, { timeout: 30_000, interval: 250 }).toContain('ADDED after');
     // resumed where the dead leader was: nothing sent twice, nothing lost
     expect(watchCalls()).toEqual(['ADDED first', 'ADDED during', 'ADDED after']);
@@ -118,7 +107,7 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     const nc = await connect({ servers: nats.url });
     try {
       const { rec, meta, poolmgr, routers } = await setup('trig-queue');
-      await applyObject(kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'QueueTrigger', metadata: meta('orders'), spec: { broker: { kind: 'nats', connection: { url: nats.url } }, topic: 'orders.new', function: { name: 'rec' }, concurrency: 2 } } as any);
+      await applyObject(suite.kc, { apiVersion: 'spore.dev/v1alpha1', kind: 'QueueTrigger', metadata: meta('orders'), spec: { broker: { kind: 'nats', connection: { url: nats.url } }, topic: 'orders.new', function: { name: 'rec' }, concurrency: 2 } } as any);
       // both routers consume (each said so), through the one durable consumer of the trigger
       for (const r of routers) await expect.poll(() => /queue trigger \S+\/orders: consuming orders\.new/.test(r.output()), { timeout: 60_000, interval: 250 }).toBe(true);
       const js = jetstream(nc);
@@ -141,11 +130,11 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
   }, 300_000);
 
   it('elects one of two electors on a Lease; a leader whose Lease another took steps down at once; a closing leader releases it to the other', async () => {
-    const ns = await testNamespace(kc, 'lease');
+    const ns = await testNamespace(suite.kc, 'lease');
     const events: string[] = [];
     const elector = (identity: string) =>
       new LeaderElector({
-        client, namespace: ns, name: 'spore-triggers', identity, leaseDurationSeconds: 3, renewMs: 500, retryMs: 300, renewDeadlineMs: 2000, report: () => {},
+        client: suite.client, namespace: ns, name: 'spore-triggers', identity, leaseDurationSeconds: 3, renewMs: 500, retryMs: 300, renewDeadlineMs: 2000, report: () => {},
         onStart: () => void events.push(`${identity} starts`),
         onStop: () => void events.push(`${identity} stops`),
       });
@@ -163,8 +152,8 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
       expect(events).toEqual([`${name} starts`]);
       // someone else takes the Lease (as a replica would that judged it expired): the leader stops at its next renewal
       const path = `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/spore-triggers`;
-      const lease = await client.request('GET', path);
-      await client.request('PUT', path, { body: { ...lease, spec: { ...lease.spec, holderIdentity: 'elsewhere' } } });
+      const lease = await suite.client.request('GET', path);
+      await suite.client.request('PUT', path, { body: { ...lease, spec: { ...lease.spec, holderIdentity: 'elsewhere' } } });
       await expect.poll(() => events, { timeout: 10_000, interval: 100 }).toContain(`${name} stops`);
       // 'elsewhere' never renews: once it expired, one of the two leads again
       await expect.poll(() => both.filter((e) => e.leading).length, { timeout: 15_000, interval: 100 }).toBe(1);
@@ -173,7 +162,7 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
       events.length = 0;
       await both[next].close();
       expect(events).toEqual([`${next === 0 ? 'a' : 'b'} stops`]);
-      expect((await client.request('GET', path)).spec.holderIdentity ?? null).toBeNull();
+      expect((await suite.client.request('GET', path)).spec.holderIdentity ?? null).toBeNull();
       await expect.poll(() => both[1 - next].leading, { timeout: 10_000, interval: 100 }).toBe(true);
     } finally {
       await Promise.all(both.map((e) => e.close()));

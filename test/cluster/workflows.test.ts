@@ -4,12 +4,10 @@
 // test node agent runs as local processes. A router killed mid-run leaves its
 // run behind; the router holding the Lease `spore-triggers` takes it over once
 // its heartbeat is stale and finishes it, without running finished tasks again.
-import type { KubeConfig } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { validateObject } from '../../api/index.js';
-import { KubeClient } from '../../store/kube-client.js';
-import { applyObject, clusterReady, installCrds, kubeConfig } from './cluster.js';
-import { appWithPool, components } from './components.js';
+import { clusterReady } from './cluster.js';
+import { appWithPool, clusterSuite } from './components.js';
 
 const kubeconfig = await clusterReady();
 
@@ -27,20 +25,11 @@ type Call = { id: string; body: string };
 type RunObject = { metadata: { name: string; labels: Record<string, string> }; spec: { workflow: string; input: { default: unknown } }; status: { state: string; output?: unknown; owner: string; tasks: { path: string; state: string; attempts: number; output?: unknown }[] } };
 
 describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as WorkflowRun objects)', () => {
-  let kc: KubeConfig;
-  let client: KubeClient;
-  const { run } = components();
-
-  beforeAll(async () => {
-    kc = kubeConfig(kubeconfig!);
-    client = new KubeClient(kc);
-    await installCrds(kc);
-  });
-  afterAll(() => client?.close());
+  const suite = clusterSuite(kubeconfig);
 
   /** An app namespace with the function `inc` and the 2-task workflow `pair` (its second task sleeping `?sleep=` of the call), a pool manager. */
   async function setup(prefix: string) {
-    const { ns, system, rec, poolmgr, router } = await appWithPool<Call>(kc, kubeconfig!, run, prefix, { name: 'inc', code: INC }, (meta) => [
+    const { ns, system, rec, poolmgr, router, leaseHolder } = await appWithPool<Call>(suite, prefix, { name: 'inc', code: INC }, (meta) => [
       {
         apiVersion: 'spore.dev/v1alpha1',
         kind: 'Workflow',
@@ -53,8 +42,8 @@ describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as Work
         },
       },
     ]);
-    const runObject = (id: string) => client.request<RunObject>('GET', `/apis/spore.dev/v1alpha1/namespaces/${ns}/workflowruns/${id}`);
-    return { ns, system, rec, poolmgr, router, runObject };
+    const runObject = (id: string) => suite.client.request<RunObject>('GET', `/apis/spore.dev/v1alpha1/namespaces/${ns}/workflowruns/${id}`);
+    return { ns, system, rec, poolmgr, router, runObject, leaseHolder };
   }
 
   it('answers a 2-task workflow called through the router with its output, and keeps the run as a WorkflowRun with both tasks succeeded', async () => {
@@ -82,11 +71,10 @@ describe.skipIf(!kubeconfig)('workflows on a cluster (spore router, runs as Work
   }, 180_000);
 
   it('resumes a run whose router was killed mid-run on the router holding the Lease, without running its finished task again; a stopped router hands its run over', async () => {
-    const { ns, system, rec, poolmgr, router, runObject } = await setup('wf-kill');
+    const { ns, rec, poolmgr, router, runObject, leaseHolder } = await setup('wf-kill');
     // the first router takes the Lease; the run is started on the second, which is then killed
     const leader = await router('router 1');
-    const holder = async () => (await client.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${system}/leases/spore-triggers`).catch(() => undefined))?.spec?.holderIdentity ?? '';
-    await expect.poll(holder, { timeout: 30_000, interval: 250 }).toContain(`-${leader.child.pid}-`);
+    await expect.poll(leaseHolder, { timeout: 30_000, interval: 250 }).toContain(`-${leader.child.pid}-`);
     const doomed = await router('router 2');
     let accepted!: Response;
     const call = () => fetch(`${doomed.url}/_fn/${ns}/pair`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-spore-async': 'true' }, body: JSON.stringify({ n: 10, sleep: 4000 }) });

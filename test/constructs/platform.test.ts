@@ -158,8 +158,8 @@ describe('Platform', () => {
   it("keeps the router's and pool manager's rights with the dataplane: reads for the router, pods only in the platform namespace", () => {
     const { get } = platform({ dataplane: { enabled: true } });
     const router = rulesOf(get('ClusterRole', 'spore-system-router'));
-    // reads, but for its workflow runs (WorkflowRun objects), which it writes
-    expect(router.filter((r: string) => !r.endsWith(':get,list,watch'))).toEqual(['spore.dev:workflowruns:get,list,create,update,patch,delete']);
+    // reads, but for its workflow runs and asynchronous calls (WorkflowRun and Invocation objects), which it writes
+    expect(router.filter((r: string) => !r.endsWith(':get,list,watch'))).toEqual(['spore.dev:workflowruns:get,list,create,update,patch,delete', 'spore.dev:invocations:get,list,create,update,patch,delete']);
     expect(router.join(' ')).toContain('spore.dev:httptriggers');
     // of Secrets, the router reads only the pool manager's credential, in the platform namespace
     expect(router.join(' ')).not.toContain('secrets');

@@ -121,6 +121,6 @@ describe('asynchronous calls', () => {
     h = await harness({ stateDir: dir });
     for (const id of [waiting.id, running.id]) await waitFor(`call ${id} done`, async () => ((await state(id)).state === 'succeeded' ? true : null), 30_000);
     expect(f.lines().filter((l) => l.what === 'end').map((l) => l.body).sort()).toEqual(['accepted', 'was running']);
-    expect(h.reports.join('\n')).toContain('2 asynchronous call(s) were running when Spore stopped: they run again');
+    expect(h.reports.join('\n')).toContain('2 asynchronous call(s) were under way when their Spore stopped: they run (again)');
   });
 });
