@@ -9,6 +9,7 @@ export * from './triggers.js';
 export * from './workflow.js';
 export * from './stage.js';
 export * from './workflow-run.js';
+export * from './invocation.js';
 export * from './schedule.js';
 export * from './validate.js';
 export * from './crd.js';

@@ -41,6 +41,11 @@ export interface KindInfo {
 }
 
 const ready: PrinterColumn = { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
+/** A timer's, queue's or watch's state as the dataplane last said it (dataplane/triggers/conditions.ts). */
+const active: PrinterColumn[] = [
+  { name: 'Active', type: 'string', jsonPath: '.status.conditions[?(@.type=="Active")].status' },
+  { name: 'State', type: 'string', jsonPath: '.status.conditions[?(@.type=="Active")].message', priority: 1 },
+];
 const fn: PrinterColumn = { name: 'Function', type: 'string', jsonPath: '.spec.function.name' };
 const age: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
 const revision: PrinterColumn = { name: 'Revision', type: 'string', jsonPath: '.status.revision', description: 'the Git revision that last changed the object' };
@@ -100,7 +105,7 @@ export const KINDS = {
   TimerTrigger: {
     kind: 'TimerTrigger', plural: 'timertriggers', shortNames: ['tt', 'timer', 'timers'], spec: TimerTriggerSpec, status: TriggerStatus, wave: 2,
     description: 'Invokes a function on a cron schedule.',
-    printerColumns: [{ name: 'Cron', type: 'string', jsonPath: '.spec.cron' }, fn, ready, age],
+    printerColumns: [{ name: 'Cron', type: 'string', jsonPath: '.spec.cron' }, fn, ready, ...active, age],
   },
   QueueTrigger: {
     kind: 'QueueTrigger', plural: 'queuetriggers', shortNames: ['qt', 'mqt'], spec: QueueTriggerSpec, status: TriggerStatus, wave: 2,
@@ -110,13 +115,14 @@ export const KINDS = {
       { name: 'Topic', type: 'string', jsonPath: '.spec.topic' },
       fn,
       ready,
+      ...active,
       age,
     ],
   },
   WatchTrigger: {
     kind: 'WatchTrigger', plural: 'watchtriggers', shortNames: ['wt', 'watch', 'watches'], spec: WatchTriggerSpec, status: TriggerStatus, wave: 2,
     description: 'Invokes a function when watched Kubernetes objects change.',
-    printerColumns: [{ name: 'Kind', type: 'string', jsonPath: '.spec.resource.kind' }, fn, ready, age],
+    printerColumns: [{ name: 'Kind', type: 'string', jsonPath: '.spec.resource.kind' }, fn, ready, ...active, age],
   },
   Workflow: {
     kind: 'Workflow', plural: 'workflows', shortNames: ['wf', 'wfs'], spec: WorkflowSpec, status: WorkflowStatus, wave: 2,

@@ -69,7 +69,8 @@ export const Condition = Closed({
 export const commonStatus = {
   observedGeneration: Type.Optional(Type.Integer({ minimum: 0 })),
   revision: Type.Optional(Type.String({ description: 'the Git revision that last changed the object' })),
-  conditions: Type.Optional(Type.Array(Condition)),
+  // keyed by type: each writer owns its own (the reconciler Ready, the dataplane a trigger's Active), server-side apply keeps the others'
+  conditions: Type.Optional(Type.Array(Condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] })),
 };
 
 /** An environment variable: a name a shell accepts, a value. */

@@ -240,6 +240,8 @@ export class Platform extends Chart {
       const watchable = (props.router?.watchable ?? DEFAULT_WATCHABLE).flatMap((w) => w.resources.map((r) => kplus.ApiResource.custom({ apiGroup: w.apiGroup, resourceType: r })));
       bind('router', router, [
         [READ, [...DATAPLANE_KINDS.router.map((k) => sporeResource(k)), ...watchable]],
+        // each timer's, queue's and watch's state, as its Active condition (dataplane/triggers/conditions.ts)
+        [['patch'], (['TimerTrigger', 'QueueTrigger', 'WatchTrigger'] as const).map((k) => sporeResource(k, '/status'))],
         // workflow runs and asynchronous calls, one WorkflowRun or Invocation each, written as they go (store/kube-workflow-runs.ts, kube-invocations.ts)
         [['get', 'list', 'create', 'update', 'patch', 'delete'], [sporeResource('WorkflowRun'), sporeResource('Invocation')]],
       ]);

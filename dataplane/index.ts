@@ -10,6 +10,7 @@ import { ProcessProvider } from './poolmgr/process-provider.js';
 import type { InstanceProvider } from './poolmgr/provider.js';
 import { Router } from './router/router.js';
 import { AsyncCalls } from './triggers/async.js';
+import { TriggerConditions } from './triggers/conditions.js';
 import { Queues } from './triggers/queues.js';
 import { Timers, type TimerState } from './triggers/timers.js';
 import { Watches } from './triggers/watches.js';
@@ -93,11 +94,13 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
   }
   // timers call through the router (in-process), so they start once it serves
   const state = o.store.readState && o.store.writeState ? { readState: o.store.readState.bind(o.store), writeState: o.store.writeState.bind(o.store) } : undefined;
-  timers = new Timers({ store: o.store, state, router, logs, metrics, report: o.report });
+  // each trigger's state also as its Active condition, in the store
+  const conditions = new TriggerConditions(o.store, o.report ?? ((m) => process.stderr.write(`spore: ${m}\n`)));
+  timers = new Timers({ store: o.store, state, router, logs, metrics, conditions, report: o.report });
   await timers.start();
-  queues = new Queues({ store: o.store, router, logs, metrics, report: o.report });
+  queues = new Queues({ store: o.store, router, logs, metrics, conditions, report: o.report });
   await queues.start();
-  watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, metrics, report: o.report });
+  watches = new Watches({ store: o.store, router, logs, kubeconfig: o.kubeconfig, state, metrics, conditions, report: o.report });
   await watches.start();
   const watching = watches;
   await calls?.start(); // calls left running by a stop run again
@@ -118,6 +121,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<Dataplane> {
       (closing ??= (async () => {
         // no new firing or message; the calls in flight finish (bounded) while the router still serves
         await Promise.all([started.close(), consuming.close(), watching.close(), calls?.close(), workflows?.close()]);
+        await conditions.flush(); // written before the store closes
         await router.close(); // in-flight calls finish (bounded), then instances go
         await poolmgr.shutdown();
         logs.flush();

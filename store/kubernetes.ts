@@ -8,7 +8,7 @@ import { canonical, digest } from './canonical.js';
 import { KindCache, type CacheEvent } from './kind-cache.js';
 import { KubeClient, KubeError } from './kube-client.js';
 import { ownedBy } from './owned-fields.js';
-import { formatRef, refOf, type ApplyOptions, type ApplyResult, type ListFilter, type ObjectRef, type ResourceStore, type StoredObject, type WatchEvent } from './types.js';
+import { formatRef, refOf, type ApplyOptions, type ApplyResult, type Condition, type ListFilter, type ObjectRef, type ResourceStore, type StoredObject, type WatchEvent } from './types.js';
 
 export const FIELD_MANAGER = 'spore';
 
@@ -367,6 +367,11 @@ export class KubeStore implements ResourceStore {
     const r = refOf(ref);
     if (!(await this.live(r))) throw new Error(`cannot set status: ${formatRef(r)} not found`);
     await this.applyStatus(r, status, FIELD_MANAGER);
+  }
+
+  /** As the dataplane's field manager: the reconciler's conditions (and its status) stay, each condition being keyed by type. */
+  async setCondition(ref: ObjectRef, condition: Condition): Promise<void> {
+    await this.applyStatus(refOf(ref), { conditions: [condition] }, `${FIELD_MANAGER}-dataplane`);
   }
 
   watch(listener: (event: WatchEvent) => void): () => void {

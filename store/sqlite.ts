@@ -12,6 +12,7 @@ import {
   refOf,
   type ApplyOptions,
   type ApplyResult,
+  type Condition,
   type ListFilter,
   type LogEntry,
   type LogQuery,
@@ -213,10 +214,28 @@ export class SqliteStore implements ResourceStore, LogStore, SyncHistory {
   }
 
   async setStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
+    // conditions are kept by type, as server-side apply keeps another writer's on a cluster
+    this.writeStatus(ref, (old) => {
+      const mine = (status.conditions as Condition[] | undefined) ?? [];
+      const others = ((old.conditions as Condition[] | undefined) ?? []).filter((c) => !mine.some((m) => m.type === c.type));
+      return { ...status, ...(mine.length || others.length ? { conditions: [...mine, ...others] } : {}) };
+    });
+  }
+
+  async setCondition(ref: ObjectRef, condition: Condition): Promise<void> {
+    this.writeStatus(ref, (old) => ({ ...old, conditions: [...((old.conditions as Condition[] | undefined) ?? []).filter((c) => c.type !== condition.type), condition] }));
+  }
+
+  /** The object's status made anew from its old one, in one transaction. */
+  private writeStatus(ref: ObjectRef, make: (old: Record<string, unknown>) => Record<string, unknown>): void {
     const r = refOf(ref);
-    const changed = this.db.prepare('UPDATE objects SET status = ?, resource_version = ? WHERE api_version = ? AND kind = ? AND namespace = ? AND name = ?')
-      .run(JSON.stringify(status), this.nextVersion(), r.apiVersion, r.kind, r.namespace, r.name);
-    if (changed.changes === 0) throw new Error(`cannot set status: ${r.kind}/${r.namespace}/${r.name} not found`);
+    this.db.transaction(() => {
+      const row = this.row(r);
+      if (!row) throw new Error(`cannot set status: ${r.kind}/${r.namespace}/${r.name} not found`);
+      const status = make((toObject(row).status as Record<string, unknown> | undefined) ?? {});
+      this.db.prepare('UPDATE objects SET status = ?, resource_version = ? WHERE api_version = ? AND kind = ? AND namespace = ? AND name = ?')
+        .run(JSON.stringify(status), this.nextVersion(), r.apiVersion, r.kind, r.namespace, r.name);
+    })();
     this.events.emit('change', { type: 'MODIFIED', object: toObject(this.row(r)!) } satisfies WatchEvent);
   }
 

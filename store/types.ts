@@ -1,6 +1,9 @@
 // The resource store: where the reconciler writes and the dataplane reads.
 // One interface, two implementations (SQLite locally, the Kubernetes API later).
-import type { KubeObject, ObjectMeta } from '../api/index.js';
+import type { Static } from '@sinclair/typebox';
+import type { Condition as ConditionSchema, KubeObject, ObjectMeta } from '../api/index.js';
+
+export type Condition = Static<typeof ConditionSchema>;
 
 export interface StoredMeta extends ObjectMeta {
   namespace: string;
@@ -70,8 +73,14 @@ export interface ResourceStore {
   held(prune: { labels: Record<string, string> }): Promise<StoredObject[]>;
   list(filter?: ListFilter): Promise<StoredObject[]>;
   delete(ref: ObjectRef): Promise<boolean>;
-  /** Replaces the status Spore writes on an object (not its spec, generation unchanged). */
+  /**
+   * Replaces the status the reconciler writes on an object (not its spec,
+   * generation unchanged); conditions of types it leaves out, which the
+   * dataplane wrote (setCondition), stay.
+   */
   setStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
+  /** Sets one condition of an object's status, by its type, leaving the rest: the dataplane's word beside the reconciler's. */
+  setCondition(ref: ObjectRef, condition: Condition): Promise<void>;
   /**
    * The part of a stored object that apply wrote, which is what a plan compares
    * with the desired object: on a cluster, the fields Spore owns, without what

@@ -67,6 +67,26 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
+  it("keeps the reconciler's status and the dataplane's conditions apart: each condition by its type", async () => {
+    const store = new SqliteStore(join(tempDir(), 'spore.db'));
+    const ref = { apiVersion: 'spore.dev/v1alpha1', kind: 'Environment', name: 'a' };
+    await store.apply([labelled('a', { runtime: { name: 'node' } })]);
+    await store.setStatus(ref, { observedGeneration: 1, conditions: [{ type: 'Ready', status: 'True' }] });
+    await store.setCondition(ref, { type: 'Active', status: 'False', reason: 'Failed', message: 'broker down' });
+    await store.setCondition(ref, { type: 'Active', status: 'True', reason: 'Consuming', message: 'orders' }); // replaces its own type
+    // the reconciler writes its status again: the dataplane's condition stays, its own is replaced
+    await store.setStatus(ref, { observedGeneration: 2, conditions: [{ type: 'Ready', status: 'False', reason: 'Failed' }] });
+    expect((await store.get(ref))!.status).toEqual({
+      observedGeneration: 2,
+      conditions: [
+        { type: 'Ready', status: 'False', reason: 'Failed' },
+        { type: 'Active', status: 'True', reason: 'Consuming', message: 'orders' },
+      ],
+    });
+    await expect(store.setCondition({ ...ref, name: 'gone' }, { type: 'Active', status: 'True' })).rejects.toThrow('cannot set status: Environment/default/gone not found');
+    await store.close();
+  });
+
   it('keeps a bounded number of log lines per function, oldest dropped first', async () => {
     const store = new SqliteStore(join(tempDir(), 'spore.db'), { logsPerFunction: 5 });
     const line = (fn: string, i: number) => ({ time: 1000 + i, namespace: 'default', function: fn, instance: 'i1', requestId: `r${i}`, stream: 'stdout' as const, line: `line ${i}` });

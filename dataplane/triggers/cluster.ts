@@ -15,6 +15,7 @@ import type { LogEntry, ResourceStore } from '../../store/index.js';
 import { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
+import { TriggerConditions } from './conditions.js';
 import { KubeTriggerState } from './kube-state.js';
 import { LeaderElector } from './leader.js';
 import { Queues } from './queues.js';
@@ -52,7 +53,9 @@ export const stdoutLogs = () => new LogSink({
 export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<ClusterTriggers> {
   const { store, router, metrics, report } = o;
   const logs = stdoutLogs();
-  const queues = new Queues({ store, router, logs, metrics, report });
+  // each trigger's state as its Active condition: queues' by every replica (the last to change wins), timers' and watches' by the leader
+  const conditions = new TriggerConditions(store, report);
+  const queues = new Queues({ store, router, logs, metrics, conditions, report });
   await queues.start();
   let led: { timers: Timers; watches: Watches; state?: KubeTriggerState } | undefined;
   const elector = new LeaderElector({
@@ -68,8 +71,8 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
         report(`timers and watches run without their kept state (catchUp and resume are not honoured): ${err.message}`);
         return undefined;
       });
-      const timers = new Timers({ store, state, router, logs, metrics, report });
-      const watches = new Watches({ store, router, logs, kubeconfig: o.kubeconfig, state, metrics, report });
+      const timers = new Timers({ store, state, router, logs, metrics, conditions, report });
+      const watches = new Watches({ store, router, logs, kubeconfig: o.kubeconfig, state, metrics, conditions, report });
       led = { timers, watches, state };
       await timers.start();
       await watches.start();
@@ -89,6 +92,7 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
     queues,
     close: async () => {
       await Promise.all([elector.close(), queues.close()]);
+      await conditions.flush();
       logs.flush();
     },
   };

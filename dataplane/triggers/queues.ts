@@ -13,6 +13,7 @@ import { API_VERSION, calleeOf, type QueueTriggerSpec } from '../../api/index.js
 import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
+import type { TriggerConditions } from './conditions.js';
 import { failureOf } from './failure.js';
 import type { Router } from '../router/router.js';
 import { kafkaConsumer } from './kafka.js';
@@ -68,6 +69,8 @@ export interface QueuesOptions {
   router: Router;
   logs: LogSink;
   metrics?: Metrics;
+  /** Where each trigger's state is written as its Active condition. */
+  conditions?: TriggerConditions;
   report?: (message: string) => void;
 }
 
@@ -96,7 +99,10 @@ export class Queues {
     if (this.o.metrics) this.o.metrics.consumerLag = async () => (await this.status()).map((q) => ({ namespace: q.namespace, trigger: q.name, broker: q.broker, lag: q.lag }));
     this.unwatch = this.o.store.watch((e) => {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'QueueTrigger') return;
-      if (e.type === 'DELETED') void this.remove(keyOf(e.object), true);
+      if (e.type === 'DELETED') {
+        void this.remove(keyOf(e.object), true);
+        this.o.conditions?.forget('QueueTrigger', e.object.metadata.namespace ?? 'default', e.object.metadata.name);
+      }
       else void this.set(e.object);
     });
     for (const t of await this.o.store.list({ apiVersion: API_VERSION, kind: 'QueueTrigger' })) await this.set(t);
@@ -137,12 +143,18 @@ export class Queues {
     const info: QueueInfo = { ...trigger, function: calleeOf(spec), broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false, ...this.counters(trigger.namespace, trigger.name, spec.broker.kind) };
     this.running.set(key, r);
+    /** The trigger's state, in spore list and as its Active condition. */
+    const setState = (state: QueueInfo['state'], detail?: string) => {
+      info.state = state;
+      info.detail = detail;
+      this.o.conditions?.state('QueueTrigger', trigger.namespace, trigger.name, state, detail);
+    };
+    setState('connecting');
     let url: string;
     try {
       url = await this.brokerUrl(trigger.namespace, spec);
     } catch (err) {
-      info.state = 'failed';
-      info.detail = (err as Error).message;
+      setState('failed', (err as Error).message);
       this.report(`queue trigger ${key}: ${info.detail}`);
       return;
     }
@@ -157,8 +169,7 @@ export class Queues {
           if (state === 'consuming') this.report(`queue trigger ${key}: consuming ${spec.topic} (${detail}) → ${trigger.namespace}/${calleeOf(spec)}`);
           else if (state === 'failed') this.report(`queue trigger ${key}: ${detail}`);
         }
-        info.state = state;
-        info.detail = detail;
+        setState(state, detail);
       },
       report: (m) => this.report(`queue trigger ${key}: ${m}`),
     });

@@ -21,6 +21,7 @@ import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
+import type { TriggerConditions } from './conditions.js';
 
 export const MAX_WAITING = 32;
 
@@ -66,6 +67,8 @@ export interface TimersOptions {
   router: Router;
   logs: LogSink;
   metrics?: Metrics;
+  /** Where each timer's state is written as its Active condition. */
+  conditions?: TriggerConditions;
   report?: (message: string) => void;
 }
 
@@ -82,6 +85,7 @@ export class Timers {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'TimerTrigger') return;
       if (e.type === 'DELETED') {
         this.remove(keyOf(e.object));
+        this.o.conditions?.forget('TimerTrigger', e.object.metadata.namespace ?? 'default', e.object.metadata.name);
         this.o.state?.writeState(`timer/${keyOf(e.object)}`, undefined); // its last firing forgotten with it
       } else this.set(e.object);
     });
@@ -119,15 +123,18 @@ export class Timers {
     const specText = JSON.stringify(spec);
     if (this.timers.get(key)?.specText === specText) return; // a status write or a no-op apply: keep the schedule
     this.remove(key);
+    const namespace = o.metadata.namespace ?? 'default';
     let cron: Cron;
     try {
       cron = schedule(spec, () => this.fire(timer));
     } catch (err) {
       // the store validated it; a schedule that still cannot run is said, not fatal
       this.report(`timer ${key}: cannot schedule "${spec.cron}": ${(err as Error).message}`);
+      this.o.conditions?.state('TimerTrigger', namespace, o.metadata.name, 'failed', `cannot schedule "${spec.cron}": ${(err as Error).message}`);
       return;
     }
-    const timer: Timer = { key, namespace: o.metadata.namespace ?? 'default', name: o.metadata.name, spec, specText, cron, busy: false, waiting: 0, stopped: false };
+    this.o.conditions?.state('TimerTrigger', namespace, o.metadata.name, 'scheduled', `"${spec.cron}" (${spec.timeZone ?? 'UTC'}) → ${calleeOf(spec)}`);
+    const timer: Timer = { key, namespace, name: o.metadata.name, spec, specText, cron, busy: false, waiting: 0, stopped: false };
     this.timers.set(key, timer);
     if (spec.catchUp) this.catchUp(timer);
   }

@@ -16,6 +16,7 @@ import type { ResourceStore, StoredObject } from '../../store/index.js';
 import type { LogSink } from '../logs.js';
 import type { Metrics } from '../metrics.js';
 import type { Router } from '../router/router.js';
+import type { TriggerConditions } from './conditions.js';
 import { failureOf } from './failure.js';
 import type { TimerState } from './timers.js';
 
@@ -42,6 +43,8 @@ export interface WatchesOptions {
   /** Where the version each trigger reached is kept. */
   state?: TimerState;
   metrics?: Metrics;
+  /** Where each trigger's state is written as its Active condition. */
+  conditions?: TriggerConditions;
   report?: (message: string) => void;
 }
 
@@ -66,6 +69,7 @@ export class Watches {
       if (e.object.apiVersion !== API_VERSION || e.object.kind !== 'WatchTrigger') return;
       if (e.type === 'DELETED') {
         this.remove(keyOf(e.object));
+        this.o.conditions?.forget('WatchTrigger', e.object.metadata.namespace ?? 'default', e.object.metadata.name);
         // forgotten: one made again by the same name starts from the present, not from this one's place
         this.o.state?.writeState(`watch/${keyOf(e.object)}`, undefined);
       } else this.set(e.object);
@@ -93,12 +97,19 @@ export class Watches {
     const r: Running = { specText, info, stopped: false };
     this.running.set(key, r);
     if (!this.o.kubeconfig) {
-      info.state = 'inactive';
-      info.detail = 'watch triggers need a cluster: start spore up with --kubeconfig PATH';
+      this.setState(r, 'inactive', 'watch triggers need a cluster: start spore up with --kubeconfig PATH');
       this.report(`watch trigger ${key}: inactive: ${info.detail}`);
       return;
     }
+    this.setState(r, 'connecting');
     void this.follow(key, r, spec);
+  }
+
+  /** The trigger's state, in spore list and as its Active condition. */
+  private setState(r: Running, state: WatchInfo['state'], detail?: string): void {
+    r.info.state = state;
+    r.info.detail = detail;
+    this.o.conditions?.state('WatchTrigger', r.info.namespace, r.info.name, state, detail);
   }
 
   private remove(key: string): void {
@@ -150,8 +161,7 @@ export class Watches {
               (req) => {
                 r.stop = () => req.abort();
                 // the watch is open: changes from here on are sent
-                r.info.state = 'watching';
-                r.info.detail = `${path}${selector ? `?labelSelector=${selector}` : ''}`;
+                this.setState(r, 'watching', `${path}${selector ? `?labelSelector=${selector}` : ''}`);
               },
               (err) => resolve(err),
             );
@@ -170,8 +180,7 @@ export class Watches {
         if (r.stopped) return;
         const message = (err as Error).message;
         if (r.info.state !== 'failed' || r.info.detail !== message) this.report(`watch trigger ${key}: ${message}; retrying`);
-        r.info.state = 'failed';
-        r.info.detail = message;
+        this.setState(r, 'failed', message);
         await new Promise((res) => setTimeout(res, backoff).unref());
         backoff = Math.min(backoff * 2, 30_000);
       }

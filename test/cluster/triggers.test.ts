@@ -54,6 +54,18 @@ describe.skipIf(!kubeconfig)('timers and watch triggers on a cluster (spore rout
     const timerCalls = () => rec.lines().filter((c) => c.timer === 'tick');
     const watchCalls = () => rec.lines().filter((c) => c.watch === 'colors').map((c) => `${c.type} ${c.name}`);
     await expect.poll(() => timerCalls().length, { timeout: 90_000, interval: 250 }).toBeGreaterThanOrEqual(4);
+    // each trigger's state as its Active condition, written by the leader as Spore's dataplane
+    const path = (plural: string, name: string) => `/apis/spore.dev/v1alpha1/namespaces/${ns}/${plural}/${name}`;
+    const conditions = async (plural: string, name: string) => ((await suite.client.request('GET', path(plural, name))).status?.conditions ?? []) as { type: string; status: string; reason: string; message?: string }[];
+    await expect.poll(() => conditions('timertriggers', 'tick'), { timeout: 10_000, interval: 250 }).toEqual([expect.objectContaining({ type: 'Active', status: 'True', reason: 'Scheduled', message: '"@every 1s" (UTC) → rec' })]);
+    await expect.poll(() => conditions('watchtriggers', 'colors'), { timeout: 30_000, interval: 250 }).toEqual([expect.objectContaining({ type: 'Active', status: 'True', reason: 'Watching' })]);
+    // the reconciler writing its status (server-side apply as `spore`) leaves the dataplane's condition: conditions are keyed by type
+    await suite.client.request('PATCH', `${path('timertriggers', 'tick')}/status`, {
+      query: { fieldManager: 'spore', force: 'true' },
+      body: { apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', metadata: { name: 'tick', namespace: ns }, status: { observedGeneration: 1, conditions: [{ type: 'Ready', status: 'True', reason: 'Applied' }] } },
+      contentType: 'application/apply-patch+yaml',
+    });
+    expect((await conditions('timertriggers', 'tick')).map((c) => `${c.type}=${c.status}`).sort()).toEqual(['Active=True', 'Ready=True']);
     // the watch has its starting version once it is kept in the triggers' state (a ConfigMap of the platform namespace)
     const stateKey = `watch.${ns}.colors`;
     await expect.poll(async () => Boolean((await suite.client.request('GET', `/api/v1/namespaces/${system}/configmaps/spore-trigger-state`).catch(() => undefined))?.data?.[stateKey]), { timeout: 30_000, interval: 250 }).toBe(true);

@@ -34,6 +34,9 @@ describe('watch triggers without a cluster', () => {
     const info = await waitFor('the watch listed', () => h!.dp.watches.list().find((w) => w.name === 'colors'));
     expect(info).toMatchObject({ state: 'inactive', detail: 'watch triggers need a cluster: start spore up with --kubeconfig PATH' });
     expect(h.reports.join('\n')).toContain('watch trigger default/colors: inactive');
+    // and the trigger's Active condition says it
+    const stored = async () => (await h!.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'WatchTrigger', namespace: 'default', name: 'colors' }))?.status?.conditions;
+    await expect.poll(stored, { timeout: 10_000 }).toEqual([{ type: 'Active', status: 'False', reason: 'Inactive', message: 'watch triggers need a cluster: start spore up with --kubeconfig PATH', lastTransitionTime: expect.any(String) }]);
   });
 });
 

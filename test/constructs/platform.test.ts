@@ -158,8 +158,11 @@ describe('Platform', () => {
   it("keeps the router's and pool manager's rights with the dataplane: reads for the router, pods only in the platform namespace", () => {
     const { get } = platform({ dataplane: { enabled: true } });
     const router = rulesOf(get('ClusterRole', 'spore-system-router'));
-    // reads, but for its workflow runs and asynchronous calls (WorkflowRun and Invocation objects), which it writes
-    expect(router.filter((r: string) => !r.endsWith(':get,list,watch'))).toEqual(['spore.dev:workflowruns:get,list,create,update,patch,delete', 'spore.dev:invocations:get,list,create,update,patch,delete']);
+    // reads, but for its workflow runs and asynchronous calls (WorkflowRun and Invocation objects), which it writes, and its triggers' Active conditions
+    expect(router.filter((r: string) => !r.endsWith(':get,list,watch'))).toEqual([
+      'spore.dev:timertriggers/status:patch', 'spore.dev:queuetriggers/status:patch', 'spore.dev:watchtriggers/status:patch',
+      'spore.dev:workflowruns:get,list,create,update,patch,delete', 'spore.dev:invocations:get,list,create,update,patch,delete',
+    ]);
     expect(router.join(' ')).toContain('spore.dev:httptriggers');
     // of Secrets, the router reads only the pool manager's credential, in the platform namespace
     expect(router.join(' ')).not.toContain('secrets');

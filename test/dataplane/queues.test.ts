@@ -133,9 +133,13 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
     const failed = await waitFor('the trigger failing', () => h!.dp.queues.list().find((q) => q.name === 'late' && q.state === 'failed'), 30_000);
     expect(failed.detail).toContain(`nats://127.0.0.1:${port}`);
     expect(h.reports.join('\n')).toContain('queue trigger default/late');
+    // its Active condition in the store says the same
+    const active = async () => ((await h!.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'QueueTrigger', namespace: 'default', name: 'late' }))?.status?.conditions as { type: string; status: string; reason: string; message: string }[] | undefined)?.find((c) => c.type === 'Active');
+    await expect.poll(active, { timeout: 10_000 }).toMatchObject({ status: 'False', reason: 'Failed', message: expect.stringContaining(`nats://127.0.0.1:${port}`) });
     expect((await h.get('/rec', { method: 'POST', body: 'still serving' })).status).toBe(200);
     nats = await startNats(port);
     await waitFor('consuming', () => h!.dp.queues.list().find((q) => q.name === 'late' && q.state === 'consuming'), 60_000);
+    await expect.poll(active, { timeout: 10_000 }).toMatchObject({ status: 'True', reason: 'Consuming' });
     nc = await connect({ servers: nats.url });
     await jetstream(nc).publish('late', 'finally');
     await waitFor('the call', () => rec.starts().find((l) => l.body === 'finally'), 30_000);

@@ -62,6 +62,9 @@ describe('timer triggers', () => {
     expect(h!.dp.timers.list()).toEqual([expect.objectContaining({ name: 'tick', function: 'rec', cron: '*/1 * * * * *', timeZone: 'UTC', nextRun: expect.any(String) })]);
     const status = JSON.parse((await h!.get('/_spore/status')).body);
     expect(status.timers.map((t: { name: string }) => t.name)).toEqual(['tick']);
+    // and in the store, as the trigger's Active condition
+    const stored = await h!.store.get({ apiVersion: 'spore.dev/v1alpha1', kind: 'TimerTrigger', namespace: 'default', name: 'tick' });
+    expect(stored!.status!.conditions).toEqual([{ type: 'Active', status: 'True', reason: 'Scheduled', message: '"*/1 * * * * *" (UTC) → rec', lastTransitionTime: expect.any(String) }]);
   });
 
   it('stops firing once the trigger is deleted from the store, and reschedules when it changes', async () => {
