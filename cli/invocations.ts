@@ -49,17 +49,24 @@ async function clusterCalls(kubeconfig: string): Promise<Calls> {
   const { KubeClient } = await import('../store/kube-client.js');
   const { KubeInvocations } = await import('../store/kube-invocations.js');
   const client = new KubeClient(await loadKubeConfig({ kubeconfig }));
+  const { view } = await import('../dataplane/triggers/async.js');
   const calls = new KubeInvocations({ client, identity: 'spore-cli' });
+  // a cluster without the kind answers 404 for its collection
+  const served = <T>(p: Promise<T>) =>
+    p.catch((err: { status?: number }) => {
+      throw err.status === 404 ? new Error(`the cluster at ${client.server} has no Invocation objects (spore.dev/v1alpha1): install the spore.dev CRDs first (npx spore crds | kubectl apply --server-side -f -)`) : err;
+    });
   return {
     list: (state, limit) => {
       // what spore up's API checks, checked here
       if (state !== undefined && !STATES.includes(state)) throw new Error(`--state ${state}: expected one of ${STATES.join(', ')}`);
       const n = limit === undefined ? undefined : Number(limit);
       if (n !== undefined && !(Number.isInteger(n) && n > 0)) throw new Error(`--limit ${limit}: expected a positive whole number`);
-      return calls.listInvocations({ state: state as Invocation['state'] | undefined, limit: n });
+      // shown as spore up's API shows a call: neither its body nor its headers (the caller's credentials)
+      return served(calls.listInvocations({ state: state as Invocation['state'] | undefined, limit: n })).then((l) => l.map(view));
     },
     retry: async (id) => {
-      const call = await calls.getInvocation(id);
+      const call = await served(calls.getInvocation(id));
       if (!call) throw new Error(`no asynchronous call ${id} on the cluster (finished calls are kept for a while: the last 1000 that succeeded, 10000 that failed, per namespace)`);
       if (call.state !== 'failed') throw new Error(`asynchronous call ${id} is ${call.state}, not failed: only a failed call is retried`);
       if (!(await calls.retryInvocation(id))) throw new Error(`asynchronous call ${id} changed while it was being queued again: look at it again (spore invocations --kubeconfig …)`);

@@ -172,7 +172,7 @@ export class AsyncCalls {
   }
 }
 
-function view(inv: Invocation): InvocationView {
+export function view(inv: Invocation): InvocationView {
   const { body, headers: _headers, params: _params, ...rest } = inv;
   return { ...rest, bodyBytes: body.length };
 }

@@ -45,9 +45,9 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
       (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
     );
   /** An asynchronous POST through `url`'s router (retried until the router follows the function): the call's id. */
-  async function accept(url: string, ns: string, body: string, query = ''): Promise<string> {
+  async function accept(url: string, ns: string, body: string, query = '', headers: Record<string, string> = {}): Promise<string> {
     let res!: Response;
-    await expect.poll(async () => (res = await fetch(`${url}/_fn/${ns}/echo${query}`, { method: 'POST', headers: { 'x-spore-async': 'true' }, body })).status, { timeout: 60_000, interval: 500 }).toBe(202);
+    await expect.poll(async () => (res = await fetch(`${url}/_fn/${ns}/echo${query}`, { method: 'POST', headers: { 'x-spore-async': 'true', ...headers }, body })).status, { timeout: 60_000, interval: 500 }).toBe(202);
     const { invocation } = (await res.json()) as { invocation: string };
     expect(res.headers.get('x-spore-invocation-id')).toBe(invocation);
     return invocation;
@@ -78,7 +78,7 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     const r = await router('router');
     await expect.poll(leaseHolder, { timeout: 30_000, interval: 250 }).toContain(`-${r.child.pid}-`);
     writeFileSync(`${rec.out}.fail`, '');
-    const id = await accept(r.url, ns, 'doomed');
+    const id = await accept(r.url, ns, 'doomed', '', { authorization: 'Bearer s3cret' });
     // three attempts (1 s and 2 s apart), then failed
     await expect.poll(async () => (await object(id)).status.state, { timeout: 60_000, interval: 250 }).toBe('failed');
     expect((await object(id)).status).toMatchObject({ attempts: 3, status: 500, response: 'told to fail' });
@@ -86,7 +86,11 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
 
     const listed = await cli('--failed', '-o', 'json');
     expect(listed.code, listed.stderr).toBe(0);
-    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ id, namespace: ns, function: 'echo', state: 'failed', attempts: 3, status: 500 })]);
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ id, namespace: ns, function: 'echo', state: 'failed', attempts: 3, status: 500, bodyBytes: 6 })]);
+    // as spore up's API shows a call: neither its body nor its headers (the caller's credentials)
+    expect(listed.stdout).not.toContain('s3cret');
+    expect(JSON.parse(listed.stdout)[0]).not.toHaveProperty('body');
+    expect(JSON.parse(listed.stdout)[0]).not.toHaveProperty('headers');
     const table = await cli('--state', 'failed');
     expect(table.stdout).toContain(`${id}`);
     expect(table.stdout).toContain(`${ns}/echo`);
