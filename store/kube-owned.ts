@@ -118,6 +118,8 @@ export class OwnedObjects<T> {
 
   /** An object by name, looked for in the namespaces served. */
   async find(id: string): Promise<OwnedObject | undefined> {
+    // an id that is no object name names none (in a field selector it would be refused, or read as more than a name)
+    if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(id)) return undefined;
     return (await this.list(undefined, { fieldSelector: `metadata.name=${id}` }))[0];
   }
 

@@ -69,6 +69,8 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     const big = await fetch(`${r.url}/_fn/${ns}/echo`, { method: 'POST', headers: { 'x-spore-async': 'true' }, body: Buffer.alloc(1024 * 1024 + 1, 97) });
     expect(big.status).toBe(413);
     expect(((await big.json()) as { message: string }).message).toMatch(/exceeds the limit of 1048576 bytes kept with an asynchronous call here \(it goes in an Invocation object\)/);
+    // an id that is no object name is not found (rather than an API server's complaint about a selector)
+    expect((await cli('retry', 'x=y')).stderr).toContain('no asynchronous call x=y on the cluster');
     r.child.kill('SIGTERM');
     poolmgr.child.kill('SIGTERM');
   }, 180_000);
