@@ -139,6 +139,8 @@ export class AsyncCalls {
     } catch (err) {
       error = (err as Error).message;
     }
+    // its start only, as the answer's: a function's message may be of any size, and a call's record (on a cluster, an object in etcd) is bounded
+    if (error && error.length > 4096) error = `${error.slice(0, 4096)}…`;
     // stopping: a call cut short by the stop is not the call's failure; it stays running and runs again at the next start
     if (this.closed && error) return;
     const ms = Math.round(performance.now() - t0);

@@ -16,13 +16,15 @@ import { appWithPool, clusterSuite } from './components.js';
 const kubeconfig = await clusterReady();
 const BIN = new URL('../../bin/spore.js', import.meta.url).pathname;
 
-/** Records each call (its request id and body), answers 500 while `<OUT>.fail` exists, sleeps `?sleep=` ms, echoes the body. */
+/** Records each call (its request id and body), answers 500 while `<OUT>.fail` exists (or with a message of `?big=` characters), sleeps `?sleep=` ms, echoes the body. */
 const ECHO = `import { appendFileSync, existsSync } from 'node:fs';
 export default async (req) => {
   const url = new URL(req.url);
   const body = await req.text();
   appendFileSync(process.env.OUT, JSON.stringify({ id: req.headers.get('x-spore-request-id'), body }) + '\\n');
   await new Promise((r) => setTimeout(r, Number(url.searchParams.get('sleep') ?? 0)));
+  const big = Number(url.searchParams.get('big') ?? 0);
+  if (big) return Response.json({ message: 'x'.repeat(big) }, { status: 500 });
   if (existsSync(process.env.OUT + '.fail')) return new Response('told to fail', { status: 500 });
   return new Response('got ' + body);
 };
@@ -115,6 +117,20 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     const unknown = await cli('retry', 'no-such-call');
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('no asynchronous call no-such-call on the cluster');
+    r.child.kill('SIGTERM');
+    poolmgr.child.kill('SIGTERM');
+  }, 180_000);
+
+  it('ends in the dead letter a call whose every answer is an error too large to keep whole (its start is kept)', async () => {
+    const { ns, rec, poolmgr, router, object } = await setup('async-big');
+    const r = await router('router');
+    const id = await accept(r.url, ns, 'loud', '?big=2000000');
+    await expect.poll(async () => (await object(id)).status.state, { timeout: 60_000, interval: 250 }).toBe('failed');
+    const { status } = await object(id);
+    expect(status).toMatchObject({ attempts: 3, status: 500 });
+    expect(status.error).toMatch(/^x{100}/);
+    expect(status.error!.length).toBeLessThan(10_000);
+    expect(rec.lines().filter((c) => c.id === id)).toHaveLength(3);
     r.child.kill('SIGTERM');
     poolmgr.child.kill('SIGTERM');
   }, 180_000);
