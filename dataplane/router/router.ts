@@ -377,7 +377,15 @@ export class Router {
     const kept = this.o.async.maxBodyBytes;
     const body = kept !== undefined && kept < this.bodyLimit ? await this.wholeBody(req, kept, ' kept with an asynchronous call here (it goes in an Invocation object): call it synchronously, or pass a reference to the data') : await this.wholeBody(req);
     const q = req.url.indexOf('?');
-    const id = await this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers: this.keptHeaders(req), params: call.params, body });
+    let id: string;
+    try {
+      id = await this.o.async.accept({ namespace: call.namespace, function: call.name, method: req.method, path: q < 0 ? call.path : call.path + req.url.slice(q), headers: this.keptHeaders(req), params: call.params, body });
+    } catch (err) {
+      // its store refused it (on a cluster, the API server): said to the caller and in the log, not a bare 500
+      const message = `asynchronous call of ${call.namespace}/${call.name} could not be kept: ${(err as Error).message}`;
+      this.report(message);
+      return this.fail(reply, new DataplaneError(503, 'Unavailable', message), requestId);
+    }
     return reply.code(202).headers({ [REQUEST_ID]: requestId, 'x-spore-invocation-id': id }).send({ invocation: id, function: `${call.namespace}/${call.name}`, state: 'queued' });
   }
 

@@ -73,6 +73,13 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     expect(((await big.json()) as { message: string }).message).toMatch(/exceeds the limit of 1048576 bytes kept with an asynchronous call here \(it goes in an Invocation object\)/);
     // an id that is no object name is not found (rather than an API server's complaint about a selector)
     expect((await cli('retry', 'x=y')).stderr).toContain('no asynchronous call x=y on the cluster');
+
+    // a call the API server refuses to keep (its namespace is being deleted) is answered 503, saying why, and said in the router's log
+    await suite.client.request('DELETE', `/api/v1/namespaces/${ns}`);
+    const refused = await fetch(`${r.url}/_fn/${ns}/echo`, { method: 'POST', headers: { 'x-spore-async': 'true' }, body: 'lost' });
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { message: string }).message).toMatch(/could not be kept.*being terminated/);
+    expect(r.output()).toMatch(/could not be kept.*being terminated/);
     r.child.kill('SIGTERM');
     poolmgr.child.kill('SIGTERM');
   }, 180_000);
