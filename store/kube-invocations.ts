@@ -55,6 +55,9 @@ export function toInvocation(o: OwnedObject): Invocation {
   };
 }
 
+/** When an object's call last changed, read without decoding its body (prune sorts thousands of them). */
+const updatedOf = (o: OwnedObject) => (o.status as Partial<Status> | undefined)?.updated ?? 0;
+
 export class KubeInvocations implements InvocationStore {
   private readonly objects: OwnedObjects<Invocation>;
 
@@ -87,7 +90,7 @@ export class KubeInvocations implements InvocationStore {
     const now = Date.now();
     Object.assign(inv, { state: r.state, status: r.status, error: r.error, response: r.response, updated: now, nextAt: r.nextAt ?? now });
     const saved = this.objects.save(id).catch(() => {}); // said by the store; tried again every heartbeat
-    if (r.state !== 'queued') void this.objects.prune(inv.namespace, `${CALL_STATE_LABEL}=${r.state}`, (o) => toInvocation(o).updated, r.state === 'succeeded' ? KEEP_SUCCEEDED : KEEP_FAILED);
+    if (r.state !== 'queued') void this.objects.prune(inv.namespace, `${CALL_STATE_LABEL}=${r.state}`, updatedOf, r.state === 'succeeded' ? KEEP_SUCCEEDED : KEEP_FAILED);
     await saved;
   }
 

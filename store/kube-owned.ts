@@ -263,7 +263,9 @@ export class OwnedObjects<T> {
     try {
       const done = (await this.list(namespace, { labelSelector })).sort((a, b) => updatedOf(b) - updatedOf(a));
       const gone = done.filter((obj, i) => i >= keep || updatedOf(obj) < now - keepMs);
-      for (const obj of gone) await this.o.client.request('DELETE', `${this.collection(namespace)}/${obj.metadata.name}`).catch((err: KubeError) => err.status === 404 || Promise.reject(err));
+      // guarded by the version listed: one changed meanwhile (a failed call retried) is no longer done, and stays
+      const unchanged = (obj: OwnedObject) => ({ apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: obj.metadata.resourceVersion } });
+      for (const obj of gone) await this.o.client.request('DELETE', `${this.collection(namespace)}/${obj.metadata.name}`, { body: unchanged(obj) }).catch((err: KubeError) => err.status === 404 || err.status === 409 || Promise.reject(err));
     } catch (err) {
       this.say(`old ${this.kind.noun}s of ${namespace} could not be deleted (tried again later): ${(err as Error).message}`);
     }
