@@ -25,6 +25,7 @@ export const InvocationStatus = Closed({
   created: Type.Integer({ description: 'epoch milliseconds' }),
   updated: Type.Integer({ description: 'epoch milliseconds' }),
   nextAt: Type.Integer({ description: 'epoch milliseconds: when a queued call is due' }),
+  bodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: "the body's size, once the call succeeded (its body and headers are then no longer kept)" })),
   owner: Type.Optional(Type.String({ description: 'the router replica executing the call' })),
   heartbeat: Type.Optional(Type.Integer({ description: 'epoch milliseconds: when the owner last said it holds the call; a queued or running call whose heartbeat is stale is taken over' })),
 });

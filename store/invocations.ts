@@ -31,6 +31,8 @@ export interface Invocation {
   updated: number;
   /** When a queued call is due. */
   nextAt: number;
+  /** The body's size, where the body itself is no longer kept (on a cluster, once the call succeeded). */
+  bodyBytes?: number;
 }
 
 export type NewInvocation = Pick<Invocation, 'namespace' | 'function' | 'method' | 'path' | 'headers' | 'params' | 'body'>;

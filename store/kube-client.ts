@@ -33,7 +33,12 @@ export interface RequestOptions {
   query?: Record<string, string | undefined>;
   body?: unknown;
   contentType?: string;
+  /** What the answer should be: JSON by default; a list of metadata only with PARTIAL_METADATA. */
+  accept?: string;
 }
+
+/** A list's items as metadata alone (no spec, no status): what is needed to count and delete objects that may be large. */
+export const PARTIAL_METADATA = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
 
 function parseJson(text: string): any {
   try {
@@ -94,7 +99,7 @@ export class KubeClient {
   private async send(method: string, path: string, o: RequestOptions & { signal?: AbortSignal }, idleTimeoutMs?: number): Promise<http.IncomingMessage> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
-    const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, signal: o.signal };
+    const options: https.RequestOptions = { method, headers: { accept: o.accept ?? 'application/json' }, signal: o.signal };
     // authentication may change (rotated tokens, exec plugins): asked for every request; the TLS connection pool is kept
     await this.kc.applyToHTTPSOptions(options);
     options.agent = this.agent ??= url.protocol === 'https:'

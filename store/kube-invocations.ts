@@ -17,11 +17,17 @@ export const CALL_STATE_LABEL = `${GROUP}/invocation-state`;
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 type Spec = Pick<Invocation, 'function' | 'method' | 'path' | 'headers' | 'params'> & { body: string };
-type Status = Pick<Invocation, 'state' | 'attempts' | 'status' | 'error' | 'response' | 'created' | 'updated' | 'nextAt'>;
+type Status = Pick<Invocation, 'state' | 'attempts' | 'status' | 'error' | 'response' | 'created' | 'updated' | 'nextAt' | 'bodyBytes'>;
 
+/**
+ * The object of a call. A call that succeeded will not run again: its body
+ * and headers (the caller's credentials among them) are no longer kept, only
+ * the body's size — so the objects kept stay small, and what they hold short-lived.
+ */
 export function objectOf(inv: Invocation): OwnedObject {
-  const spec: Spec = { function: inv.function, method: inv.method, path: inv.path, headers: inv.headers, params: inv.params, body: inv.body.toString('base64') };
-  const status: Status = { state: inv.state, attempts: inv.attempts, status: inv.status, error: inv.error, response: inv.response, created: inv.created, updated: inv.updated, nextAt: inv.nextAt };
+  const done = inv.state === 'succeeded';
+  const spec: Spec = { function: inv.function, method: inv.method, path: inv.path, headers: done ? {} : inv.headers, params: inv.params, body: done ? '' : inv.body.toString('base64') };
+  const status: Status = { state: inv.state, attempts: inv.attempts, status: inv.status, error: inv.error, response: inv.response, created: inv.created, updated: inv.updated, nextAt: inv.nextAt, ...(done ? { bodyBytes: inv.bodyBytes ?? inv.body.length } : {}) };
   return {
     apiVersion: API_VERSION,
     kind: 'Invocation',
@@ -49,21 +55,19 @@ export function toInvocation(o: OwnedObject): Invocation {
     ...(s.status !== undefined ? { status: s.status } : {}),
     ...(s.error !== undefined ? { error: s.error } : {}),
     ...(s.response !== undefined ? { response: s.response } : {}),
+    ...(s.bodyBytes !== undefined ? { bodyBytes: s.bodyBytes } : {}),
     created,
     updated: s.updated ?? created,
     nextAt: s.nextAt ?? created,
   };
 }
 
-/** When an object's call last changed, read without decoding its body (prune sorts thousands of them). */
-const updatedOf = (o: OwnedObject) => (o.status as Partial<Status> | undefined)?.updated ?? 0;
-
 export class KubeInvocations implements InvocationStore {
   private readonly objects: OwnedObjects<Invocation>;
 
   constructor(o: OwnedObjectsOptions) {
     this.objects = new OwnedObjects<Invocation>(
-      { plural: KINDS.Invocation.plural, noun: 'asynchronous call', namespaceOf: (i) => i.namespace, done: (i) => i.state === 'succeeded' || i.state === 'failed', objectOf },
+      { plural: KINDS.Invocation.plural, noun: 'asynchronous call', namespaceOf: (i) => i.namespace, updatedOf: (i) => i.updated, done: (i) => i.state === 'succeeded' || i.state === 'failed', objectOf },
       o,
     );
   }
@@ -90,7 +94,7 @@ export class KubeInvocations implements InvocationStore {
     const now = Date.now();
     Object.assign(inv, { state: r.state, status: r.status, error: r.error, response: r.response, updated: now, nextAt: r.nextAt ?? now });
     const saved = this.objects.save(id).catch(() => {}); // said by the store; tried again every heartbeat
-    if (r.state !== 'queued') void this.objects.prune(inv.namespace, `${CALL_STATE_LABEL}=${r.state}`, updatedOf, r.state === 'succeeded' ? KEEP_SUCCEEDED : KEEP_FAILED);
+    if (r.state !== 'queued') void this.objects.prune(inv.namespace, `${CALL_STATE_LABEL}=${r.state}`, r.state === 'succeeded' ? KEEP_SUCCEEDED : KEEP_FAILED);
     await saved;
   }
 

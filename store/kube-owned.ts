@@ -10,8 +10,8 @@
 // that of two replicas trying one wins. An owner whose write finds another
 // owner stops executing the item (onLost). Once done and written, an item is
 // no longer owned. prune() deletes the oldest done objects.
-import { API_VERSION } from '../api/index.js';
-import { KubeError, type KubeClient } from './kube-client.js';
+import { API_VERSION, GROUP } from '../api/index.js';
+import { KubeError, PARTIAL_METADATA, type KubeClient } from './kube-client.js';
 
 export interface OwnedObjectsOptions {
   client: KubeClient;
@@ -29,7 +29,7 @@ export interface OwnedObjectsOptions {
 export interface OwnedObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace: string; resourceVersion?: string; labels?: Record<string, string>; creationTimestamp?: string };
+  metadata: { name: string; namespace: string; resourceVersion?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string };
   spec: Record<string, unknown>;
   status?: Record<string, unknown> & { owner?: string; heartbeat?: number };
 }
@@ -41,6 +41,8 @@ export interface OwnedKind<T> {
   noun: string;
   objectOf(item: T): OwnedObject;
   namespaceOf(item: T): string;
+  /** When the item last changed (epoch ms): written as an annotation, by which prune() orders objects it lists by metadata alone. */
+  updatedOf(item: T): number;
   /** Done: once written, it is no longer this replica's to heartbeat. */
   done(item: T): boolean;
 }
@@ -56,6 +58,8 @@ interface Owned<T> {
 }
 
 const PRUNE_EVERY_MS = 60_000;
+/** The annotation holding when an object's item last changed (epoch ms). */
+export const UPDATED = `${GROUP}/updated`;
 
 export class OwnedObjects<T> {
   private readonly owned = new Map<string, Owned<T>>();
@@ -88,7 +92,8 @@ export class OwnedObjects<T> {
   /** The item's whole object; with no owner (''), any replica may take it over at once. */
   private objectOf(r: Owned<T>, owner = this.o.identity): OwnedObject {
     const obj = this.kind.objectOf(r.item);
-    return { ...obj, metadata: { ...obj.metadata, resourceVersion: r.resourceVersion || undefined }, status: { ...obj.status, owner, heartbeat: r.released || !owner ? 0 : Date.now() } };
+    const annotations = { ...obj.metadata.annotations, [UPDATED]: String(this.kind.updatedOf(r.item)) };
+    return { ...obj, metadata: { ...obj.metadata, annotations, resourceVersion: r.resourceVersion || undefined }, status: { ...obj.status, owner, heartbeat: r.released || !owner ? 0 : Date.now() } };
   }
 
   /** Writes a new object, owned here from now on. */
@@ -255,16 +260,20 @@ export class OwnedObjects<T> {
    * `keep`, or updated longer than `keepMs` ago, deleted (at most once a
    * minute per namespace and selector).
    */
-  async prune(namespace: string, labelSelector: string, updatedOf: (obj: OwnedObject) => number, keep: number, keepMs = Infinity): Promise<void> {
+  async prune(namespace: string, labelSelector: string, keep: number, keepMs = Infinity): Promise<void> {
     const now = Date.now();
     const key = `${namespace} ${labelSelector}`;
     if ((this.pruned.get(key) ?? 0) > now - PRUNE_EVERY_MS) return;
     this.pruned.set(key, now);
     try {
-      const done = (await this.list(namespace, { labelSelector })).sort((a, b) => updatedOf(b) - updatedOf(a));
+      // metadata alone: a kept call's body may be a megabyte, and there may be thousands
+      type Meta = Pick<OwnedObject, 'metadata'>;
+      const list = await this.o.client.request<{ items: Meta[] }>('GET', this.collection(namespace), { query: { labelSelector }, accept: PARTIAL_METADATA });
+      const updatedOf = (o: Meta) => Number(o.metadata.annotations?.[UPDATED]) || Date.parse(o.metadata.creationTimestamp ?? '') || 0;
+      const done = list.items.sort((a, b) => updatedOf(b) - updatedOf(a));
       const gone = done.filter((obj, i) => i >= keep || updatedOf(obj) < now - keepMs);
       // guarded by the version listed: one changed meanwhile (a failed call retried) is no longer done, and stays
-      const unchanged = (obj: OwnedObject) => ({ apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: obj.metadata.resourceVersion } });
+      const unchanged = (obj: Meta) => ({ apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: obj.metadata.resourceVersion } });
       for (const obj of gone) await this.o.client.request('DELETE', `${this.collection(namespace)}/${obj.metadata.name}`, { body: unchanged(obj) }).catch((err: KubeError) => err.status === 404 || err.status === 409 || Promise.reject(err));
     } catch (err) {
       this.say(`old ${this.kind.noun}s of ${namespace} could not be deleted (tried again later): ${(err as Error).message}`);

@@ -52,6 +52,7 @@ export class KubeWorkflowRuns implements WorkflowRunStore {
         plural: KINDS.WorkflowRun.plural,
         noun: 'workflow run',
         namespaceOf: (i) => i.run.namespace,
+        updatedOf: (i) => i.run.updated,
         done: (i) => i.run.state !== 'running',
         objectOf: ({ run, tasks }) => ({
           apiVersion: API_VERSION,
@@ -105,7 +106,7 @@ export class KubeWorkflowRuns implements WorkflowRunStore {
     if (!r) return;
     Object.assign(r.run, { state: result.state, output: result.output, error: result.error, updated: Date.now() });
     const saved = this.objects.save(id);
-    void this.objects.prune(r.run.namespace, `${RUN_STATE_LABEL} in (succeeded,failed)`, (o) => toRun(o).updated, KEEP_RUNS, KEEP_MS);
+    void this.objects.prune(r.run.namespace, `${RUN_STATE_LABEL} in (succeeded,failed)`, KEEP_RUNS, KEEP_MS);
     await saved;
   }
 

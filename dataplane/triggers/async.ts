@@ -176,5 +176,5 @@ export class AsyncCalls {
 
 export function view(inv: Invocation): InvocationView {
   const { body, headers: _headers, params: _params, ...rest } = inv;
-  return { ...rest, bodyBytes: body.length };
+  return { ...rest, bodyBytes: inv.bodyBytes ?? body.length };
 }

@@ -10,7 +10,10 @@ import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { validateObject } from '../../api/index.js';
-import { clusterReady } from './cluster.js';
+import type { Invocation } from '../../store/index.js';
+import { objectOf } from '../../store/kube-invocations.js';
+import { OwnedObjects } from '../../store/kube-owned.js';
+import { clusterReady, testNamespace } from './cluster.js';
 import { appWithPool, clusterSuite } from './components.js';
 
 const kubeconfig = await clusterReady();
@@ -30,7 +33,7 @@ export default async (req) => {
 };
 `;
 type Call = { id: string; body: string };
-type InvocationObject = { metadata: { name: string; labels: Record<string, string> }; spec: { function: string; method: string; path: string; body: string }; status: { state: string; attempts: number; status?: number; error?: string; response?: string; owner: string; heartbeat: number } };
+type InvocationObject = { metadata: { name: string; labels: Record<string, string>; annotations: Record<string, string> }; spec: { function: string; method: string; path: string; body: string; headers: Record<string, string> }; status: { state: string; attempts: number; status?: number; error?: string; response?: string; owner: string; heartbeat: number; updated: number; bodyBytes?: number } };
 
 describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, calls as Invocation objects)', () => {
   const suite = clusterSuite(kubeconfig);
@@ -62,9 +65,10 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     await expect.poll(async () => (await object(id)).status.state, { timeout: 60_000, interval: 250 }).toBe('succeeded');
     const done = await object(id);
     expect(done.metadata.labels).toMatchObject({ 'spore.dev/function': 'echo', 'spore.dev/invocation-state': 'succeeded' });
-    expect(done.spec).toMatchObject({ function: 'echo', method: 'POST', path: '/?x=1' });
-    expect(Buffer.from(done.spec.body, 'base64').toString()).toBe('hello');
-    expect(done.status).toMatchObject({ attempts: 1, status: 200, response: 'got hello' });
+    // done: its body and headers are no longer kept, only the body's size
+    expect(done.spec).toMatchObject({ function: 'echo', method: 'POST', path: '/?x=1', body: '', headers: {} });
+    expect(done.status).toMatchObject({ attempts: 1, status: 200, response: 'got hello', bodyBytes: 5 });
+    expect(done.metadata.annotations['spore.dev/updated']).toBe(String(done.status.updated));
     // the call carried its id as the request id, once
     expect(rec.lines().filter((c) => c.id === id)).toEqual([{ id, body: 'hello' }]);
 
@@ -94,6 +98,9 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     await expect.poll(async () => (await object(id)).status.state, { timeout: 60_000, interval: 250 }).toBe('failed');
     expect((await object(id)).status).toMatchObject({ attempts: 3, status: 500, response: 'told to fail' });
     expect(rec.lines().filter((c) => c.id === id)).toHaveLength(3);
+    // the dead letter keeps the call whole, to be retried
+    expect(Buffer.from((await object(id)).spec.body, 'base64').toString()).toBe('doomed');
+    expect((await object(id)).spec.headers.authorization).toBe('Bearer s3cret');
 
     const listed = await cli('--failed', '-o', 'json');
     expect(listed.code, listed.stderr).toBe(0);
@@ -113,7 +120,8 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     expect(retried.code, retried.stderr).toBe(0);
     expect(retried.stdout).toContain(`asynchronous call ${id} queued again`);
     await expect.poll(async () => (await object(id)).status.state, { timeout: 60_000, interval: 500 }).toBe('succeeded');
-    expect((await object(id)).status).toMatchObject({ attempts: 1, status: 200, response: 'got doomed' });
+    expect((await object(id)).status).toMatchObject({ attempts: 1, status: 200, response: 'got doomed', bodyBytes: 6 });
+    expect((await object(id)).spec.headers).toEqual({});
     expect(rec.lines().filter((c) => c.id === id)).toHaveLength(4);
     expect(r.output()).toContain(`took over asynchronous call ${ns}/${id} (it had no router)`);
 
@@ -179,6 +187,20 @@ describe.skipIf(!kubeconfig)('asynchronous calls on a cluster (spore router, cal
     leader.child.kill('SIGTERM');
     poolmgr.child.kill('SIGTERM');
   }, 300_000);
+
+  it('prunes done calls by their metadata alone, the newest kept, the rest deleted; other states untouched', async () => {
+    const ns = await testNamespace(suite.kc, 'async-prune');
+    const objects = new OwnedObjects<Invocation>({ plural: 'invocations', noun: 'asynchronous call', namespaceOf: (i) => i.namespace, updatedOf: (i) => i.updated, done: () => false, objectOf }, { client: suite.client, identity: 'test' });
+    try {
+      const call = (id: string, state: Invocation['state'], updated: number): Invocation => ({ id, namespace: ns, function: 'echo', method: 'POST', path: '/', headers: {}, params: {}, body: Buffer.alloc(64 * 1024, 1), state, attempts: 3, created: 1000, updated, nextAt: updated });
+      for (const [id, state, updated] of [['old', 'failed', 2000], ['older', 'failed', 1000], ['newest', 'failed', 4000], ['newer', 'failed', 3000], ['queued', 'queued', 500]] as const) await objects.create(id, call(id, state, updated));
+      await objects.prune(ns, 'spore.dev/invocation-state=failed', 2);
+      const left = await suite.client.request<{ items: { metadata: { name: string } }[] }>('GET', `/apis/spore.dev/v1alpha1/namespaces/${ns}/invocations`);
+      expect(left.items.map((o) => o.metadata.name).sort()).toEqual(['newer', 'newest', 'queued']);
+    } finally {
+      await objects.close();
+    }
+  });
 });
 
 describe('an Invocation in an app', () => {
