@@ -3,7 +3,7 @@
 // needs) following the app's Git repository. The router and pool manager run
 // on a cluster with the dataplane issue; until then they stay out by default.
 import { createRequire } from 'node:module';
-import { ApiObject, Chart, Size, type ChartProps } from 'cdk8s';
+import { ApiObject, Chart, Duration, Size, type ChartProps } from 'cdk8s';
 import type * as Kplus from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
 import { allCrds, DATAPLANE_KINDS, GROUP, KINDS, POOL_POD_LABEL, POOLMGR_CREDENTIAL_SECRET, waveOf, type KindName } from '../api/index.js';
@@ -125,6 +125,8 @@ export class Platform extends Chart {
       resources: Kplus.ContainerResources;
       /** One at a time: the old pod stops before the new one starts (no rolling overlap). */
       single?: boolean;
+      /** How long its stop may take before the kubelet kills it (terminationGracePeriodSeconds). @default 30 */
+      stopSeconds?: number;
     }
     const component = (name: string, c: ComponentProps, spec: Spec) => {
       if (spec.single && (c.replicas ?? 1) > 1) throw new Error(`Platform ${id}: ${name} runs as one replica (it owns the pool's pods; two would take each other's), not ${c.replicas}`);
@@ -139,6 +141,7 @@ export class Platform extends Chart {
         serviceAccount: sa,
         automountServiceAccountToken: true,
         securityContext: { ensureNonRoot: true, user: UID, group: UID, fsGroup: UID },
+        ...(spec.stopSeconds ? { terminationGracePeriod: Duration.seconds(spec.stopSeconds) } : {}),
       });
       deployment.select(kplus.LabelSelector.of({ labels }));
       for (const [k, v] of Object.entries(labels)) deployment.podMetadata.addLabel(k, v);
@@ -235,7 +238,8 @@ export class Platform extends Chart {
         ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, kplus.EnvValue.fromValue(v)])),
       });
       // router: reads routes and what a function is made of (a change gives its instances back); asks the pool manager over HTTP on a miss
-      const router = component('router', props.router ?? {}, { port: 8080, args: ['router'], env: dataplaneEnv(8080, { SPORE_POOLMGR_URL: `http://spore-poolmgr.${ns}:8081` }), scratch: { '/tmp': 'tmp' }, resources: small });
+      // its stop lets queue messages, async calls and calls in flight end (10 s each, in turn) before it hands its runs and calls over
+      const router = component('router', props.router ?? {}, { port: 8080, args: ['router'], env: dataplaneEnv(8080, { SPORE_POOLMGR_URL: `http://spore-poolmgr.${ns}:8081` }), scratch: { '/tmp': 'tmp' }, resources: small, stopSeconds: 60 });
       // its kinds, and what watch triggers may watch (timers, queues and watches run in the router: triggers/cluster.ts)
       const watchable = (props.router?.watchable ?? DEFAULT_WATCHABLE).flatMap((w) => w.resources.map((r) => kplus.ApiResource.custom({ apiGroup: w.apiGroup, resourceType: r })));
       bind('router', router, [

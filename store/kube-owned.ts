@@ -67,6 +67,9 @@ export class OwnedObjects<T> {
   private readonly pruned = new Map<string, number>();
   private readonly failing = new Map<string, string>();
   private readonly heartbeat: NodeJS.Timeout;
+  private closed = false;
+  /** The last failure to look for objects to take over, said once until it changes. */
+  private lookFailure?: string;
 
   constructor(
     private readonly kind: OwnedKind<T>,
@@ -147,7 +150,12 @@ export class OwnedObjects<T> {
    */
   async adopt(obj: OwnedObject, item: T): Promise<boolean> {
     const r: Owned<T> = { item, resourceVersion: obj.metadata.resourceVersion ?? '', dirty: false };
-    if (!(await this.guarded(obj, r, this.o.identity))) return false;
+    if (this.closed || !(await this.guarded(obj, r, this.o.identity))) return false;
+    if (this.closed) {
+      // closed while adopting: handed over at once, not held for a heartbeat to go stale
+      await this.guarded({ ...obj, metadata: { ...obj.metadata, resourceVersion: r.resourceVersion } }, r, '').catch(() => false);
+      return false;
+    }
     this.owned.set(obj.metadata.name, r);
     return true;
   }
@@ -183,10 +191,12 @@ export class OwnedObjects<T> {
     try {
       listed = await this.list(undefined, { labelSelector });
     } catch (err) {
-      // not fatal: the replica holding the Lease looks again (every 10 s)
-      this.say(`could not look for ${this.kind.noun}s to resume: ${(err as Error).message}`);
+      // not fatal: the replica holding the Lease looks again (every 10 s); said once until it changes
+      if (this.lookFailure !== (err as Error).message) this.say(`could not look for ${this.kind.noun}s to resume (trying again every 10 s): ${(err as Error).message}`);
+      this.lookFailure = (err as Error).message;
       return [];
     }
+    this.lookFailure = undefined;
     const taken: T[] = [];
     for (const obj of listed.filter((o) => !this.owned.has(o.metadata.name) && (o.status?.heartbeat ?? 0) < stale)) {
       const { name, namespace } = obj.metadata;
@@ -282,6 +292,7 @@ export class OwnedObjects<T> {
 
   /** Stops heartbeating; what is still executing here is written with heartbeat 0, for another replica to take over at once. */
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.heartbeat);
     await Promise.all([...this.owned.values()].map((r) => r.flushing));
     await Promise.all(

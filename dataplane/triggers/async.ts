@@ -151,8 +151,9 @@ export class AsyncCalls {
     try {
       await this.o.store.finish(inv.id, { state, status, error, response, nextAt });
     } catch (err) {
-      if (this.closed) return; // the store closed under a call that outlived the grace: it runs again at the next start
-      throw err;
+      // the store closed under a call that outlived the grace: it runs again at the next start
+      if (!this.closed) this.report(`asynchronous call ${inv.id}: its ${state === 'queued' ? 'retry' : 'end'} could not be recorded (it will run again): ${(err as Error).message}`);
+      return;
     }
     this.o.metrics?.asyncCalls.inc({ namespace: inv.namespace, function: inv.function, outcome: state === 'queued' ? 'retried' : state });
     const outcome = state === 'succeeded' ? String(status) : `${status || 'no answer'} ${error}; ${state === 'queued' ? `attempt ${inv.attempts} of ${ATTEMPTS}, again in ${nextAt! - Date.now()} ms` : `failed after ${inv.attempts} attempt(s): in the dead letter (spore invocations --failed)`}`;

@@ -198,6 +198,8 @@ describe('Platform', () => {
     const router = get('Deployment', 'spore-router');
     expect(router.metadata.namespace).toBe('faas');
     expect(router.spec.replicas).toBe(3);
+    // its stop (messages, async calls and calls in flight ending, then its runs and calls handed over) fits before the kubelet's SIGKILL
+    expect(router.spec.template.spec.terminationGracePeriodSeconds).toBe(60);
     expect(router.spec.template.spec.containers[0].image).toBe('registry.local/spore:dev');
     expect(router.spec.template.spec.containers[0].resources).toEqual({ limits: { cpu: '500m', memory: '128Mi' }, requests: { cpu: '50m', memory: '64Mi' } });
     expect(get('Deployment', 'spore-reconciler').spec.template.spec.containers[0].image).toBe('registry.local/spore:reconciler');
