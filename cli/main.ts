@@ -106,7 +106,21 @@ export function program(): Command {
     .action(diffCommand);
   reconcilerVerb('sync', 'look for new revisions now (and unpin a rollback), then print the status; exits 1 when a head failed').option('--force', 'also retry a revision that failed').action(syncCommand);
   target(cli.command('rollback').description('re-apply a previous good revision (the last one by default); pinned until the next push or sync').argument('[revision]', 'a revision (prefix) that synced well').option('--stage <stage>', 'stage', 'main')).action(rollbackCommand);
-  withOutput(target(cli.command('list').description('functions, routes and instances of the running spore up'))).action(listCommand);
+  withOutput(
+    target(
+      cli
+        .command('list')
+        .description('functions, routes, timers, queues, watches and environments, with their instances: of the running spore up, or a cluster')
+        .option('--kubeconfig <path>', "read the spore.dev objects and the pool's pods on the cluster of this kubeconfig (its current context), instead of a local spore up")
+        .option('--pool-namespace <ns>', "on a cluster: the pool manager's namespace, where the pods are (default: SPORE_NAMESPACE, else spore-system)"),
+    ),
+  ).action(async (o, cmd: Command) => {
+    if (!o.kubeconfig) return listCommand(o);
+    const { clusterListCommand } = await import('./cluster-list.js'); // the Kubernetes client only when needed
+    // on a cluster every namespace unless one is given (-n's default is for a local spore up's verbs)
+    const namespace = cmd.getOptionValueSource('namespace') === 'default' ? undefined : o.namespace;
+    return clusterListCommand({ kubeconfig: o.kubeconfig, poolNamespace: o.poolNamespace ?? process.env.SPORE_NAMESPACE ?? 'spore-system', namespace, output: o.output });
+  });
   withOutput(
     target(
       cli
