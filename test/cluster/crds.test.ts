@@ -171,6 +171,8 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['list', 'deployments', { group: 'apps', who: 'spore-router' }],
       ['update', 'leases', { group: 'coordination.k8s.io', namespace: ns, who: 'spore-router' }],
       ['patch', 'configmaps', { namespace: ns, who: 'spore-router' }],
+      // the Active condition of each timer, queue and watch trigger (a server-side apply of its status)
+      ...['timertriggers', 'queuetriggers', 'watchtriggers'].map((r): (typeof allowed)[number] => ['patch', r, { group: 'spore.dev', subresource: 'status', who: 'spore-router' }]),
       // the router's workflow runs and asynchronous calls: one WorkflowRun or Invocation each, in the function's namespace
       ...['create', 'get', 'list', 'update', 'delete'].flatMap((verb): (typeof allowed)[number][] => ['workflowruns', 'invocations'].map((r) => [verb, r, { group: 'spore.dev', who: 'spore-router' }])),
     ];
@@ -186,6 +188,7 @@ describe.skipIf(!kubeconfig)('Spore on a real kube-apiserver', () => {
       ['get', 'secrets', { namespace: ns, name: 'spore-poolmgr-other', who: 'spore-router' }],
       ['get', 'secrets', { who: 'spore-router' }],
       ['create', 'functions', { group: 'spore.dev', who: 'spore-router' }],
+      ['patch', 'timertriggers', { group: 'spore.dev', who: 'spore-router' }], // their status only, not their spec
       ['update', 'leases', { group: 'coordination.k8s.io', who: 'spore-router' }], // its Lease only in the platform namespace
       ['patch', 'configmaps', { who: 'spore-router' }],
       ['watch', 'secrets', { who: 'spore-router' }], // not watchable by default
