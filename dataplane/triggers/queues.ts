@@ -139,12 +139,14 @@ export class Queues {
     const specText = JSON.stringify(spec);
     if (this.running.get(key)?.specText === specText) return;
     await this.remove(key, false);
+    if (this.closing) return; // closed meanwhile: no consumer (nor condition) after close
     const trigger = { namespace: o.metadata.namespace ?? 'default', name: o.metadata.name };
     const info: QueueInfo = { ...trigger, function: calleeOf(spec), broker: spec.broker.kind, topic: spec.topic, state: 'connecting', handled: 0, failed: 0 };
     const r: Running = { specText, info, stopped: false, ...this.counters(trigger.namespace, trigger.name, spec.broker.kind) };
     this.running.set(key, r);
     /** The trigger's state, in spore list and as its Active condition. */
     const setState = (state: QueueInfo['state'], detail?: string) => {
+      if (r.stopped) return; // removed meanwhile (deleted, changed, closing): its condition is no longer this one's to write
       info.state = state;
       info.detail = detail;
       this.o.conditions?.state('QueueTrigger', trigger.namespace, trigger.name, state, detail);
@@ -154,6 +156,7 @@ export class Queues {
     try {
       url = await this.brokerUrl(trigger.namespace, spec);
     } catch (err) {
+      if (r.stopped) return;
       setState('failed', (err as Error).message);
       this.report(`queue trigger ${key}: ${info.detail}`);
       return;

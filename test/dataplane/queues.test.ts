@@ -166,3 +166,20 @@ describe.skipIf(!natsInstalled)('queue triggers on NATS JetStream', () => {
     second.child.kill('SIGTERM');
   }, 150_000);
 });
+
+describe('queue triggers: their Active condition', () => {
+  it('writes nothing for a trigger deleted while it looks up its broker (no "could not write" for a trigger that is gone)', async () => {
+    const h = await harness();
+    try {
+      const ref = { apiVersion: 'spore.dev/v1alpha1', kind: 'QueueTrigger', namespace: 'default', name: 'brief' };
+      // its broker's address is in a Secret that is not there: the lookup fails after the trigger is deleted
+      await h.store.apply([{ ...queue('brief', '', {}), spec: { ...queue('brief', '', {}).spec as object, broker: { kind: 'nats', connection: { secretRef: { name: 'nats', key: 'url' } } } } }]);
+      await h.store.delete(ref);
+      await new Promise((r) => setTimeout(r, 300));
+      await h.dp.close();
+      expect(h.reports.filter((m) => m.includes('could not write'))).toEqual([]);
+    } finally {
+      await h.close();
+    }
+  });
+});
