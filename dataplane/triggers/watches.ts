@@ -107,6 +107,7 @@ export class Watches {
 
   /** The trigger's state, in spore list and as its Active condition. */
   private setState(r: Running, state: WatchInfo['state'], detail?: string): void {
+    if (r.stopped) return; // removed (deleted, changed, closing): its condition is no longer this one's to write
     r.info.state = state;
     r.info.detail = detail;
     this.o.conditions?.state('WatchTrigger', r.info.namespace, r.info.name, state, detail);
@@ -159,6 +160,7 @@ export class Watches {
             )
             .then(
               (req) => {
+                if (r.stopped) return req.abort(); // removed while it opened: not followed, nor said to be watching
                 r.stop = () => req.abort();
                 // the watch is open: changes from here on are sent
                 this.setState(r, 'watching', `${path}${selector ? `?labelSelector=${selector}` : ''}`);

@@ -78,3 +78,22 @@ describe.skipIf(!kubeconfig)('watch triggers on a cluster', () => {
     }
   }, 120_000);
 });
+
+describe.skipIf(!kubeconfig)('watch triggers on a cluster: their Active condition', () => {
+  it('is not written for a trigger deleted while its watch opens (no "could not write" for a trigger that is gone)', async () => {
+    const kc = kubeConfig(kubeconfig!);
+    const ns = await testNamespace(kc, 'watchgone');
+    h = await harness({ kubeconfig: kc });
+    const ref = { apiVersion: 'spore.dev/v1alpha1', kind: 'WatchTrigger', namespace: 'default', name: 'colors' };
+    await h.store.apply([trigger({ namespace: ns })]);
+    // its starting version kept: the watch is opening now; the trigger goes
+    for (const deadline = Date.now() + 30_000; !h.store.readState('watch/default/colors'); ) {
+      if (Date.now() > deadline) throw new Error('timed out waiting for the watch to list');
+      await new Promise((r) => setImmediate(r));
+    }
+    await h.store.delete(ref);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(h.reports.filter((m) => m.includes('could not write'))).toEqual([]);
+    expect(h.dp.watches.list()).toEqual([]);
+  }, 60_000);
+});
