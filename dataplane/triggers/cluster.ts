@@ -57,7 +57,7 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
   const conditions = new TriggerConditions(store, report);
   const queues = new Queues({ store, router, logs, metrics, conditions, report });
   await queues.start();
-  let led: { timers: Timers; watches: Watches; state?: KubeTriggerState } | undefined;
+  let led: { timers: Timers; watches: Watches; state?: KubeTriggerState; conditions: TriggerConditions } | undefined;
   const elector = new LeaderElector({
     client: o.client,
     namespace: o.namespace,
@@ -71,9 +71,11 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
         report(`timers and watches run without their kept state (catchUp and resume are not honoured): ${err.message}`);
         return undefined;
       });
+      // what it wrote while it led before is no guide: another leader wrote since, or the trigger was made anew
+      const conditions = new TriggerConditions(store, report);
       const timers = new Timers({ store, state, router, logs, metrics, conditions, report });
       const watches = new Watches({ store, router, logs, kubeconfig: o.kubeconfig, state, metrics, conditions, report });
-      led = { timers, watches, state };
+      led = { timers, watches, state, conditions };
       await timers.start();
       await watches.start();
     },
@@ -83,7 +85,7 @@ export async function startClusterTriggers(o: ClusterTriggersOptions): Promise<C
       if (!l) return;
       // no firing and no watch from here on; the calls in flight finish (bounded)
       await Promise.all([l.timers.close(), l.watches.close()]);
-      await l.state?.flush();
+      await Promise.all([l.state?.flush(), l.conditions.flush()]);
     },
   });
   elector.start();
