@@ -60,6 +60,28 @@ describe('Node runtime', () => {
     expect(r.headers['x-b']).toBe('c');
   });
 
+  it("gives a Web handler request headers that behave as Headers: any case, repeated ones joined, the instance's credential hidden, changed, iterated, copied", async () => {
+    const code = `export default (req) => {
+      const h = req.headers;
+      const seen = { headers: h instanceof Headers, tag: Object.prototype.toString.call(h), multi: h.get('X-Multi'), has: h.has('x-MULTI'), none: h.get('x-none'), token: h.get('x-spore-instance-token'), hasToken: h.has('x-spore-instance-token') };
+      seen.listed = [...h].filter(([k]) => k.startsWith('x-'));
+      h.set('x-added', '1');
+      h.delete('x-multi');
+      seen.changed = [h.get('x-added'), h.get('x-multi'), h.has('x-multi')];
+      seen.copied = new Request('http://elsewhere/', { headers: h }).headers.get('x-added');
+      return Response.json(seen);
+    };`;
+    const { instance } = await specialized('node', { 'index.mjs': code }, 'index');
+    // a header sent twice, in two cases
+    const res = await request(`${instance.url}/`, { headers: ['X-Multi', 'a', 'x-multi', 'b', 'x-other', 'c', 'x-spore-instance-token', instance.token!] });
+    expect(JSON.parse(await res.body.text())).toEqual({
+      headers: true, tag: '[object Headers]', multi: 'a, b', has: true, none: null, token: null, hasToken: false,
+      listed: [['x-multi', 'a, b'], ['x-other', 'c']],
+      changed: ['1', null, false],
+      copied: '1',
+    });
+  });
+
   it('streams request bodies into { fetch } handlers and response bodies out', async () => {
     const { instance } = await specialized(
       'node',

@@ -229,6 +229,42 @@ function headersOf(raw) {
 }
 
 /**
+ * A request's Headers over node's rawHeaders: get() and has() read them as
+ * they are (most handlers only ask for a header or two); anything else — a
+ * change, iteration — builds the real Headers once and goes on with it.
+ */
+class LightHeaders {
+  constructor(raw) {
+    this[RAW] = raw;
+    this[REAL] = undefined;
+  }
+  [MATERIALIZE]() {
+    return (this[REAL] ??= headersOf(this[RAW]));
+  }
+  get(name) {
+    if (this[REAL] !== undefined || typeof name !== 'string') return this[MATERIALIZE]().get(name);
+    const want = name.toLowerCase();
+    if (want === TOKEN) return null;
+    const list = this[RAW].rawHeaders;
+    let found = null;
+    for (let i = 0; i < list.length; i += 2) {
+      const n = list[i];
+      if (n.length === want.length && n.toLowerCase() === want) found = found === null ? list[i + 1] : `${found}, ${list[i + 1]}`;
+    }
+    return found;
+  }
+  has(name) {
+    return this[REAL] !== undefined || typeof name !== 'string' ? this[MATERIALIZE]().has(name) : this.get(name) !== null;
+  }
+  [Symbol.iterator]() {
+    return this[MATERIALIZE]()[Symbol.iterator]();
+  }
+  [inspect.custom](depth, options) {
+    return inspect(this[MATERIALIZE](), options);
+  }
+}
+
+/**
  * A Request over node's IncomingMessage that builds its URL, Headers and the
  * real Request only when the handler touches them. A buffered body is read
  * straight from the buffer by text()/json()/arrayBuffer()/bytes().
@@ -250,7 +286,7 @@ class LightRequest {
     return (this[HREF] ??= new URL(this[RAW].url, `http://${hostOf(this[RAW]) ?? 'function'}`).href);
   }
   get headers() {
-    return (this[HEADERS] ??= this[REAL] ? this[REAL].headers : headersOf(this[RAW]));
+    return (this[HEADERS] ??= this[REAL] ? this[REAL].headers : new LightHeaders(this[RAW]));
   }
   get bodyUsed() {
     return this[USED] || (this[REAL]?.bodyUsed ?? false);
@@ -261,7 +297,8 @@ class LightRequest {
     const method = raw.method;
     let body;
     if (method !== 'GET' && method !== 'HEAD' && !this[USED]) body = this[BODY] === undefined ? Readable.toWeb(raw) : this[BODY].length ? this[BODY] : undefined;
-    return (this[REAL] = new GlobalRequest(this.url, { method, headers: this.headers, body, duplex: 'half' }));
+    const headers = this.headers;
+    return (this[REAL] = new GlobalRequest(this.url, { method, headers: headers instanceof LightHeaders ? headers[MATERIALIZE]() : headers, body, duplex: 'half' }));
   }
   /** The buffered body, once; undefined when the real Request must read it. */
   [DIRECT]() {
@@ -308,6 +345,10 @@ class LightRequest {
 }
 // Everything else a Request has (body, signal, clone, formData, ...) comes from the real one.
 delegate(LightRequest.prototype, GlobalRequest.prototype);
+// and the rest of Headers (set, append, entries, forEach, getSetCookie ...) from the real Headers
+delegate(LightHeaders.prototype, GlobalHeaders.prototype);
+Object.setPrototypeOf(LightHeaders.prototype, GlobalHeaders.prototype);
+Object.defineProperty(LightHeaders.prototype, 'constructor', { value: GlobalHeaders, writable: true, configurable: true });
 
 /** The first argument of a function handler: a Request that is also a Fission context. */
 class FunctionContext extends LightRequest {
