@@ -23,7 +23,6 @@ const ACTIVITY: Record<TriggerState, Activity> = { scheduled: 'True', consuming:
 export class TriggerConditions {
   private readonly written = new Map<string, { key: string; lastTransitionTime: string; writing: Promise<void>; failed?: boolean }>();
 
-
   constructor(
     private readonly store: Pick<ResourceStore, 'get' | 'setCondition'>,
     private readonly report: (message: string) => void,

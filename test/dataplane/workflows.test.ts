@@ -242,14 +242,16 @@ describe('workflows', () => {
 
   it('starts no foreach item after one failed', async () => {
     const res = await post(h, 'each-fails');
-    const answered = Date.now();
     expect(res.status).toBe(500);
     expect(JSON.parse(res.body)).toMatchObject({ task: 'all:1', functionStatus: 500 });
     await new Promise((r) => setTimeout(r, 1500));
     const run = res.headers['x-spore-workflow-run'];
     const started = rec.lines().filter((l) => l.what === 'start' && l.id?.startsWith(`${run}:`));
-    expect(started.filter((l) => l.t > answered)).toEqual([]);
-    expect(started.length).toBeLessThan(8);
+    // two at a time, each 200 ms: items 0 and 1 ('boom'), and item 2 if item 0's slot freed just before the failure
+    // was known (its call may reach the function after the answer); none after (request ids: <run>:all:<item>:<attempt>)
+    const items = started.map((l) => Number(l.id.split(':')[2]));
+    expect(items).toEqual(expect.arrayContaining([0, 1]));
+    expect(Math.max(...items)).toBeLessThanOrEqual(2);
   });
 
   it('fails a task that outlives its timeout, and says so', async () => {
