@@ -7,7 +7,7 @@
 import { API_VERSION, MAIN_STAGE, POOL_POD_LABEL, STAGE_LABEL, calleeOf } from '../api/index.js';
 import { parseSchedule } from '../api/schedule.js';
 import { POD_LABELS } from '../dataplane/poolmgr/pod-provider.js';
-import { KubeClient, KubeError } from '../store/kube-client.js';
+import { INSTALL_CRDS, KubeClient, KubeError } from '../store/kube-client.js';
 import { loadKubeConfig } from './kube.js';
 import { printData, type Format } from './output.js';
 
@@ -40,7 +40,6 @@ export interface ClusterStatus {
 }
 
 const KINDS = ['Function', 'HttpTrigger', 'TimerTrigger', 'QueueTrigger', 'WatchTrigger', 'Environment'] as const;
-const INSTALL = 'npx spore crds | kubectl apply --server-side -f -';
 
 function condition(o: any, type: string): Shown {
   const c = (o.status?.conditions as any[] | undefined)?.find((x) => x.type === type);
@@ -75,7 +74,7 @@ export async function clusterStatus(client: KubeClient, o: Pick<ClusterListOptio
   }
   const list = async (kind: string) => {
     const path = await client.collection(API_VERSION, kind, o.namespace).catch((err) => {
-      if (err instanceof KubeError && err.status === 404) throw new Error(`the cluster at ${client.server} does not serve ${kind} (${API_VERSION}): install Spore's CRDs first (${INSTALL})`);
+      if (err instanceof KubeError && err.status === 404) throw new Error(`the cluster at ${client.server} does not serve ${kind} (${API_VERSION}): install Spore's CRDs first (${INSTALL_CRDS})`);
       throw err;
     });
     return ((await client.request<{ items: any[] }>('GET', path)).items ?? []).sort(byName);

@@ -46,7 +46,7 @@ function upCalls(o: InvocationsOptions): Calls {
 const STATES = ['queued', 'running', 'succeeded', 'failed'];
 
 async function clusterCalls(kubeconfig: string): Promise<Calls> {
-  const { KubeClient } = await import('../store/kube-client.js');
+  const { INSTALL_CRDS, KubeClient } = await import('../store/kube-client.js');
   const { KubeInvocations } = await import('../store/kube-invocations.js');
   const client = new KubeClient(await loadKubeConfig({ kubeconfig }));
   const { view } = await import('../dataplane/triggers/async.js');
@@ -54,7 +54,7 @@ async function clusterCalls(kubeconfig: string): Promise<Calls> {
   // a cluster without the kind answers 404 for its collection
   const served = <T>(p: Promise<T>) =>
     p.catch((err: { status?: number }) => {
-      throw err.status === 404 ? new Error(`the cluster at ${client.server} has no Invocation objects (spore.dev/v1alpha1): install the spore.dev CRDs first (npx spore crds | kubectl apply --server-side -f -)`) : err;
+      throw err.status === 404 ? new Error(`the cluster at ${client.server} has no Invocation objects (spore.dev/v1alpha1): install the spore.dev CRDs first (${INSTALL_CRDS})`) : err;
     });
   return {
     list: (state, limit) => {

@@ -37,6 +37,9 @@ export interface RequestOptions {
   accept?: string;
 }
 
+/** How a cluster gets Spore's CRDs: what an error says when they are missing. */
+export const INSTALL_CRDS = 'npx spore crds | kubectl apply --server-side -f -';
+
 /** A list's items as metadata alone (no spec, no status): what is needed to count and delete objects that may be large. */
 export const PARTIAL_METADATA = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
 

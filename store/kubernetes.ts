@@ -6,7 +6,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION, APP_LABEL, CLUSTER_SCOPED_KINDS, KINDS, STAGE_LABEL, WAVE_FOUNDATION, stageObjectName, waveOf, type KubeObject } from '../api/index.js';
 import { canonical, digest } from './canonical.js';
 import { KindCache, type CacheEvent } from './kind-cache.js';
-import { KubeClient, KubeError } from './kube-client.js';
+import { INSTALL_CRDS, KubeClient, KubeError } from './kube-client.js';
 import { ownedBy } from './owned-fields.js';
 import { formatRef, refOf, type ApplyOptions, type ApplyResult, type Condition, type ListFilter, type ObjectRef, type ResourceStore, type StoredObject, type WatchEvent } from './types.js';
 
@@ -72,7 +72,7 @@ export class KubeStore implements ResourceStore {
     const store = new KubeStore(o);
     try {
       await store.client.kind(API_VERSION, 'Stage').catch((err: KubeError) => {
-        throw new Error(err.status === 404 ? `the spore.dev CRDs are not installed on ${store.client.server}: install them first (npx spore crds | kubectl apply --server-side -f -)` : err.message);
+        throw new Error(err.status === 404 ? `the spore.dev CRDs are not installed on ${store.client.server}: install them first (${INSTALL_CRDS})` : err.message);
       });
       // runs the router writes (WorkflowRun) are not an app's: not watched unless asked for
       const kinds = o.kinds ?? Object.values(KINDS).filter((k) => !('runtime' in k)).map((k) => ({ apiVersion: API_VERSION, kind: k.kind }));
