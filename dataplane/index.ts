@@ -21,7 +21,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 export { DataplaneError } from './errors.js';
 export { Metrics } from './metrics.js';
 export { PoolManager, type Lease, type FunctionSnapshot } from './poolmgr/poolmgr.js';
-export { ProcessProvider, builtinCommand, type ProcessInstance } from './poolmgr/process-provider.js';
+export { NODE_RUNTIME_FLAGS, ProcessProvider, builtinCommand, type ProcessInstance } from './poolmgr/process-provider.js';
 export { PackageFetcher, PackageError } from './poolmgr/package-fetcher.js';
 export type { Instance, InstanceProvider } from './poolmgr/provider.js';
 export { Router, REQUEST_ID } from './router/router.js';

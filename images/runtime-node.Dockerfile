@@ -24,4 +24,5 @@ ENV HOST=0.0.0.0 \
 EXPOSE 8888
 USER 1000:1000
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["node", "/runtime/server.mjs"]
+# --no-memory-reducer: as spore up runs it (NODE_RUNTIME_FLAGS in dataplane/poolmgr/process-provider.ts says why)
+CMD ["node", "--no-memory-reducer", "/runtime/server.mjs"]

@@ -9,6 +9,7 @@ import { App } from 'cdk8s';
 import { afterEach, describe, expect, it } from 'vitest';
 import { program } from '../cli/main.js';
 import { Platform } from '../constructs/index.js';
+import { NODE_RUNTIME_FLAGS } from '../dataplane/index.js';
 import { freePort, tempDir } from './helpers.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -218,6 +219,8 @@ describe('images', () => {
     // the interpreter is the base image's (node, python); paths are the image's, under the laid-out folder
     const interpreter = { node: process.execPath, python: process.env.SPORE_PYTHON ?? 'python3' }[cmd[0]];
     expect(interpreter, `CMD ${cmd.join(' ')}`).toBeDefined();
+    // a pod runs the runtime as spore up does
+    if (cmd[0] === 'node') expect(cmd.slice(1, -1), 'node flags of the image vs NODE_RUNTIME_FLAGS').toEqual([...NODE_RUNTIME_FLAGS]);
     const argv = cmd.slice(1).map((a) => (a.startsWith('/') ? join(root, a) : a));
     expect(argv.filter((a) => a.startsWith(root)).every((a) => existsSync(a))).toBe(true);
     const env = Object.assign({}, ...all(stage, 'ENV').map((i) => pairs(i.args)));
