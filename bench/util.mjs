@@ -112,8 +112,9 @@ export function cannon(url, { connections, duration, headers = {} }) {
 
 /**
  * Loads every target in turn (autocannon), `rounds` times (the order rotated each round);
- * per target: the median round's req/s and latency, and the median of its
- * per-round ratios to the first target (the floor).
+ * per target: the median round's req/s and latency, the median of its
+ * per-round ratios to the first target (the floor), and for a target with a
+ * `pid` the median CPU that process spent per answer, in µs.
  */
 export async function side(targets, { connections, duration, rounds: count }) {
   for (const t of targets) await latencies(t.url, 200, t.headers); // warm (JIT, connections, instances)
@@ -121,14 +122,26 @@ export async function side(targets, { connections, duration, rounds: count }) {
   for (let i = 0; i < count; i++) {
     const order = targets.map((_, k) => (k + i) % targets.length);
     const round = [];
-    for (const k of order) round[k] = await cannon(targets[k].url, { connections, duration, headers: targets[k].headers });
+    for (const k of order) {
+      const { pid } = targets[k];
+      const before = pid && cpuMs(pid);
+      round[k] = await cannon(targets[k].url, { connections, duration, headers: targets[k].headers });
+      if (pid) round[k].cpuUs = ((cpuMs(pid) - before) * 1000) / (round[k].rps * duration);
+    }
     rounds.push(round);
   }
   return targets.map((t, k) => {
     const ratios = rounds.map((r) => r[k].rps / r[0].rps);
     const mid = [...rounds].sort((a, b) => a[k].rps - b[k].rps)[Math.floor(rounds.length / 2)][k];
-    return { ...t, ...mid, ratio: median(ratios), ratios, errors: rounds.reduce((n, r) => n + r[k].errors, 0) };
+    const cpuUs = t.pid ? median(rounds.map((r) => r[k].cpuUs)) : undefined;
+    return { ...t, ...mid, cpuUs, ratio: median(ratios), ratios, errors: rounds.reduce((n, r) => n + r[k].errors, 0) };
   });
+}
+
+/** CPU time a process has used, in ms (user + system, /proc/PID/stat in clock ticks of 10 ms). */
+export function cpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
 }
 
 /** Sequential calls on one keep-alive connection, returning each call's latency in milliseconds. */

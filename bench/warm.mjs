@@ -107,6 +107,7 @@ http {
   upstream floor {
     server ${upstream};
     keepalive 64;
+    keepalive_timeout 4s; # below node's 5 s: nginx never reuses a connection the floor is closing
   }
   server {
     listen 127.0.0.1:${port};
@@ -171,13 +172,14 @@ export async function warm() {
     const webUrl = (await startProcess(s, process.execPath, [join(web, 'bare.mjs')], /web-wrapped on (http:\/\/\S+)\n/).matched)[1];
 
     // nginx in front of the floor, when installed
-    let nginxUrl;
+    let nginxUrl, nginxPid;
     if (onPath('nginx')) {
       const ndir = join(dir, 'nginx');
       mkdirSync(ndir);
       const port = await freePort();
       writeFileSync(join(ndir, 'nginx.conf'), nginxConf(ndir, port, new URL(floorUrl).host));
       const nginx = startProcess(s, 'nginx', ['-p', ndir, '-c', join(ndir, 'nginx.conf'), '-e', join(ndir, 'error.log')]);
+      nginxPid = nginx.child.pid; // master_process off: the one process that serves
       nginxUrl = `http://127.0.0.1:${port}`;
       await waitFor('nginx to answer', async () => {
         if (nginx.child.exitCode !== null) throw new Error(`nginx exited (${nginx.child.exitCode}): ${nginx.output()}${readFileSync(join(ndir, 'error.log'), 'utf8')}`);
@@ -188,7 +190,8 @@ export async function warm() {
 
     // the minimal Node proxy in front of the floor: what any Node process in front of it can do
     writeFileSync(join(dir, 'node-proxy.mjs'), NODE_PROXY(import.meta.resolve('undici')));
-    const proxyUrl = (await startProcess(s, process.execPath, [join(dir, 'node-proxy.mjs')], /node proxy on (http:\/\/\S+)\n/, { BENCH_UPSTREAM: floorUrl }).matched)[1];
+    const proxy = startProcess(s, process.execPath, [join(dir, 'node-proxy.mjs')], /node proxy on (http:\/\/\S+)\n/, { BENCH_UPSTREAM: floorUrl });
+    const proxyUrl = (await proxy.matched)[1];
 
     // the runtime, called directly as the router calls it
     const { ProcessProvider } = await import('../lib/dataplane/index.js');
@@ -205,13 +208,13 @@ export async function warm() {
     const memory = { floor: rss(floor.child.pid), generic: rss(generic.pid), hello: rss(direct.instance.pid) };
 
     const targets = [
-      { key: 'floor', label: 'floor: bare node:http, the same bytes', url: `${floorUrl}/hello/bench` },
+      { key: 'floor', label: 'floor: bare node:http, the same bytes', url: `${floorUrl}/hello/bench`, pid: floor.child.pid },
       { key: 'web', label: 'bare node:http + Web Request/Response', url: `${webUrl}/hello/bench` },
-      ...(nginxUrl ? [{ key: 'nginx', label: 'nginx → floor (keep-alive upstream)', url: `${nginxUrl}/hello/bench` }] : []),
-      { key: 'proxy', label: 'minimal Node proxy → floor (undici, no routing)', url: `${proxyUrl}/hello/bench` },
-      { key: 'direct', label: 'runtime instance direct, hello (Web)', url: `${direct.instance.url}/hello/bench`, headers: { ...direct.headers, ...param } },
+      ...(nginxUrl ? [{ key: 'nginx', label: 'nginx → floor (keep-alive upstream)', url: `${nginxUrl}/hello/bench`, pid: nginxPid }] : []),
+      { key: 'proxy', label: 'minimal Node proxy → floor (undici, no routing)', url: `${proxyUrl}/hello/bench`, pid: proxy.child.pid },
+      { key: 'direct', label: 'runtime instance direct, hello (Web)', url: `${direct.instance.url}/hello/bench`, headers: { ...direct.headers, ...param }, pid: direct.instance.pid },
       { key: 'fission', label: 'runtime instance direct, Fission-style', url: `${fission.instance.url}/hello/bench`, headers: fission.headers },
-      { key: 'router', label: 'through the router (spore up)', url: routed },
+      { key: 'router', label: 'through the router (spore up)', url: routed, pid: up.child.pid }, // spore up's process: the router (its instance is another)
     ];
     for (const t of targets) await check(t.label, t.url, t.headers, body);
     const node = await side(targets, { connections: CONNECTIONS, duration: DURATION, rounds: ROUNDS });
@@ -278,6 +281,12 @@ export function report(r) {
     }),
   ];
   if (!r.nginx) lines.push('  nginx: not installed (apt-get install nginx-light)');
+  // where the proxies' time goes: each one's own CPU per answer, against what the floor spends answering
+  const us = (t) => (t ? `${fmt(t.cpuUs, 1)} µs` : 'not measured');
+  lines.push(
+    `CPU per answer (the process's user + system time ÷ answers, median round): the floor ${us(by.floor)}, the instance direct ${us(by.direct)};`,
+    `  in front of a server: nginx ${us(by.nginx)}, the minimal Node proxy ${us(by.proxy)}, spore up's process (the router) ${us(by.router)}`,
+  );
   const s = r.sequential;
   lines.push(
     `router-added latency, one request at a time (${SEQUENTIAL} calls each): through the router p50 ${fmt(s.routedP50, 3)} ms − instance direct p50 ${fmt(s.directP50, 3)} ms`,

@@ -13,12 +13,12 @@
 //             in turn, BENCH_ROUNDS rounds: runs/s ÷ req/s per round, and the
 //             dataplane's CPU time per run and per call.
 // BENCH_ONLY=overhead|throughput runs one part.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Pool, request } from 'undici';
-import { API, NODE_ENV, dataplane, fmt, inTurn, median, nodeFunction, scope } from './util.mjs';
+import { API, NODE_ENV, cpuMs, dataplane, fmt, inTurn, median, nodeFunction, scope } from './util.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RUNS = Number(process.env.BENCH_WF_RUNS ?? 60);
@@ -54,12 +54,6 @@ async function call(client, path) {
   const res = await client.request({ path, ...POST });
   const text = await res.body.text();
   if (res.statusCode !== 200 || JSON.stringify(JSON.parse(text)) !== BODY) throw new Error(`POST ${path}: ${res.statusCode} ${text.slice(0, 300)}`);
-}
-
-/** CPU time the process has used (user + system), in ms: the dataplane's own work, whatever the load. */
-function cpuMs(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime (fields 14, 15) in USER_HZ ticks
 }
 
 /**
