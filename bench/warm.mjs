@@ -107,7 +107,7 @@ http {
   upstream floor {
     server ${upstream};
     keepalive 64;
-    keepalive_timeout 4s; # below node's 5 s: nginx never reuses a connection the floor is closing
+    keepalive_timeout 4s; # below node's 5 s, so that nginx lets a connection go before the floor closes it
   }
   server {
     listen 127.0.0.1:${port};

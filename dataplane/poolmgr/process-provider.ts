@@ -27,8 +27,9 @@ const RUNTIME_FILES = { node: 'node/server.mjs', python: 'python/server.py' } as
  * Node's flags for its runtime (the image's CMD has the same). V8's memory
  * reducer runs full collections in an instance that sits idle, as a warm one
  * does; that drops the hidden classes node's own optimized code was built on,
- * and the code rebuilt when the calls come measured 0.70 × a bare server
- * against 0.86 × without it, with the same memory after load (README, warm path).
+ * and the code rebuilt when the calls come measured 0.68–0.75 × a bare server,
+ * 0.82–0.86 × with this flag, with the same memory after load (README, footnote ⁴
+ * of the benchmarks).
  */
 export const NODE_RUNTIME_FLAGS = ['--no-memory-reducer'] as const;
 
